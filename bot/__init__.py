@@ -1,0 +1,1 @@
+"""pipebot: Slack chat-ops for release pipelines."""

@@ -1,0 +1,111 @@
+"""Configuration: one pydantic-settings class read from the environment.
+
+Every variable is documented in README.md ("Configuration"). ``load_settings``
+turns pydantic's validation error into one readable message naming each bad
+variable; the CLI prints it and exits with status 2.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+class ConfigurationError(Exception):
+    """Invalid configuration; the message names every bad variable and how to fix it."""
+
+
+class Settings(BaseSettings):
+    """pipebot's configuration. Field aliases are the environment variable names."""
+
+    model_config = SettingsConfigDict(
+        env_file=None, extra="ignore", populate_by_name=True, case_sensitive=True
+    )
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    data_dir: Path = Field(default=Path(".pipebot"), alias="PIPEBOT_DATA_DIR")
+    backend: Literal["local", "aws"] = Field(default="local", alias="PIPEBOT_BACKEND")
+    repositories_dir: Path | None = Field(default=None, alias="PIPEBOT_REPOSITORIES_DIR")
+    log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
+    engine_poll_seconds: float = Field(
+        default=1.0, gt=0, le=60, alias="PIPEBOT_ENGINE_POLL_SECONDS"
+    )
+    engine_max_parallel_actions: int = Field(
+        default=16, ge=1, le=256, alias="PIPEBOT_ENGINE_MAX_PARALLEL_ACTIONS"
+    )
+    aws_region: str | None = Field(default=None, alias="AWS_REGION")
+    aws_profile: str | None = Field(default=None, alias="AWS_PROFILE")
+    aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID")
+    aws_secret_access_key: SecretStr | None = Field(default=None, alias="AWS_SECRET_ACCESS_KEY")
+    aws_session_token: SecretStr | None = Field(default=None, alias="AWS_SESSION_TOKEN")
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_log_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _check_database_url(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:", "postgres:")):
+            raise ValueError(
+                "must be a SQLAlchemy URL such as sqlite:///path/to/pipebot.db or "
+                "postgresql+psycopg://user@host:5432/dbname"
+            )
+        if value.startswith("postgres:"):
+            value = "postgresql+psycopg:" + value.removeprefix("postgres:")
+        elif value.startswith("postgresql:"):
+            value = "postgresql+psycopg:" + value.removeprefix("postgresql:")
+        return value
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.expanduser().resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'pipebot.db'}"
+
+    @property
+    def resolved_repositories_dir(self) -> Path:
+        if self.repositories_dir is not None:
+            return self.repositories_dir.expanduser().resolve()
+        return self.resolved_data_dir / "repos"
+
+    def secret_values(self) -> list[str]:
+        """Every secret this configuration holds, for the log redactor."""
+        secrets = [self.aws_access_key_id, self.aws_secret_access_key, self.aws_session_token]
+        return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
+
+
+def _field_to_env() -> dict[str, str]:
+    return {name: (field.alias or name) for name, field in Settings.model_fields.items()}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the environment; raise ConfigurationError naming each bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        env_names = _field_to_env()
+        lines = []
+        for error in exc.errors():
+            loc = str(error["loc"][0]) if error["loc"] else "?"
+            name = env_names.get(loc, loc)
+            given = error.get("input")
+            shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+            message = str(error["msg"]).removeprefix("Value error, ")
+            lines.append(f"  {name}: {message}{shown}")
+        raise ConfigurationError(
+            "Invalid configuration:\n" + "\n".join(lines) + "\nFix these environment variables "
+            "(see README.md, Configuration) and start again."
+        ) from None

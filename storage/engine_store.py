@@ -1,0 +1,410 @@
+"""Storage functions for the embedded engine.
+
+Keyword-only functions that take a session; the caller owns the transaction.
+Nothing outside ``storage/`` builds SQL. ``lock=True`` takes a row lock
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` already
+serialises writers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+from sqlalchemy import func, update
+from sqlmodel import Session, SQLModel, col, delete, select
+
+from storage.models import (
+    ActionExecution,
+    EngineWorker,
+    Pipeline,
+    PipelineExecution,
+    PipelineVersion,
+    StageExecution,
+    StageTransition,
+)
+
+ACTIVE_EXECUTION_STATUSES = ("InProgress", "Stopping")
+
+
+def add_row(*, session: Session, row: SQLModel) -> None:
+    """Add ``row`` and flush so its generated key is available."""
+    session.add(row)
+    session.flush()
+
+
+# --- pipelines ---------------------------------------------------------------------------------
+
+
+def get_pipeline(*, session: Session, name: str, lock: bool = False) -> Pipeline | None:
+    statement = select(Pipeline).where(Pipeline.name == name)
+    if lock:
+        statement = statement.with_for_update()
+    return session.exec(statement).first()
+
+
+def get_pipeline_by_id(*, session: Session, pipeline_id: int, lock: bool = False) -> Pipeline | None:
+    statement = select(Pipeline).where(Pipeline.id == pipeline_id)
+    if lock:
+        statement = statement.with_for_update()
+    return session.exec(statement).first()
+
+
+def list_pipelines(*, session: Session, after_name: str | None, limit: int) -> list[Pipeline]:
+    statement = select(Pipeline).order_by(col(Pipeline.name)).limit(limit)
+    if after_name is not None:
+        statement = statement.where(Pipeline.name > after_name)
+    return list(session.exec(statement))
+
+
+def delete_pipeline(*, session: Session, pipeline: Pipeline) -> None:
+    """Delete a pipeline and everything that belongs to it (children first, for SQLite)."""
+    pipeline_id = pipeline.id
+    for model in (ActionExecution, StageExecution, StageTransition, PipelineVersion):
+        session.execute(delete(model).where(model.pipeline_id == pipeline_id))  # type: ignore[arg-type]
+    session.execute(delete(PipelineExecution).where(col(PipelineExecution.pipeline_id) == pipeline_id))
+    session.delete(pipeline)
+    session.flush()
+
+
+def get_pipeline_version(*, session: Session, pipeline_id: int, version: int) -> PipelineVersion | None:
+    return session.get(PipelineVersion, (pipeline_id, version))
+
+
+def pipeline_ids_with_active_executions(*, session: Session) -> list[int]:
+    statement = (
+        select(PipelineExecution.pipeline_id)
+        .where(col(PipelineExecution.status).in_(ACTIVE_EXECUTION_STATUSES))
+        .distinct()
+    )
+    return list(session.exec(statement))
+
+
+# --- executions --------------------------------------------------------------------------------
+
+
+def active_executions(*, session: Session, pipeline_id: int) -> list[PipelineExecution]:
+    statement = (
+        select(PipelineExecution)
+        .where(
+            PipelineExecution.pipeline_id == pipeline_id,
+            col(PipelineExecution.status).in_(ACTIVE_EXECUTION_STATUSES),
+        )
+        .order_by(col(PipelineExecution.id))
+    )
+    return list(session.exec(statement))
+
+
+def get_execution(
+    *, session: Session, pipeline_id: int, execution_id: str
+) -> PipelineExecution | None:
+    statement = select(PipelineExecution).where(
+        PipelineExecution.pipeline_id == pipeline_id,
+        PipelineExecution.execution_id == execution_id,
+    )
+    return session.exec(statement).first()
+
+
+def get_executions_by_pk(*, session: Session, pks: Iterable[int]) -> dict[int, PipelineExecution]:
+    wanted = sorted(set(pks))
+    if not wanted:
+        return {}
+    statement = select(PipelineExecution).where(col(PipelineExecution.id).in_(wanted))
+    return {row.id: row for row in session.exec(statement) if row.id is not None}
+
+
+def execution_by_request_token(
+    *, session: Session, pipeline_id: int, token: str
+) -> PipelineExecution | None:
+    statement = select(PipelineExecution).where(
+        PipelineExecution.pipeline_id == pipeline_id,
+        PipelineExecution.client_request_token == token,
+    )
+    return session.exec(statement).first()
+
+
+def list_executions(
+    *,
+    session: Session,
+    pipeline_id: int,
+    before_pk: int | None,
+    limit: int,
+    succeeded_in_stage: str | None = None,
+) -> list[PipelineExecution]:
+    """Newest first; ``before_pk`` continues a previous page."""
+    statement = (
+        select(PipelineExecution)
+        .where(PipelineExecution.pipeline_id == pipeline_id)
+        .order_by(col(PipelineExecution.id).desc())
+        .limit(limit)
+    )
+    if before_pk is not None:
+        statement = statement.where(col(PipelineExecution.id) < before_pk)
+    if succeeded_in_stage is not None:
+        succeeded = select(StageExecution.execution_pk).where(
+            StageExecution.pipeline_id == pipeline_id,
+            StageExecution.stage_name == succeeded_in_stage,
+            StageExecution.status == "Succeeded",
+        )
+        statement = statement.where(col(PipelineExecution.id).in_(succeeded))
+    return list(session.exec(statement))
+
+
+def latest_execution(*, session: Session, pipeline_id: int) -> PipelineExecution | None:
+    rows = list_executions(session=session, pipeline_id=pipeline_id, before_pk=None, limit=1)
+    return rows[0] if rows else None
+
+
+# --- stage executions --------------------------------------------------------------------------
+
+
+def stage_executions_for(
+    *, session: Session, execution_pks: Sequence[int]
+) -> list[StageExecution]:
+    if not execution_pks:
+        return []
+    statement = select(StageExecution).where(col(StageExecution.execution_pk).in_(execution_pks))
+    return list(session.exec(statement))
+
+
+def get_stage_execution(
+    *, session: Session, execution_pk: int, stage_name: str
+) -> StageExecution | None:
+    statement = select(StageExecution).where(
+        StageExecution.execution_pk == execution_pk, StageExecution.stage_name == stage_name
+    )
+    return session.exec(statement).first()
+
+
+def latest_stage_executions(*, session: Session, pipeline_id: int) -> dict[str, StageExecution]:
+    """For each stage, the stage execution of the execution that entered it last."""
+    latest = (
+        select(StageExecution.stage_name, func.max(StageExecution.entered_seq).label("seq"))
+        .where(StageExecution.pipeline_id == pipeline_id)
+        .group_by(col(StageExecution.stage_name))
+        .subquery()
+    )
+    statement = select(StageExecution).join(
+        latest,
+        (col(StageExecution.stage_name) == latest.c.stage_name)
+        & (col(StageExecution.entered_seq) == latest.c.seq),
+    ).where(StageExecution.pipeline_id == pipeline_id)
+    return {row.stage_name: row for row in session.exec(statement)}
+
+
+def stage_holders(*, session: Session, pipeline_id: int) -> dict[str, list[int]]:
+    """Stage name -> executions (pks) holding its lock (a stage execution in progress)."""
+    statement = select(StageExecution.stage_name, StageExecution.execution_pk).where(
+        StageExecution.pipeline_id == pipeline_id,
+        col(StageExecution.status).in_(ACTIVE_EXECUTION_STATUSES),
+    )
+    holders: dict[str, list[int]] = {}
+    for stage_name, execution_pk in session.exec(statement):
+        holders.setdefault(stage_name, []).append(execution_pk)
+    return holders
+
+
+def max_entered_seq(*, session: Session, pipeline_id: int) -> int:
+    statement = select(func.max(StageExecution.entered_seq)).where(
+        StageExecution.pipeline_id == pipeline_id
+    )
+    value = session.exec(statement).first()
+    return int(value or 0)
+
+
+# --- action executions -------------------------------------------------------------------------
+
+
+def action_executions_for(
+    *, session: Session, execution_pk: int, stage_name: str | None = None
+) -> list[ActionExecution]:
+    statement = (
+        select(ActionExecution)
+        .where(ActionExecution.execution_pk == execution_pk)
+        .order_by(col(ActionExecution.id))
+    )
+    if stage_name is not None:
+        statement = statement.where(ActionExecution.stage_name == stage_name)
+    return list(session.exec(statement))
+
+
+def action_executions_for_many(
+    *, session: Session, execution_pks: Sequence[int]
+) -> list[ActionExecution]:
+    if not execution_pks:
+        return []
+    statement = (
+        select(ActionExecution)
+        .where(col(ActionExecution.execution_pk).in_(execution_pks))
+        .order_by(col(ActionExecution.id))
+    )
+    return list(session.exec(statement))
+
+
+def get_action(*, session: Session, pk: int) -> ActionExecution | None:
+    return session.get(ActionExecution, pk)
+
+
+def claim_action(*, session: Session, pk: int, worker_id: str, host: str) -> ActionExecution | None:
+    """Claim an unclaimed, in-progress action for ``worker_id``; None if another got it.
+
+    A conditional UPDATE is atomic on both databases, so two workers can never
+    both run the same action.
+    """
+    result = session.execute(
+        update(ActionExecution)
+        .where(
+            col(ActionExecution.id) == pk,
+            col(ActionExecution.status) == "InProgress",
+            col(ActionExecution.claimed_by).is_(None),
+        )
+        .values(claimed_by=worker_id, host=host)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    row = session.get(ActionExecution, pk, populate_existing=True)
+    return row
+
+
+def unclaimed_actions(*, session: Session, limit: int = 200) -> list[int]:
+    """In-progress actions that no worker has claimed yet (approvals never are)."""
+    statement = (
+        select(ActionExecution.id)
+        .where(
+            ActionExecution.status == "InProgress",
+            col(ActionExecution.claimed_by).is_(None),
+            ActionExecution.category != "Approval",
+        )
+        .order_by(col(ActionExecution.id))
+        .limit(limit)
+    )
+    return [pk for pk in session.exec(statement) if pk is not None]
+
+
+def claimed_in_progress_actions(*, session: Session) -> list[ActionExecution]:
+    statement = select(ActionExecution).where(
+        ActionExecution.status == "InProgress", col(ActionExecution.claimed_by).is_not(None)
+    )
+    return list(session.exec(statement))
+
+
+def action_statuses(*, session: Session, pks: Sequence[int]) -> dict[int, str]:
+    if not pks:
+        return {}
+    statement = select(ActionExecution.id, ActionExecution.status).where(
+        col(ActionExecution.id).in_(pks)
+    )
+    return {pk: status for pk, status in session.exec(statement) if pk is not None}
+
+
+def actions_with_token(*, session: Session, pipeline_id: int, token: str) -> list[ActionExecution]:
+    statement = select(ActionExecution).where(
+        ActionExecution.pipeline_id == pipeline_id, ActionExecution.token == token
+    )
+    return list(session.exec(statement))
+
+
+def pending_approvals(*, session: Session, pipeline_id: int | None = None) -> list[ActionExecution]:
+    statement = select(ActionExecution).where(
+        ActionExecution.status == "InProgress", ActionExecution.category == "Approval"
+    )
+    if pipeline_id is not None:
+        statement = statement.where(ActionExecution.pipeline_id == pipeline_id)
+    return list(session.exec(statement))
+
+
+def next_approval_due(*, session: Session) -> datetime | None:
+    statement = select(func.min(ActionExecution.approval_due_at)).where(
+        ActionExecution.status == "InProgress", ActionExecution.category == "Approval"
+    )
+    return session.exec(statement).first()
+
+
+def pipelines_with_due_approvals(*, session: Session, now: datetime) -> list[int]:
+    statement = (
+        select(ActionExecution.pipeline_id)
+        .where(
+            ActionExecution.status == "InProgress",
+            ActionExecution.category == "Approval",
+            col(ActionExecution.approval_due_at) <= now,
+        )
+        .distinct()
+    )
+    return list(session.exec(statement))
+
+
+def list_action_executions(
+    *,
+    session: Session,
+    pipeline_id: int,
+    execution_pk: int | None,
+    before_pk: int | None,
+    limit: int,
+) -> list[ActionExecution]:
+    statement = (
+        select(ActionExecution)
+        .where(ActionExecution.pipeline_id == pipeline_id)
+        .order_by(col(ActionExecution.id).desc())
+        .limit(limit)
+    )
+    if execution_pk is not None:
+        statement = statement.where(ActionExecution.execution_pk == execution_pk)
+    if before_pk is not None:
+        statement = statement.where(col(ActionExecution.id) < before_pk)
+    return list(session.exec(statement))
+
+
+def source_revisions_of_latest(
+    *, session: Session, pipeline_id: int, stage_name: str
+) -> list[ActionExecution]:
+    """Latest succeeded action executions of a stage, newest first (current revisions)."""
+    statement = (
+        select(ActionExecution)
+        .where(
+            ActionExecution.pipeline_id == pipeline_id,
+            ActionExecution.stage_name == stage_name,
+            ActionExecution.status == "Succeeded",
+        )
+        .order_by(col(ActionExecution.id).desc())
+        .limit(50)
+    )
+    return list(session.exec(statement))
+
+
+# --- transitions -------------------------------------------------------------------------------
+
+
+def get_transitions(*, session: Session, pipeline_id: int) -> dict[str, StageTransition]:
+    statement = select(StageTransition).where(StageTransition.pipeline_id == pipeline_id)
+    return {row.stage_name: row for row in session.exec(statement)}
+
+
+def get_transition(*, session: Session, pipeline_id: int, stage_name: str) -> StageTransition | None:
+    return session.get(StageTransition, (pipeline_id, stage_name))
+
+
+# --- workers -----------------------------------------------------------------------------------
+
+
+def upsert_worker(*, session: Session, worker: EngineWorker) -> None:
+    existing = session.get(EngineWorker, worker.id)
+    if existing is None:
+        session.add(worker)
+    else:
+        existing.heartbeat_at = worker.heartbeat_at
+    session.flush()
+
+
+def heartbeat_worker(*, session: Session, worker_id: str, now: datetime) -> bool:
+    result = session.execute(
+        update(EngineWorker).where(col(EngineWorker.id) == worker_id).values(heartbeat_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def list_workers(*, session: Session) -> list[EngineWorker]:
+    return list(session.exec(select(EngineWorker)))
+
+
+def delete_worker(*, session: Session, worker_id: str) -> None:
+    session.execute(delete(EngineWorker).where(col(EngineWorker.id) == worker_id))
