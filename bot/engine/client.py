@@ -1,0 +1,955 @@
+"""``LocalCodePipeline``: a drop-in for ``boto3.client("codepipeline")``.
+
+Each method takes the same keyword arguments as boto3's, validates them against
+botocore's input shape (raising ``ParamValidationError`` as boto3 does), records
+its intent in the database in one transaction with the pipeline's row locked,
+advances the pipeline in that same transaction, and returns a response with
+botocore's output field names. Errors are ``ClientError`` with AWS's codes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import copy
+import functools
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import botocore.session
+from botocore.exceptions import ClientError, ParamValidationError
+from botocore.model import OperationModel, ServiceModel
+from botocore.validate import ParamValidator
+from sqlmodel import Session
+
+from bot.engine import responses
+from bot.engine.declaration import validate_declaration
+from bot.engine.errors import DeclarationError, client_error
+from bot.engine.model import PipelineSpec, parse_spec
+from bot.engine.providers.commands import log_tail
+from bot.engine.runtime import (
+    AdvanceResult,
+    Runtime,
+    SpecCache,
+    latest_actions,
+    set_execution_status,
+    set_stage_status,
+)
+from bot.engine.states import (
+    EXECUTION_TERMINAL,
+    ActionStatus,
+    ExecutionStatus,
+    StageStatus,
+    TriggerType,
+)
+from bot.engine.worker import Worker
+from storage import engine_store as store
+from storage.db import make_engine, make_session_factory, transaction, utc, utcnow
+from storage.migrate import is_current
+from storage.models import (
+    ActionExecution,
+    Pipeline,
+    PipelineExecution,
+    PipelineVersion,
+    StageTransition,
+)
+
+TRANSITION_REASON = re.compile(r"^[a-zA-Z0-9!@ \(\)\.\*\?\-]{1,300}$")
+CALLER = "pipebot"
+
+
+@functools.cache
+def _service_model() -> ServiceModel:
+    return botocore.session.get_session().get_service_model("codepipeline")
+
+
+def _operation(name: str) -> OperationModel:
+    return _service_model().operation_model(name)
+
+
+def _validate_params(operation: str, params: dict[str, Any]) -> None:
+    shape = _operation(operation).input_shape
+    assert shape is not None
+    report = ParamValidator().validate(params, shape)
+    if report.has_errors():
+        raise ParamValidationError(report=report.generate_report())
+
+
+def _encode_token(value: int | str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"k": value}).encode()).decode()
+
+
+def _decode_token(token: str | None, operation: str) -> Any:
+    if token is None:
+        return None
+    try:
+        return json.loads(base64.urlsafe_b64decode(token.encode()))["k"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise client_error(
+            "InvalidNextTokenException", "The nextToken is not valid.", operation=operation
+        ) from None
+
+
+class LocalCodePipeline:
+    """The embedded CodePipeline engine behind boto3's client interface."""
+
+    def __init__(
+        self,
+        *,
+        database_url: str,
+        data_dir: str | Path,
+        repositories_dir: str | Path,
+        run_worker: bool = True,
+        poll_seconds: float = 1.0,
+        max_parallel_actions: int = 16,
+        region: str | None = None,
+    ) -> None:
+        self._engine = make_engine(database_url)
+        if not is_current(self._engine):
+            self._engine.dispose()
+            raise RuntimeError(
+                "The pipebot database is not at the latest schema: run `pipebot migrate` first."
+            )
+        self._sessions = make_session_factory(self._engine)
+        self._data_dir = Path(data_dir).resolve()
+        self._data_dir.mkdir(parents=True, exist_ok=True)
+        self._region = region
+        self._specs = SpecCache()
+        self._runtime = Runtime(
+            data_dir=self._data_dir,
+            repositories_dir=Path(repositories_dir).resolve(),
+            specs=self._specs,
+        )
+        self._worker: Worker | None = None
+        if run_worker:
+            self._worker = Worker(
+                sessions=self._sessions,
+                runtime=self._runtime,
+                poll_seconds=poll_seconds,
+                max_parallel_actions=max_parallel_actions,
+            )
+            self._worker.start()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the worker (running actions are marked interrupted) and release the database."""
+        if self._worker is not None:
+            self._worker.close()
+            self._worker = None
+        self._engine.dispose()
+
+    def __enter__(self) -> LocalCodePipeline:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def worker(self) -> Worker | None:
+        return self._worker
+
+    # --- plumbing ----------------------------------------------------------------------------
+
+    @contextmanager
+    def _tx(self) -> Iterator[Session]:
+        with transaction(self._sessions) as session:
+            yield session
+
+    def _after(self, result: AdvanceResult) -> None:
+        if self._worker is not None:
+            self._worker.after_commit(result)
+
+    def _pipeline(self, session: Session, name: str, operation: str, *, lock: bool) -> Pipeline:
+        pipeline = store.get_pipeline(session=session, name=name, lock=lock)
+        if pipeline is None:
+            raise client_error(
+                "PipelineNotFoundException",
+                f"Account '{responses.ACCOUNT}' does not have a pipeline with name '{name}'",
+                operation=operation,
+            )
+        return pipeline
+
+    def _spec(self, session: Session, pipeline: Pipeline) -> PipelineSpec:
+        assert pipeline.id is not None
+        return self._specs.get(session=session, pipeline_id=pipeline.id, version=pipeline.version)
+
+    def _execution(
+        self, session: Session, pipeline: Pipeline, execution_id: str, operation: str, code: str
+    ) -> PipelineExecution:
+        assert pipeline.id is not None
+        execution = store.get_execution(
+            session=session, pipeline_id=pipeline.id, execution_id=execution_id
+        )
+        if execution is None:
+            raise client_error(
+                code,
+                f"Pipeline execution with id '{execution_id}' does not exist in pipeline "
+                f"'{pipeline.name}'",
+                operation=operation,
+            )
+        return execution
+
+    @staticmethod
+    def _declaration(pipeline: dict[str, Any], operation: str) -> dict[str, Any]:
+        try:
+            return validate_declaration(pipeline, local=True)
+        except DeclarationError as exc:
+            raise exc.to_client_error(operation=operation) from None
+
+    # --- pipelines ---------------------------------------------------------------------------
+
+    def create_pipeline(self, **params: Any) -> dict[str, Any]:
+        _validate_params("CreatePipeline", params)
+        declaration = self._declaration(params["pipeline"], "CreatePipeline")
+        declaration["version"] = 1
+        tags = params.get("tags") or []
+        now = utcnow()
+        with self._tx() as session:
+            if store.get_pipeline(session=session, name=declaration["name"]) is not None:
+                raise client_error(
+                    "PipelineNameInUseException",
+                    f"A pipeline with the name '{declaration['name']}' already exists in "
+                    f"account '{responses.ACCOUNT}'",
+                    operation="CreatePipeline",
+                )
+            pipeline = Pipeline(
+                name=declaration["name"],
+                version=1,
+                pipeline_type=declaration["pipelineType"],
+                execution_mode=declaration["executionMode"],
+                declaration=json.dumps(declaration),
+                tags=json.dumps(tags),
+                created_at=now,
+                updated_at=now,
+            )
+            store.add_row(session=session, row=pipeline)
+            assert pipeline.id is not None
+            store.add_row(
+                session=session,
+                row=PipelineVersion(
+                    pipeline_id=pipeline.id,
+                    version=1,
+                    declaration=pipeline.declaration,
+                    created_at=now,
+                ),
+            )
+            spec = parse_spec(declaration)
+            self._new_execution(
+                session=session,
+                pipeline=pipeline,
+                spec=spec,
+                trigger=TriggerType.CREATE_PIPELINE,
+                trigger_detail=CALLER,
+                variables={},
+                overrides={},
+                request_token=None,
+                now=now,
+            )
+            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+        self._after(result)
+        response: dict[str, Any] = {"pipeline": copy.deepcopy(declaration)}
+        if tags:
+            response["tags"] = tags
+        return responses.with_metadata(response)
+
+    def update_pipeline(self, **params: Any) -> dict[str, Any]:
+        _validate_params("UpdatePipeline", params)
+        declaration = self._declaration(params["pipeline"], "UpdatePipeline")
+        now = utcnow()
+        with self._tx() as session:
+            pipeline = self._pipeline(session, declaration["name"], "UpdatePipeline", lock=True)
+            assert pipeline.id is not None
+            pipeline.version += 1
+            declaration["version"] = pipeline.version
+            pipeline.declaration = json.dumps(declaration)
+            pipeline.pipeline_type = declaration["pipelineType"]
+            pipeline.execution_mode = declaration["executionMode"]
+            pipeline.updated_at = now
+            store.add_row(
+                session=session,
+                row=PipelineVersion(
+                    pipeline_id=pipeline.id,
+                    version=pipeline.version,
+                    declaration=pipeline.declaration,
+                    created_at=now,
+                ),
+            )
+        return responses.with_metadata({"pipeline": copy.deepcopy(declaration)})
+
+    def get_pipeline(self, **params: Any) -> dict[str, Any]:
+        _validate_params("GetPipeline", params)
+        with self._sessions() as session:
+            pipeline = self._pipeline(session, params["name"], "GetPipeline", lock=False)
+            assert pipeline.id is not None
+            version = params.get("version", pipeline.version)
+            row = store.get_pipeline_version(
+                session=session, pipeline_id=pipeline.id, version=version
+            )
+            if row is None:
+                raise client_error(
+                    "PipelineVersionNotFoundException",
+                    f"Pipeline '{pipeline.name}' has no version {version}",
+                    operation="GetPipeline",
+                )
+            return responses.with_metadata(
+                {
+                    "pipeline": json.loads(row.declaration),
+                    "metadata": {
+                        "pipelineArn": responses.pipeline_arn(pipeline.name),
+                        "created": utc(pipeline.created_at),
+                        "updated": utc(pipeline.updated_at),
+                    },
+                }
+            )
+
+    def list_pipelines(self, **params: Any) -> dict[str, Any]:
+        _validate_params("ListPipelines", params)
+        limit = params.get("maxResults", 100)
+        after = _decode_token(params.get("nextToken"), "ListPipelines")
+        with self._sessions() as session:
+            rows = store.list_pipelines(session=session, after_name=after, limit=limit + 1)
+        body: dict[str, Any] = {"pipelines": [responses.pipeline_summary(p) for p in rows[:limit]]}
+        if len(rows) > limit:
+            body["nextToken"] = _encode_token(rows[limit - 1].name)
+        return responses.with_metadata(body)
+
+    def delete_pipeline(self, **params: Any) -> dict[str, Any]:
+        _validate_params("DeletePipeline", params)
+        now = utcnow()
+        kills: list[ActionExecution] = []
+        with self._tx() as session:
+            pipeline = store.get_pipeline(session=session, name=params["name"], lock=True)
+            if pipeline is not None:
+                assert pipeline.id is not None
+                for execution in store.active_executions(session=session, pipeline_id=pipeline.id):
+                    assert execution.id is not None
+                    actions = store.action_executions_for(
+                        session=session, execution_pk=execution.id
+                    )
+                    kills += self._runtime.abandon_running(
+                        execution=execution, actions=actions, now=now, why="Pipeline deleted."
+                    )
+                session.flush()
+                store.delete_pipeline(session=session, pipeline=pipeline)
+                self._specs.forget(pipeline_id=pipeline.id)
+        self._after(AdvanceResult(kills=kills))
+        return responses.with_metadata({})
+
+    # --- executions --------------------------------------------------------------------------
+
+    def _new_execution(
+        self,
+        *,
+        session: Session,
+        pipeline: Pipeline,
+        spec: PipelineSpec,
+        trigger: TriggerType,
+        trigger_detail: str | None,
+        variables: dict[str, str],
+        overrides: dict[str, str],
+        request_token: str | None,
+        now: datetime,
+    ) -> PipelineExecution:
+        assert pipeline.id is not None
+        execution = PipelineExecution(
+            execution_id=str(uuid.uuid4()),
+            pipeline_id=pipeline.id,
+            pipeline_version=pipeline.version,
+            status=ExecutionStatus.IN_PROGRESS.value,
+            trigger_type=trigger.value,
+            trigger_detail=trigger_detail,
+            execution_mode=spec.execution_mode,
+            started_at=now,
+            updated_at=now,
+            variables=json.dumps(variables),
+            source_overrides=json.dumps(overrides),
+            source_revisions="[]",
+            artifact_revisions="[]",
+            stage_index=0,
+            waiting=True,
+            arrived_at=now,
+            client_request_token=request_token,
+        )
+        store.add_row(session=session, row=execution)
+        return execution
+
+    def _resolve_variables(
+        self, spec: PipelineSpec, given: list[dict[str, str]], operation: str
+    ) -> dict[str, str]:
+        declared = dict(spec.variables)
+        values: dict[str, str] = {}
+        for item in given:
+            if item["name"] not in declared:
+                known = ", ".join(sorted(declared)) or "none"
+                raise client_error(
+                    "ValidationException",
+                    f"Variable '{item['name']}' is not declared in pipeline '{spec.name}' "
+                    f"(declared: {known})",
+                    operation=operation,
+                )
+            values[item["name"]] = item["value"]
+        for name, default in spec.variables:
+            if name not in values:
+                if default is None:
+                    raise client_error(
+                        "ValidationException",
+                        f"Variable '{name}' has no default value and must be given at start",
+                        operation=operation,
+                    )
+                values[name] = default
+        return values
+
+    def _source_overrides(
+        self, spec: PipelineSpec, given: list[dict[str, str]], operation: str
+    ) -> dict[str, str]:
+        sources = {a.name for a in spec.stages[0].actions}
+        overrides: dict[str, str] = {}
+        for item in given:
+            if item["actionName"] not in sources:
+                raise client_error(
+                    "ValidationException",
+                    f"sourceRevisions: '{item['actionName']}' is not a source action of "
+                    f"pipeline '{spec.name}'",
+                    operation=operation,
+                )
+            if item["revisionType"] != "COMMIT_ID":
+                raise client_error(
+                    "ValidationException",
+                    f"sourceRevisions: revisionType {item['revisionType']} is not supported by "
+                    "git sources; use COMMIT_ID",
+                    operation=operation,
+                )
+            overrides[item["actionName"]] = item["revisionValue"]
+        return overrides
+
+    def start_pipeline_execution(self, **params: Any) -> dict[str, Any]:
+        _validate_params("StartPipelineExecution", params)
+        return self._start(
+            name=params["name"],
+            variables=params.get("variables") or [],
+            source_revisions=params.get("sourceRevisions") or [],
+            request_token=params.get("clientRequestToken"),
+            trigger=TriggerType.START_PIPELINE_EXECUTION,
+            trigger_detail=CALLER,
+        )
+
+    def start_from_trigger(
+        self, *, name: str, trigger: TriggerType, trigger_detail: str
+    ) -> dict[str, Any]:
+        """Start an execution for a non-API trigger (source polling, webhooks)."""
+        return self._start(
+            name=name,
+            variables=[],
+            source_revisions=[],
+            request_token=None,
+            trigger=trigger,
+            trigger_detail=trigger_detail,
+        )
+
+    def _start(
+        self,
+        *,
+        name: str,
+        variables: list[dict[str, str]],
+        source_revisions: list[dict[str, str]],
+        request_token: str | None,
+        trigger: TriggerType,
+        trigger_detail: str | None,
+    ) -> dict[str, Any]:
+        operation = "StartPipelineExecution"
+        now = utcnow()
+        with self._tx() as session:
+            pipeline = self._pipeline(session, name, operation, lock=True)
+            assert pipeline.id is not None
+            if request_token is not None:
+                existing = store.execution_by_request_token(
+                    session=session, pipeline_id=pipeline.id, token=request_token
+                )
+                if existing is not None:
+                    return responses.with_metadata({"pipelineExecutionId": existing.execution_id})
+            spec = self._spec(session, pipeline)
+            values = self._resolve_variables(spec, variables, operation)
+            overrides = self._source_overrides(spec, source_revisions, operation)
+            execution = self._new_execution(
+                session=session,
+                pipeline=pipeline,
+                spec=spec,
+                trigger=trigger,
+                trigger_detail=trigger_detail,
+                variables=values,
+                overrides=overrides,
+                request_token=request_token,
+                now=now,
+            )
+            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+            execution_id = execution.execution_id
+        self._after(result)
+        return responses.with_metadata({"pipelineExecutionId": execution_id})
+
+    def stop_pipeline_execution(self, **params: Any) -> dict[str, Any]:
+        operation = "StopPipelineExecution"
+        _validate_params(operation, params)
+        abandon = bool(params.get("abandon", False))
+        reason = params.get("reason")
+        now = utcnow()
+        kills: list[ActionExecution] = []
+        with self._tx() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
+            execution = self._execution(
+                session,
+                pipeline,
+                params["pipelineExecutionId"],
+                operation,
+                "PipelineExecutionNotStoppableException",
+            )
+            assert execution.id is not None
+            status = ExecutionStatus(execution.status)
+            if status in EXECUTION_TERMINAL:
+                raise client_error(
+                    "PipelineExecutionNotStoppableException",
+                    f"Pipeline execution '{execution.execution_id}' is {status.value} and "
+                    "cannot be stopped",
+                    operation=operation,
+                )
+            if status == ExecutionStatus.STOPPING and not abandon:
+                raise client_error(
+                    "DuplicatedStopRequestException",
+                    f"Pipeline execution '{execution.execution_id}' is already stopping; "
+                    "stop it with abandon to abandon its running actions",
+                    operation=operation,
+                )
+            execution.stop_mode = "abandon" if abandon else "wait"
+            execution.stop_reason = reason
+            execution.updated_at = now
+            if execution.waiting:
+                set_execution_status(execution, ExecutionStatus.STOPPED, now)
+                execution.waiting = False
+                execution.status_summary = "Stopped while waiting to enter a stage" + (
+                    f": {reason}" if reason else ""
+                )
+            else:
+                spec = self._runtime.spec_of(session=session, execution=execution)
+                stage_name = spec.stages[execution.stage_index].name
+                stage_row = store.get_stage_execution(
+                    session=session, execution_pk=execution.id, stage_name=stage_name
+                )
+                assert stage_row is not None
+                if abandon:
+                    actions = store.action_executions_for(
+                        session=session, execution_pk=execution.id, stage_name=stage_name
+                    )
+                    kills = self._runtime.abandon_running(
+                        execution=execution,
+                        actions=actions,
+                        now=now,
+                        why="Abandoned: the execution was stopped"
+                        + (f" ({reason})" if reason else ""),
+                    )
+                    for action in kills:
+                        action.error_code = "Abandoned"
+                        action.error_message = action.summary
+                    if stage_row.status == StageStatus.IN_PROGRESS:
+                        set_stage_status(stage_row, StageStatus.STOPPING, now)
+                    if status == ExecutionStatus.IN_PROGRESS:
+                        set_execution_status(execution, ExecutionStatus.STOPPING, now)
+                else:
+                    set_stage_status(stage_row, StageStatus.STOPPING, now)
+                    set_execution_status(execution, ExecutionStatus.STOPPING, now)
+            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+            execution_id = execution.execution_id
+        result.kills += kills
+        self._after(result)
+        return responses.with_metadata({"pipelineExecutionId": execution_id})
+
+    def retry_stage_execution(self, **params: Any) -> dict[str, Any]:
+        operation = "RetryStageExecution"
+        _validate_params(operation, params)
+        now = utcnow()
+        with self._tx() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
+            assert pipeline.id is not None
+            execution = self._execution(
+                session,
+                pipeline,
+                params["pipelineExecutionId"],
+                operation,
+                "PipelineExecutionNotFoundException",
+            )
+            assert execution.id is not None
+            spec = self._runtime.spec_of(session=session, execution=execution)
+            stage = spec.stage(params["stageName"])
+            if stage is None:
+                raise client_error(
+                    "StageNotFoundException",
+                    f"Stage '{params['stageName']}' does not exist in pipeline '{pipeline.name}'",
+                    operation=operation,
+                )
+            if execution.status == ExecutionStatus.SUPERSEDED:
+                raise client_error(
+                    "StageNotRetryableException",
+                    f"Execution '{execution.execution_id}' was superseded; superseded executions "
+                    "cannot be retried",
+                    operation=operation,
+                )
+            stage_row = store.get_stage_execution(
+                session=session, execution_pk=execution.id, stage_name=stage.name
+            )
+            retryable = (StageStatus.FAILED.value, StageStatus.STOPPED.value)
+            if (
+                stage_row is None
+                or stage_row.status not in retryable
+                or execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED)
+            ):
+                state = "never entered" if stage_row is None else stage_row.status
+                raise client_error(
+                    "StageNotRetryableException",
+                    f"Stage '{stage.name}' of execution '{execution.execution_id}' is {state}; "
+                    "only a Failed or Stopped stage can be retried",
+                    operation=operation,
+                )
+            latest = store.latest_stage_executions(session=session, pipeline_id=pipeline.id)
+            newest = latest.get(stage.name)
+            if newest is not None and newest.execution_pk != execution.id:
+                raise client_error(
+                    "NotLatestPipelineExecutionException",
+                    f"A newer execution has entered stage '{stage.name}' since "
+                    f"'{execution.execution_id}'; only the latest execution in a stage can be "
+                    "retried",
+                    operation=operation,
+                )
+            stage_row.attempt += 1
+            if params["retryMode"] == "ALL_ACTIONS":
+                stage_row.base_attempt = stage_row.attempt
+            set_stage_status(stage_row, StageStatus.IN_PROGRESS, now)
+            set_execution_status(execution, ExecutionStatus.IN_PROGRESS, now)
+            execution.stop_mode = None
+            execution.stop_reason = None
+            execution.status_summary = None
+            execution.waiting = False
+            execution.stage_index = stage.index
+            all_actions = store.action_executions_for(session=session, execution_pk=execution.id)
+            result = AdvanceResult()
+            self._runtime.start_next_group(
+                session=session,
+                execution=execution,
+                spec=spec,
+                stage=stage,
+                stage_row=stage_row,
+                latest=latest_actions(
+                    all_actions, stage_name=stage.name, base_attempt=stage_row.base_attempt
+                ),
+                all_actions=all_actions,
+                now=now,
+                result=result,
+            )
+            more = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+            result.launches += more.launches
+            result.kills += more.kills
+            execution_id = execution.execution_id
+        self._after(result)
+        return responses.with_metadata({"pipelineExecutionId": execution_id})
+
+    def put_approval_result(self, **params: Any) -> dict[str, Any]:
+        operation = "PutApprovalResult"
+        _validate_params(operation, params)
+        now = utcnow()
+        with self._tx() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
+            assert pipeline.id is not None
+            spec = self._spec(session, pipeline)
+            stage = spec.stage(params["stageName"])
+            if stage is None:
+                raise client_error(
+                    "StageNotFoundException",
+                    f"Stage '{params['stageName']}' does not exist in pipeline '{pipeline.name}'",
+                    operation=operation,
+                )
+            declared = stage.action(params["actionName"])
+            if declared is None:
+                raise client_error(
+                    "ActionNotFoundException",
+                    f"Action '{params['actionName']}' does not exist in stage '{stage.name}'",
+                    operation=operation,
+                )
+            candidates = [
+                a
+                for a in store.actions_with_token(
+                    session=session, pipeline_id=pipeline.id, token=params["token"]
+                )
+                if a.stage_name == stage.name and a.action_name == declared.name
+            ]
+            if not candidates:
+                raise client_error(
+                    "InvalidApprovalTokenException",
+                    f"The token is not valid for approval action '{declared.name}' in stage "
+                    f"'{stage.name}'",
+                    operation=operation,
+                )
+            action = candidates[0]
+            if action.status != ActionStatus.IN_PROGRESS:
+                if action.approval_status is not None:
+                    raise client_error(
+                        "ApprovalAlreadyCompletedException",
+                        f"This approval was already {action.approval_status.lower()}",
+                        operation=operation,
+                    )
+                raise client_error(
+                    "InvalidApprovalTokenException",
+                    f"The approval request is no longer valid (it {action.status.lower()}: "
+                    f"{action.summary or 'no longer waiting'})",
+                    operation=operation,
+                )
+            verdict = params["result"]["status"]
+            summary = params["result"]["summary"]
+            action.approval_status = verdict
+            action.updated_by = CALLER
+            action.summary = summary or verdict
+            action.updated_at = now
+            if verdict == "Approved":
+                action.status = ActionStatus.SUCCEEDED.value
+            else:
+                action.status = ActionStatus.FAILED.value
+                action.error_code = "ApprovalRejected"
+                action.error_message = f"Rejected: {summary}" if summary else "Rejected"
+            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+        self._after(result)
+        return responses.with_metadata({"approvedAt": now})
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def get_pipeline_state(self, **params: Any) -> dict[str, Any]:
+        _validate_params("GetPipelineState", params)
+        with self._sessions() as session:
+            pipeline = self._pipeline(session, params["name"], "GetPipelineState", lock=False)
+            assert pipeline.id is not None
+            spec = self._spec(session, pipeline)
+            latest_stages = store.latest_stage_executions(session=session, pipeline_id=pipeline.id)
+            active = store.active_executions(session=session, pipeline_id=pipeline.id)
+            transitions = store.get_transitions(session=session, pipeline_id=pipeline.id)
+            executions = store.get_executions_by_pk(
+                session=session, pks=[s.execution_pk for s in latest_stages.values()]
+            )
+            actions_by_stage: dict[str, dict[str, ActionExecution]] = {}
+            for stage_name, stage_row in latest_stages.items():
+                rows = store.action_executions_for(
+                    session=session, execution_pk=stage_row.execution_pk, stage_name=stage_name
+                )
+                actions_by_stage[stage_name] = latest_actions(
+                    rows, stage_name=stage_name, base_attempt=0
+                )
+            revisions: dict[str, ActionExecution] = {}
+            for row in store.source_revisions_of_latest(
+                session=session, pipeline_id=pipeline.id, stage_name=spec.stages[0].name
+            ):
+                revisions.setdefault(row.action_name, row)
+            stage_states = []
+            for index, stage in enumerate(spec.stages):
+                latest_stage = latest_stages.get(stage.name)
+                inbound = sorted(
+                    (
+                        e
+                        for e in active
+                        if e.waiting and e.stage_index == index and e.status == "InProgress"
+                    ),
+                    key=lambda e: (utc(e.arrived_at), e.id or 0),
+                )
+                stage_states.append(
+                    responses.stage_state(
+                        spec=spec,
+                        stage_index=index,
+                        latest_stage=latest_stage,
+                        latest_stage_execution=(
+                            executions.get(latest_stage.execution_pk) if latest_stage else None
+                        ),
+                        latest_actions=actions_by_stage.get(stage.name, {}),
+                        current_revisions=revisions if index == 0 else {},
+                        inbound=inbound,
+                        transition=transitions.get(stage.name),
+                    )
+                )
+            return responses.with_metadata(
+                {
+                    "pipelineName": pipeline.name,
+                    "pipelineVersion": pipeline.version,
+                    "stageStates": stage_states,
+                    "created": utc(pipeline.created_at),
+                    "updated": utc(pipeline.updated_at),
+                }
+            )
+
+    def list_pipeline_executions(self, **params: Any) -> dict[str, Any]:
+        operation = "ListPipelineExecutions"
+        _validate_params(operation, params)
+        limit = params.get("maxResults", 100)
+        before = _decode_token(params.get("nextToken"), operation)
+        stage_filter = (params.get("filter") or {}).get("succeededInStage", {}).get("stageName")
+        with self._sessions() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=False)
+            assert pipeline.id is not None
+            rows = store.list_executions(
+                session=session,
+                pipeline_id=pipeline.id,
+                before_pk=before,
+                limit=limit + 1,
+                succeeded_in_stage=stage_filter,
+            )
+        body: dict[str, Any] = {
+            "pipelineExecutionSummaries": [responses.execution_summary(e) for e in rows[:limit]]
+        }
+        if len(rows) > limit:
+            body["nextToken"] = _encode_token(rows[limit - 1].id or 0)
+        return responses.with_metadata(body)
+
+    def get_pipeline_execution(self, **params: Any) -> dict[str, Any]:
+        operation = "GetPipelineExecution"
+        _validate_params(operation, params)
+        with self._sessions() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=False)
+            execution = self._execution(
+                session,
+                pipeline,
+                params["pipelineExecutionId"],
+                operation,
+                "PipelineExecutionNotFoundException",
+            )
+            return responses.with_metadata(
+                {
+                    "pipelineExecution": responses.execution_detail(
+                        execution=execution, pipeline_name=pipeline.name
+                    )
+                }
+            )
+
+    def list_action_executions(self, **params: Any) -> dict[str, Any]:
+        operation = "ListActionExecutions"
+        _validate_params(operation, params)
+        limit = params.get("maxResults", 100)
+        before = _decode_token(params.get("nextToken"), operation)
+        wanted = (params.get("filter") or {}).get("pipelineExecutionId")
+        with self._sessions() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=False)
+            assert pipeline.id is not None
+            execution_pk = None
+            if wanted is not None:
+                execution_pk = self._execution(
+                    session, pipeline, wanted, operation, "PipelineExecutionNotFoundException"
+                ).id
+            rows = store.list_action_executions(
+                session=session,
+                pipeline_id=pipeline.id,
+                execution_pk=execution_pk,
+                before_pk=before,
+                limit=limit + 1,
+            )
+            ids = {
+                pk: e.execution_id
+                for pk, e in store.get_executions_by_pk(
+                    session=session, pks=[r.execution_pk for r in rows]
+                ).items()
+            }
+        body: dict[str, Any] = {
+            "actionExecutionDetails": [
+                responses.action_execution_detail(
+                    action=a, execution_id=ids[a.execution_pk], region=self._region
+                )
+                for a in rows[:limit]
+            ]
+        }
+        if len(rows) > limit:
+            body["nextToken"] = _encode_token(rows[limit - 1].id or 0)
+        return responses.with_metadata(body)
+
+    # --- transitions -------------------------------------------------------------------------
+
+    def _transition_stage(
+        self, session: Session, pipeline: Pipeline, params: dict[str, Any], operation: str
+    ) -> str:
+        spec = self._spec(session, pipeline)
+        stage = spec.stage(params["stageName"])
+        if stage is None:
+            raise client_error(
+                "StageNotFoundException",
+                f"Stage '{params['stageName']}' does not exist in pipeline '{pipeline.name}'",
+                operation=operation,
+            )
+        if params["transitionType"] == "Inbound":
+            return stage.name
+        if stage.index == len(spec.stages) - 1:
+            raise client_error(
+                "ValidationException",
+                f"Stage '{stage.name}' is the last stage and has no outbound transition",
+                operation=operation,
+            )
+        return spec.stages[stage.index + 1].name
+
+    def disable_stage_transition(self, **params: Any) -> dict[str, Any]:
+        operation = "DisableStageTransition"
+        _validate_params(operation, params)
+        if not TRANSITION_REASON.match(params["reason"]):
+            raise client_error(
+                "ValidationException",
+                "reason must be 1-300 characters of letters, digits, spaces and !@().*?-",
+                operation=operation,
+            )
+        return self._set_transition(params, operation, enabled=False, reason=params["reason"])
+
+    def enable_stage_transition(self, **params: Any) -> dict[str, Any]:
+        operation = "EnableStageTransition"
+        _validate_params(operation, params)
+        return self._set_transition(params, operation, enabled=True, reason=None)
+
+    def _set_transition(
+        self, params: dict[str, Any], operation: str, *, enabled: bool, reason: str | None
+    ) -> dict[str, Any]:
+        now = utcnow()
+        with self._tx() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
+            assert pipeline.id is not None
+            stage_name = self._transition_stage(session, pipeline, params, operation)
+            row = store.get_transition(
+                session=session, pipeline_id=pipeline.id, stage_name=stage_name
+            )
+            if row is None:
+                row = StageTransition(
+                    pipeline_id=pipeline.id, stage_name=stage_name, changed_at=now
+                )
+            row.enabled = enabled
+            row.disabled_reason = reason
+            row.changed_by = CALLER
+            row.changed_at = now
+            store.add_row(session=session, row=row)
+            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+        self._after(result)
+        return responses.with_metadata({})
+
+    # --- engine-only extras ------------------------------------------------------------------
+
+    def get_action_log(self, *, actionExecutionId: str, tailLines: int | None = None) -> str:  # noqa: N803
+        """The output of a Commands action (all of it, or its last ``tailLines`` lines)."""
+        path = self._runtime.log_path(action_execution_id=actionExecutionId)
+        if not re.fullmatch(r"[0-9a-f-]{36}", actionExecutionId) or not path.exists():
+            return ""
+        if tailLines is None:
+            return path.read_text(errors="replace")
+        return log_tail(log_path=path, lines=tailLines, max_chars=1_000_000)
+
+    def run_worker_scan(self) -> None:
+        """Run one worker pass now (tests and the benchmark use it to skip the poll wait)."""
+        if self._worker is not None:
+            self._worker.scan()
+
+
+__all__ = ["ClientError", "LocalCodePipeline"]

@@ -1,0 +1,238 @@
+"""Rows to API responses, with botocore's output field names, enums and types.
+
+Pure functions: rows in, dicts out. Timestamps come out as aware datetimes, as
+boto3's parser returns them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime
+from typing import Any
+
+from bot.engine.model import PipelineSpec
+from bot.engine.states import ActionStatus
+from storage.db import utc
+from storage.models import (
+    ActionExecution,
+    Pipeline,
+    PipelineExecution,
+    StageExecution,
+    StageTransition,
+)
+
+ACCOUNT = "000000000000"
+REGION = "local"
+
+
+def metadata() -> dict[str, Any]:
+    """boto3 adds ResponseMetadata to every response; so do we."""
+    return {
+        "RequestId": str(uuid.uuid4()),
+        "HTTPStatusCode": 200,
+        "HTTPHeaders": {},
+        "RetryAttempts": 0,
+    }
+
+
+def with_metadata(body: dict[str, Any]) -> dict[str, Any]:
+    body["ResponseMetadata"] = metadata()
+    return body
+
+
+def pipeline_arn(name: str) -> str:
+    return f"arn:aws:codepipeline:{REGION}:{ACCOUNT}:{name}"
+
+
+def pipeline_summary(pipeline: Pipeline) -> dict[str, Any]:
+    return {
+        "name": pipeline.name,
+        "version": pipeline.version,
+        "pipelineType": pipeline.pipeline_type,
+        "executionMode": pipeline.execution_mode,
+        "created": utc(pipeline.created_at),
+        "updated": utc(pipeline.updated_at),
+    }
+
+
+def _trigger(execution: PipelineExecution) -> dict[str, Any]:
+    trigger: dict[str, Any] = {"triggerType": execution.trigger_type}
+    if execution.trigger_detail:
+        trigger["triggerDetail"] = execution.trigger_detail
+    return trigger
+
+
+def execution_summary(execution: PipelineExecution) -> dict[str, Any]:
+    summary: dict[str, Any] = {
+        "pipelineExecutionId": execution.execution_id,
+        "status": execution.status,
+        "startTime": utc(execution.started_at),
+        "lastUpdateTime": utc(execution.updated_at),
+        "sourceRevisions": json.loads(execution.source_revisions),
+        "trigger": _trigger(execution),
+        "executionMode": execution.execution_mode,
+        "executionType": "STANDARD",
+    }
+    if execution.status_summary:
+        summary["statusSummary"] = execution.status_summary
+    if execution.stop_mode is not None and execution.stop_reason:
+        summary["stopTrigger"] = {"reason": execution.stop_reason}
+    return summary
+
+
+def execution_detail(*, execution: PipelineExecution, pipeline_name: str) -> dict[str, Any]:
+    artifacts = []
+    for artifact in json.loads(execution.artifact_revisions):
+        item = dict(artifact)
+        if "created" in item:
+            item["created"] = utc(datetime.fromisoformat(item["created"]))
+        artifacts.append(item)
+    detail: dict[str, Any] = {
+        "pipelineName": pipeline_name,
+        "pipelineVersion": execution.pipeline_version,
+        "pipelineExecutionId": execution.execution_id,
+        "status": execution.status,
+        "artifactRevisions": artifacts,
+        "variables": [
+            {"name": name, "resolvedValue": value}
+            for name, value in json.loads(execution.variables).items()
+        ],
+        "trigger": _trigger(execution),
+        "executionMode": execution.execution_mode,
+        "executionType": "STANDARD",
+    }
+    if execution.status_summary:
+        detail["statusSummary"] = execution.status_summary
+    return detail
+
+
+def action_state_execution(action: ActionExecution) -> dict[str, Any]:
+    latest: dict[str, Any] = {
+        "actionExecutionId": action.action_execution_id,
+        "status": action.status,
+        "lastStatusChange": utc(action.updated_at),
+    }
+    if action.summary:
+        latest["summary"] = action.summary[:2048]
+    if action.updated_by:
+        latest["lastUpdatedBy"] = action.updated_by
+    if action.external_execution_id:
+        latest["externalExecutionId"] = action.external_execution_id
+    if action.token and action.status == ActionStatus.IN_PROGRESS:
+        latest["token"] = action.token
+    if action.status in (ActionStatus.FAILED, ActionStatus.ABANDONED):
+        latest["errorDetails"] = {
+            "code": action.error_code or "JobFailed",
+            "message": (action.error_message or action.summary or action.status)[:5000],
+        }
+    return latest
+
+
+def stage_state(
+    *,
+    spec: PipelineSpec,
+    stage_index: int,
+    latest_stage: StageExecution | None,
+    latest_stage_execution: PipelineExecution | None,
+    latest_actions: dict[str, ActionExecution],
+    current_revisions: dict[str, ActionExecution],
+    inbound: list[PipelineExecution],
+    transition: StageTransition | None,
+) -> dict[str, Any]:
+    stage = spec.stages[stage_index]
+    transition_state: dict[str, Any] = {"enabled": True}
+    if transition is not None:
+        transition_state = {
+            "enabled": transition.enabled,
+            "lastChangedAt": utc(transition.changed_at),
+        }
+        if transition.changed_by:
+            transition_state["lastChangedBy"] = transition.changed_by
+        if not transition.enabled and transition.disabled_reason:
+            transition_state["disabledReason"] = transition.disabled_reason
+    action_states = []
+    for action in stage.actions:
+        state: dict[str, Any] = {"actionName": action.name}
+        latest = latest_actions.get(action.name)
+        if latest is not None:
+            state["latestExecution"] = action_state_execution(latest)
+        revision = current_revisions.get(action.name)
+        if revision is not None and revision.external_execution_id:
+            state["currentRevision"] = {
+                "revisionId": revision.external_execution_id,
+                "revisionChangeId": revision.external_execution_id,
+                "created": utc(revision.updated_at),
+            }
+        action_states.append(state)
+    result: dict[str, Any] = {
+        "stageName": stage.name,
+        "inboundTransitionState": transition_state,
+        "actionStates": action_states,
+    }
+    if inbound:
+        entries = [
+            {"pipelineExecutionId": e.execution_id, "status": e.status, "type": "STANDARD"}
+            for e in inbound
+        ]
+        result["inboundExecution"] = entries[0]
+        result["inboundExecutions"] = entries
+    if latest_stage is not None and latest_stage_execution is not None:
+        result["latestExecution"] = {
+            "pipelineExecutionId": latest_stage_execution.execution_id,
+            "status": latest_stage.status,
+            "type": "STANDARD",
+        }
+        if latest_stage.attempt > 1:
+            result["retryStageMetadata"] = {
+                "manualStageRetryAttempt": latest_stage.attempt - 1,
+                "latestRetryTrigger": "ManualStageRetry",
+            }
+    return result
+
+
+def action_execution_detail(
+    *, action: ActionExecution, execution_id: str, region: str | None
+) -> dict[str, Any]:
+    payload = json.loads(action.input)
+    execution_input: dict[str, Any] = {
+        "actionTypeId": payload["actionTypeId"],
+        "configuration": payload["configuration"],
+        "resolvedConfiguration": payload["resolvedConfiguration"],
+        "inputArtifacts": [{"name": name} for name in payload["inputArtifacts"]],
+    }
+    if payload.get("namespace"):
+        execution_input["namespace"] = payload["namespace"]
+    if payload.get("roleArn"):
+        execution_input["roleArn"] = payload["roleArn"]
+    if payload.get("region") or region:
+        execution_input["region"] = payload.get("region") or region
+    result: dict[str, Any] = {}
+    if action.external_execution_id:
+        result["externalExecutionId"] = action.external_execution_id
+    if action.summary:
+        result["externalExecutionSummary"] = action.summary[:2048]
+    if action.status in (ActionStatus.FAILED, ActionStatus.ABANDONED):
+        result["errorDetails"] = {
+            "code": action.error_code or "JobFailed",
+            "message": (action.error_message or action.summary or action.status)[:5000],
+        }
+    detail: dict[str, Any] = {
+        "pipelineExecutionId": execution_id,
+        "actionExecutionId": action.action_execution_id,
+        "pipelineVersion": action.pipeline_version,
+        "stageName": action.stage_name,
+        "actionName": action.action_name,
+        "startTime": utc(action.started_at),
+        "lastUpdateTime": utc(action.updated_at),
+        "status": action.status,
+        "input": execution_input,
+        "output": {
+            "outputArtifacts": [{"name": n} for n in json.loads(action.output_artifacts)],
+            "executionResult": result,
+            "outputVariables": json.loads(action.output_variables),
+        },
+    }
+    if action.updated_by:
+        detail["updatedBy"] = action.updated_by
+    return detail

@@ -1,0 +1,550 @@
+"""The engine's worker: runs actions and keeps executions moving.
+
+The hot path never sleeps: an API call or a finished action advances its
+pipeline in the same transaction and hands new actions straight to the thread
+pool. The worker's loop only covers what no call announces: changes made by
+other processes, approval timeouts, unclaimed actions, heartbeats and the
+recovery of actions whose worker died.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlmodel import Session
+
+from bot.engine.providers import commands as commands_provider
+from bot.engine.providers import git
+from bot.engine.runtime import AdvanceResult, Runtime, set_action_status
+from bot.engine.states import ActionStatus
+from storage import engine_store as store
+from storage.db import SessionFactory, transaction, utc, utcnow
+from storage.models import ActionExecution, EngineWorker, PipelineExecution
+
+log = logging.getLogger(__name__)
+
+HOST = socket.gethostname()
+INTERRUPTED = (
+    "Interrupted: the pipebot worker running this action stopped before it finished "
+    "({why}). Retry the stage to run it again."
+)
+
+
+@dataclass(frozen=True)
+class ActionJob:
+    """Everything a runner needs, read in the claim transaction."""
+
+    pk: int
+    action_execution_id: str
+    execution_id: str
+    pipeline_name: str
+    stage_name: str
+    action_name: str
+    category: str
+    provider: str
+    payload: dict[str, Any]
+    source_override: str | None
+
+
+@dataclass
+class Outcome:
+    succeeded: bool
+    summary: str
+    error_code: str | None = None
+    output_variables: dict[str, str] | None = None
+    output_artifacts: list[str] | None = None
+    external_execution_id: str | None = None
+    revision: dict[str, Any] | None = None
+
+
+class Worker:
+    """Runs actions on a thread pool and advances executions; one per process is enough."""
+
+    def __init__(
+        self,
+        *,
+        sessions: SessionFactory,
+        runtime: Runtime,
+        poll_seconds: float,
+        max_parallel_actions: int,
+        stale_after_seconds: float | None = None,
+    ) -> None:
+        self.id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._sessions = sessions
+        self._runtime = runtime
+        self._poll_seconds = poll_seconds
+        self._stale_after = timedelta(seconds=stale_after_seconds or max(15.0, 5 * poll_seconds))
+        self._pool = ThreadPoolExecutor(
+            max_workers=max_parallel_actions, thread_name_prefix="pipebot-action"
+        )
+        self._submitted: set[int] = set()
+        self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="pipebot-engine", daemon=True)
+        self._closed = False
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        now = utcnow()
+        with transaction(self._sessions) as session:
+            store.upsert_worker(
+                session=session,
+                worker=EngineWorker(
+                    id=self.id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now
+                ),
+            )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the loop and the runners; running actions are killed and marked interrupted."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=30)
+        with self._lock:
+            running = dict(self._running)
+        for proc in running.values():
+            commands_provider.kill_process_group(proc.pid)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with transaction(self._sessions) as session:
+            self._fail_claimed(session=session, worker_ids={self.id}, why="pipebot shut down")
+            store.delete_worker(session=session, worker_id=self.id)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- dispatch ----------------------------------------------------------------------------
+
+    def submit(self, pks: list[int]) -> None:
+        """Run these action executions (claimed first, so nothing runs twice)."""
+        if self._stop.is_set():
+            return
+        for pk in pks:
+            with self._lock:
+                if pk in self._submitted:
+                    continue
+                self._submitted.add(pk)
+            try:
+                self._pool.submit(self._run, pk)
+            except RuntimeError:  # the pool is shutting down
+                with self._lock:
+                    self._submitted.discard(pk)
+
+    def kill(self, action: ActionExecution) -> None:
+        """Kill an abandoned action's process group, wherever on this host it runs."""
+        with self._lock:
+            proc = self._running.get(action.id or -1)
+        if proc is not None:
+            commands_provider.kill_process_group(proc.pid)
+        elif action.pid is not None and action.host == HOST:
+            commands_provider.kill_process_group(action.pid)
+
+    # --- the loop ----------------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        self._recover(first=True)
+        while not self._stop.is_set():
+            timeout = self._next_timeout()
+            self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stop.is_set():
+                break
+            try:
+                self.scan()
+            except Exception:
+                log.exception("engine worker scan failed; retrying at the next poll")
+
+    def _next_timeout(self) -> float:
+        with self._sessions() as session:
+            due = store.next_approval_due(session=session)
+        timeout = self._poll_seconds
+        if due is not None:
+            timeout = min(timeout, max(0.0, (utc(due) - utcnow()).total_seconds()) + 0.01)
+        return timeout
+
+    def scan(self) -> None:
+        """One pass over everything that may need attention."""
+        now = utcnow()
+        with transaction(self._sessions) as session:
+            if not store.heartbeat_worker(session=session, worker_id=self.id, now=now):
+                store.upsert_worker(
+                    session=session,
+                    worker=EngineWorker(
+                        id=self.id, host=HOST, pid=os.getpid(), started_at=now, heartbeat_at=now
+                    ),
+                )
+        self._recover(first=False)
+        self._kill_abandoned()
+        with self._sessions() as session:
+            pipeline_ids = set(store.pipeline_ids_with_active_executions(session=session))
+            pipeline_ids |= set(store.pipelines_with_due_approvals(session=session, now=now))
+        for pipeline_id in sorted(pipeline_ids):
+            self.advance_pipeline(pipeline_id=pipeline_id)
+        with self._sessions() as session:
+            unclaimed = store.unclaimed_actions(session=session)
+        self.submit(unclaimed)
+
+    def advance_pipeline(self, *, pipeline_id: int) -> None:
+        with transaction(self._sessions) as session:
+            pipeline = store.get_pipeline_by_id(session=session, pipeline_id=pipeline_id, lock=True)
+            if pipeline is None:
+                return
+            result = self._runtime.advance(session=session, pipeline=pipeline, now=utcnow())
+        self.after_commit(result)
+
+    def after_commit(self, result: AdvanceResult) -> None:
+        for action in result.kills:
+            self.kill(action)
+        self.submit(result.launches)
+
+    # --- recovery ----------------------------------------------------------------------------
+
+    def _recover(self, *, first: bool) -> None:
+        """Fail actions whose worker is gone; kill what they left running on this host."""
+        now = utcnow()
+        with transaction(self._sessions) as session:
+            workers = {w.id: w for w in store.list_workers(session=session)}
+            dead: set[str] = set()
+            for worker in workers.values():
+                if worker.id == self.id:
+                    continue
+                stale = now - utc(worker.heartbeat_at) > self._stale_after
+                gone = worker.host == HOST and not _pid_alive(worker.pid)
+                if stale or gone:
+                    dead.add(worker.id)
+            claimed = store.claimed_in_progress_actions(session=session)
+            orphans = {
+                a.claimed_by
+                for a in claimed
+                if a.claimed_by is not None and a.claimed_by not in workers
+            }
+            dead |= {w for w in orphans if w is not None}
+            if not dead:
+                return
+            touched = self._fail_claimed(session=session, worker_ids=dead, why="its worker died")
+            for worker_id in dead:
+                store.delete_worker(session=session, worker_id=worker_id)
+        for pipeline_id in touched:
+            self.advance_pipeline(pipeline_id=pipeline_id)
+        if first and touched:
+            log.warning("recovered interrupted actions in %d pipeline(s)", len(touched))
+
+    def _fail_claimed(self, *, session: Session, worker_ids: set[str], why: str) -> set[int]:
+        now = utcnow()
+        touched: set[int] = set()
+        for action in store.claimed_in_progress_actions(session=session):
+            if action.claimed_by not in worker_ids:
+                continue
+            if action.pid is not None and action.host == HOST:
+                commands_provider.kill_process_group(action.pid)
+            set_action_status(action, ActionStatus.FAILED, now)
+            action.summary = INTERRUPTED.format(why=why)
+            action.error_code = "JobFailed"
+            action.error_message = action.summary
+            touched.add(action.pipeline_id)
+        return touched
+
+    def _kill_abandoned(self) -> None:
+        """Kill this worker's processes whose action was abandoned by another process."""
+        with self._lock:
+            running = dict(self._running)
+        if not running:
+            return
+        with self._sessions() as session:
+            statuses = store.action_statuses(session=session, pks=list(running))
+        for pk, proc in running.items():
+            if statuses.get(pk, ActionStatus.ABANDONED.value) != ActionStatus.IN_PROGRESS:
+                commands_provider.kill_process_group(proc.pid)
+
+    # --- running one action --------------------------------------------------------------------
+
+    def _run(self, pk: int) -> None:
+        try:
+            job = self._claim(pk)
+            if job is None:
+                return
+            try:
+                outcome = self._execute(job)
+            except Exception as exc:  # a provider bug must fail the action, not hang it
+                log.exception("action %s crashed", job.action_execution_id)
+                outcome = Outcome(
+                    succeeded=False, summary=f"Internal error: {exc}", error_code="JobFailed"
+                )
+            self._complete(job, outcome)
+        except Exception:
+            log.exception("could not run action execution %s", pk)
+        finally:
+            with self._lock:
+                self._submitted.discard(pk)
+
+    def _claim(self, pk: int) -> ActionJob | None:
+        with transaction(self._sessions) as session:
+            action = store.claim_action(session=session, pk=pk, worker_id=self.id, host=HOST)
+            if action is None:
+                return None
+            execution = session.get(PipelineExecution, action.execution_pk)
+            pipeline = store.get_pipeline_by_id(session=session, pipeline_id=action.pipeline_id)
+            assert execution is not None and pipeline is not None
+            overrides = json.loads(execution.source_overrides)
+            return ActionJob(
+                pk=pk,
+                action_execution_id=action.action_execution_id,
+                execution_id=execution.execution_id,
+                pipeline_name=pipeline.name,
+                stage_name=action.stage_name,
+                action_name=action.action_name,
+                category=action.category,
+                provider=action.provider,
+                payload=json.loads(action.input),
+                source_override=overrides.get(action.action_name),
+            )
+
+    def _execute(self, job: ActionJob) -> Outcome:
+        if job.category == "Source":
+            return self._run_source(job)
+        if job.provider == "Commands":
+            return self._run_commands(job)
+        return Outcome(
+            succeeded=False,
+            summary=f"The embedded engine cannot run provider {job.provider}.",
+            error_code="ConfigurationError",
+        )
+
+    def _run_source(self, job: ActionJob) -> Outcome:
+        configuration: dict[str, str] = job.payload["resolvedConfiguration"]
+        outputs = job.payload["outputArtifacts"]
+        try:
+            repository = git.repository_path(
+                repositories_dir=self._runtime.repositories_dir,
+                provider=job.provider,
+                configuration=configuration,
+            )
+            branch = configuration.get("BranchName", "main")
+            if job.source_override:
+                commit = git.read_commit(repository=repository, revision=job.source_override)
+            else:
+                commit = git.branch_tip(repository=repository, branch=branch)
+            for artifact in outputs:
+                destination = self._runtime.artifact_dir(
+                    execution_id=job.execution_id, artifact=artifact["name"]
+                )
+                _reset_dir(destination)
+                git.export_tree(
+                    repository=repository, revision_id=commit.revision_id, destination=destination
+                )
+        except git.SourceError as exc:
+            return Outcome(succeeded=False, summary=str(exc), error_code="JobFailed")
+        variables = {
+            "CommitId": commit.revision_id,
+            "CommitMessage": commit.message,
+            "AuthorDate": commit.authored_at.isoformat(),
+            "CommitterDate": commit.committed_at.isoformat(),
+            "BranchName": branch,
+        }
+        if job.provider == "CodeCommit":
+            variables["RepositoryName"] = configuration.get("RepositoryName", "")
+        else:
+            variables["FullRepositoryName"] = configuration.get("FullRepositoryId", "")
+            if "ConnectionArn" in configuration:
+                variables["ConnectionArn"] = configuration["ConnectionArn"]
+        return Outcome(
+            succeeded=True,
+            summary=commit.message[:2048],
+            output_variables=variables,
+            output_artifacts=[a["name"] for a in outputs],
+            external_execution_id=commit.revision_id,
+            revision={
+                "revisionId": commit.revision_id,
+                "revisionSummary": commit.message[:2048],
+                "created": commit.committed_at.isoformat(),
+                "artifacts": [a["name"] for a in outputs],
+            },
+        )
+
+    def _run_commands(self, job: ActionJob) -> Outcome:
+        payload = job.payload
+        inputs: list[str] = payload["inputArtifacts"]
+        artifact_dirs = {
+            name: self._runtime.artifact_dir(execution_id=job.execution_id, artifact=name)
+            for name in inputs
+        }
+        workdir = self._runtime.work_dir(action_execution_id=job.action_execution_id)
+        log_path = self._runtime.log_path(action_execution_id=job.action_execution_id)
+        variables_path = workdir.parent / f"{job.action_execution_id}.env"
+        _reset_dir(workdir)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            primary = artifact_dirs[inputs[0]] if inputs else None
+            secondary = {name: path for name, path in artifact_dirs.items() if path != primary}
+            extra_env = commands_provider.prepare_workdir(
+                workdir=workdir, primary_input=primary, secondary_inputs=secondary
+            )
+            env = {
+                **os.environ,
+                **payload.get("environment", {}),
+                **extra_env,
+                "CODEPIPELINE_PIPELINE_NAME": job.pipeline_name,
+                "CODEPIPELINE_EXECUTION_ID": job.execution_id,
+                "CODEPIPELINE_STAGE_NAME": job.stage_name,
+                "CODEPIPELINE_ACTION_NAME": job.action_name,
+            }
+            proc = commands_provider.start_commands(
+                commands=payload["commands"],
+                workdir=workdir,
+                env=env,
+                log_path=log_path,
+                variables_path=variables_path,
+            )
+            with self._lock:
+                self._running[job.pk] = proc
+            try:
+                self._record_pid(job.pk, proc.pid)
+                code = proc.wait()
+                # Background jobs a command left behind die with their action.
+                commands_provider.kill_process_group(proc.pid)
+            finally:
+                with self._lock:
+                    self._running.pop(job.pk, None)
+            if code != 0:
+                tail = commands_provider.log_tail(log_path=log_path, lines=15, max_chars=1500)
+                how = f"exited with status {code}" if code > 0 else f"was killed (signal {-code})"
+                return Outcome(
+                    succeeded=False,
+                    summary=f"Commands {how}.\n{tail}".strip()[:2048],
+                    error_code="JobFailed",
+                    external_execution_id=job.action_execution_id,
+                )
+            variables = commands_provider.read_output_variables(
+                variables_path=variables_path, names=payload.get("outputVariables", [])
+            )
+            produced = []
+            for artifact in payload["outputArtifacts"]:
+                destination = self._runtime.artifact_dir(
+                    execution_id=job.execution_id, artifact=artifact["name"]
+                )
+                _reset_dir(destination)
+                commands_provider.collect_artifact(
+                    workdir=workdir, files=artifact["files"] or ["**/*"], destination=destination
+                )
+                produced.append(artifact["name"])
+        except commands_provider.CommandsError as exc:
+            return Outcome(
+                succeeded=False,
+                summary=str(exc.summary if hasattr(exc, "summary") else exc)[:2048],
+                error_code="JobFailed",
+                external_execution_id=job.action_execution_id,
+            )
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+            variables_path.unlink(missing_ok=True)
+        return Outcome(
+            succeeded=True,
+            summary=f"{len(payload['commands'])} command(s) succeeded.",
+            output_variables=variables,
+            output_artifacts=produced,
+            external_execution_id=job.action_execution_id,
+        )
+
+    def _record_pid(self, pk: int, pid: int) -> None:
+        with transaction(self._sessions) as session:
+            action = store.get_action(session=session, pk=pk)
+            if action is not None:
+                action.pid = pid
+                action.host = HOST
+
+    def _complete(self, job: ActionJob, outcome: Outcome) -> None:
+        now = utcnow()
+        with transaction(self._sessions) as session:
+            action = store.get_action(session=session, pk=job.pk)
+            if action is None:
+                return  # the pipeline was deleted meanwhile
+            pipeline = store.get_pipeline_by_id(
+                session=session, pipeline_id=action.pipeline_id, lock=True
+            )
+            session.refresh(action)
+            if pipeline is None:
+                return
+            if action.status == ActionStatus.IN_PROGRESS and action.claimed_by == self.id:
+                _apply_outcome(session=session, action=action, outcome=outcome, now=now)
+            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+        self.after_commit(result)
+
+
+def _apply_outcome(
+    *, session: Session, action: ActionExecution, outcome: Outcome, now: datetime
+) -> None:
+    status = ActionStatus.SUCCEEDED if outcome.succeeded else ActionStatus.FAILED
+    set_action_status(action, status, now)
+    action.summary = outcome.summary
+    action.external_execution_id = outcome.external_execution_id
+    if not outcome.succeeded:
+        action.error_code = outcome.error_code or "JobFailed"
+        action.error_message = outcome.summary
+    action.output_variables = json.dumps(outcome.output_variables or {})
+    action.output_artifacts = json.dumps(outcome.output_artifacts or [])
+    if outcome.revision is not None:
+        execution = session.get(PipelineExecution, action.execution_pk)
+        if execution is not None:
+            record_revision(
+                execution=execution, action_name=action.action_name, revision=outcome.revision
+            )
+            execution.updated_at = now
+
+
+def record_revision(
+    *, execution: PipelineExecution, action_name: str, revision: dict[str, Any]
+) -> None:
+    sources = [s for s in json.loads(execution.source_revisions) if s["actionName"] != action_name]
+    sources.append(
+        {
+            "actionName": action_name,
+            "revisionId": revision["revisionId"],
+            "revisionSummary": revision["revisionSummary"],
+        }
+    )
+    execution.source_revisions = json.dumps(sources)
+    names = set(revision["artifacts"])
+    artifacts = [a for a in json.loads(execution.artifact_revisions) if a["name"] not in names]
+    for name in revision["artifacts"]:
+        artifacts.append(
+            {
+                "name": name,
+                "revisionId": revision["revisionId"],
+                "revisionSummary": revision["revisionSummary"],
+                "created": revision["created"],
+            }
+        )
+    execution.artifact_revisions = json.dumps(artifacts)
+
+
+def _reset_dir(path: Path) -> None:
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
