@@ -52,3 +52,5 @@ def configure_logging(*, level: str, secrets: Iterable[str] = ()) -> None:
     handler.addFilter(RedactingFilter(secrets=secrets))
     root.addHandler(handler)
     root.setLevel(level)
+    # Alembic narrates every migration step at INFO; keep start-up output readable.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))

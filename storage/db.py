@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +66,54 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        if connection.get_execution_options().get(READ_ONLY_OPTION):
+            connection.exec_driver_sql("BEGIN")
+        else:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-SessionFactory = sessionmaker[Session]
+READ_ONLY_OPTION = "pipebot_read_only"
+
+
+class SessionFactory:
+    """Sessions for one database: ``factory()`` reads, ``transaction(factory)`` writes.
+
+    On SQLite, reads begin a deferred transaction (WAL readers never wait) and
+    writes take the write lock up front; writers of one process also queue on a
+    Python lock, so they wait on each other without SQLite's sleeping busy
+    handler (a hot-path latency of milliseconds per collision).
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._writes = sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+        self._reads = sessionmaker(
+            bind=engine.execution_options(**{READ_ONLY_OPTION: True}),
+            class_=Session,
+            expire_on_commit=False,
+        )
+        self.write_lock: threading.Lock | None = (
+            threading.Lock() if engine.dialect.name == "sqlite" else None
+        )
+
+    def __call__(self) -> Session:
+        return self._reads()
+
+    def writer(self) -> Session:
+        return self._writes()
 
 
 def make_session_factory(engine: Engine) -> SessionFactory:
-    return sessionmaker(bind=engine, class_=Session, expire_on_commit=False)
+    return SessionFactory(engine)
 
 
 @contextmanager
 def transaction(factory: SessionFactory) -> Iterator[Session]:
-    """One session, one transaction: committed on success, rolled back on error."""
-    with factory() as session, session.begin():
+    """One session, one write transaction: committed on success, rolled back on error."""
+    lock = factory.write_lock
+    if lock is None:
+        with factory.writer() as session, session.begin():
+            yield session
+        return
+    with lock, factory.writer() as session, session.begin():
         yield session

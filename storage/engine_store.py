@@ -43,7 +43,9 @@ def get_pipeline(*, session: Session, name: str, lock: bool = False) -> Pipeline
     return session.exec(statement).first()
 
 
-def get_pipeline_by_id(*, session: Session, pipeline_id: int, lock: bool = False) -> Pipeline | None:
+def get_pipeline_by_id(
+    *, session: Session, pipeline_id: int, lock: bool = False
+) -> Pipeline | None:
     statement = select(Pipeline).where(Pipeline.id == pipeline_id)
     if lock:
         statement = statement.with_for_update()
@@ -62,12 +64,16 @@ def delete_pipeline(*, session: Session, pipeline: Pipeline) -> None:
     pipeline_id = pipeline.id
     for model in (ActionExecution, StageExecution, StageTransition, PipelineVersion):
         session.execute(delete(model).where(model.pipeline_id == pipeline_id))  # type: ignore[arg-type]
-    session.execute(delete(PipelineExecution).where(col(PipelineExecution.pipeline_id) == pipeline_id))
+    session.execute(
+        delete(PipelineExecution).where(col(PipelineExecution.pipeline_id) == pipeline_id)
+    )
     session.delete(pipeline)
     session.flush()
 
 
-def get_pipeline_version(*, session: Session, pipeline_id: int, version: int) -> PipelineVersion | None:
+def get_pipeline_version(
+    *, session: Session, pipeline_id: int, version: int
+) -> PipelineVersion | None:
     return session.get(PipelineVersion, (pipeline_id, version))
 
 
@@ -158,9 +164,7 @@ def latest_execution(*, session: Session, pipeline_id: int) -> PipelineExecution
 # --- stage executions --------------------------------------------------------------------------
 
 
-def stage_executions_for(
-    *, session: Session, execution_pks: Sequence[int]
-) -> list[StageExecution]:
+def stage_executions_for(*, session: Session, execution_pks: Sequence[int]) -> list[StageExecution]:
     if not execution_pks:
         return []
     statement = select(StageExecution).where(col(StageExecution.execution_pk).in_(execution_pks))
@@ -184,11 +188,15 @@ def latest_stage_executions(*, session: Session, pipeline_id: int) -> dict[str, 
         .group_by(col(StageExecution.stage_name))
         .subquery()
     )
-    statement = select(StageExecution).join(
-        latest,
-        (col(StageExecution.stage_name) == latest.c.stage_name)
-        & (col(StageExecution.entered_seq) == latest.c.seq),
-    ).where(StageExecution.pipeline_id == pipeline_id)
+    statement = (
+        select(StageExecution)
+        .join(
+            latest,
+            (col(StageExecution.stage_name) == latest.c.stage_name)
+            & (col(StageExecution.entered_seq) == latest.c.seq),
+        )
+        .where(StageExecution.pipeline_id == pipeline_id)
+    )
     return {row.stage_name: row for row in session.exec(statement)}
 
 
@@ -379,7 +387,9 @@ def get_transitions(*, session: Session, pipeline_id: int) -> dict[str, StageTra
     return {row.stage_name: row for row in session.exec(statement)}
 
 
-def get_transition(*, session: Session, pipeline_id: int, stage_name: str) -> StageTransition | None:
+def get_transition(
+    *, session: Session, pipeline_id: int, stage_name: str
+) -> StageTransition | None:
     return session.get(StageTransition, (pipeline_id, stage_name))
 
 
@@ -408,3 +418,9 @@ def list_workers(*, session: Session) -> list[EngineWorker]:
 
 def delete_worker(*, session: Session, worker_id: str) -> None:
     session.execute(delete(EngineWorker).where(col(EngineWorker.id) == worker_id))
+
+
+def add_rows(*, session: Session, rows: Sequence[SQLModel]) -> None:
+    """Insert many rows at once (benchmarks and imports)."""
+    session.add_all(rows)
+    session.flush()

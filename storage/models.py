@@ -24,9 +24,7 @@ def _text(*, nullable: bool = True) -> Column[str]:
 
 
 def _fk(target: str, *, nullable: bool = False, index: bool = False) -> Column[int]:
-    return Column(
-        Integer, ForeignKey(target, ondelete="CASCADE"), nullable=nullable, index=index
-    )
+    return Column(Integer, ForeignKey(target, ondelete="CASCADE"), nullable=nullable, index=index)
 
 
 class Pipeline(SQLModel, table=True):

@@ -1,0 +1,189 @@
+"""``pipebot`` (also ``python -m bot``): migrate, run the demo, run the engine worker."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from bot.logging_setup import configure_logging
+from bot.settings import ConfigurationError, Settings, load_settings
+
+log = logging.getLogger("pipebot")
+
+STATUS_MARK = {
+    "InProgress": "…",
+    "Succeeded": "✓",
+    "Failed": "✗",
+    "Stopped": "■",
+    "Stopping": "■",
+    "Superseded": "↷",
+    "Abandoned": "✗",
+    None: " ",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pipebot", description="Slack chat-ops for release pipelines."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="upgrade the database schema to the latest version")
+    demo = sub.add_parser(
+        "demo", help="run the demo pipeline on the embedded engine and print its progress"
+    )
+    demo.add_argument(
+        "--approve",
+        choices=["ask", "yes", "no"],
+        default="ask",
+        help="answer the approval gate: ask on a terminal (default), or approve/reject at once",
+    )
+    sub.add_parser("worker", help="run the embedded engine's worker until stopped")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    configure_logging(level=settings.log_level, secrets=settings.secret_values())
+    try:
+        if args.command == "migrate":
+            return _migrate(settings)
+        if args.command == "demo":
+            return _demo(settings, approve=args.approve)
+        if args.command == "worker":
+            return _worker(settings)
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _migrate(settings: Settings) -> int:
+    from storage.migrate import upgrade
+
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(settings.resolved_database_url)
+    log.info("database is at the latest schema")
+    return 0
+
+
+def _local_only(settings: Settings, what: str) -> bool:
+    if settings.backend != "local":
+        print(f"{what} runs on the embedded engine only (PIPEBOT_BACKEND=local).", file=sys.stderr)
+        return False
+    return True
+
+
+def _worker(settings: Settings) -> int:
+    from bot.pipelines import make_client
+
+    if not _local_only(settings, "pipebot worker"):
+        return 2
+    _migrate(settings)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    client = make_client(settings)
+    log.info("engine worker running; stop with Ctrl-C or SIGTERM")
+    try:
+        while not stop.wait(1.0):
+            pass
+    finally:
+        client.close()
+    return 0
+
+
+def _demo(settings: Settings, *, approve: str) -> int:
+    from bot.demo import DEMO_PIPELINE, demo_declaration, ensure_demo_repository
+    from bot.pipelines import make_client
+
+    if not _local_only(settings, "The demo"):
+        return 2
+    _migrate(settings)
+    ensure_demo_repository(settings.resolved_repositories_dir)
+    client = make_client(settings)
+    try:
+        try:
+            client.get_pipeline(name=DEMO_PIPELINE)
+            execution_id = client.start_pipeline_execution(name=DEMO_PIPELINE)[
+                "pipelineExecutionId"
+            ]
+        except ClientError as exc:
+            if exc.response["Error"]["Code"] != "PipelineNotFoundException":
+                raise
+            client.create_pipeline(
+                pipeline=demo_declaration(deploy_root=settings.resolved_data_dir / "deploy")
+            )
+            execution_id = client.list_pipeline_executions(
+                pipelineName=DEMO_PIPELINE, maxResults=1
+            )["pipelineExecutionSummaries"][0]["pipelineExecutionId"]
+        print(f"pipeline {DEMO_PIPELINE}: execution {execution_id}")
+        return _follow(client, DEMO_PIPELINE, execution_id, approve=approve)
+    finally:
+        client.close()
+
+
+def _follow(client: Any, name: str, execution_id: str, *, approve: str) -> int:
+    """Print each stage's progress as it changes until the execution finishes."""
+    last = ""
+    answered: set[str] = set()
+    while True:
+        execution = client.get_pipeline_execution(
+            pipelineName=name, pipelineExecutionId=execution_id
+        )["pipelineExecution"]
+        state = client.get_pipeline_state(name=name)
+        lines = []
+        for stage in state["stageStates"]:
+            latest = stage.get("latestExecution", {})
+            mine = latest.get("pipelineExecutionId") == execution_id
+            status = latest.get("status") if mine else None
+            actions = ", ".join(
+                f"{a['actionName']} {STATUS_MARK.get(a.get('latestExecution', {}).get('status'))}"
+                for a in stage["actionStates"]
+                if mine
+            )
+            lines.append(f"  {STATUS_MARK.get(status, ' ')} {stage['stageName']:<12} {actions}")
+            for action in stage["actionStates"]:
+                token = action.get("latestExecution", {}).get("token")
+                if mine and token and token not in answered:
+                    answered.add(token)
+                    _answer(client, name, stage["stageName"], action["actionName"], token, approve)
+        text = "\n".join(lines)
+        if text != last:
+            print(f"[{time.strftime('%H:%M:%S')}] {execution['status']}\n{text}", flush=True)
+            last = text
+        if execution["status"] not in ("InProgress", "Stopping"):
+            summary = execution.get("statusSummary")
+            print(f"execution {execution_id}: {execution['status']}" + (f" ({summary})" if summary else ""))
+            return 0 if execution["status"] == "Succeeded" else 1
+        time.sleep(0.25)
+
+
+def _answer(client: Any, name: str, stage: str, action: str, token: str, approve: str) -> None:
+    if approve == "ask" and sys.stdin.isatty():
+        reply = input(f"Approval {stage}/{action} is waiting. Approve? [y/N] ").strip().lower()
+        verdict = "Approved" if reply in ("y", "yes") else "Rejected"
+    else:
+        verdict = "Rejected" if approve == "no" else "Approved"
+    client.put_approval_result(
+        pipelineName=name,
+        stageName=stage,
+        actionName=action,
+        result={"summary": f"{verdict} from the pipebot demo", "status": verdict},
+        token=token,
+    )
+    print(f"  -> {verdict}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,190 @@
+"""The demo: a small static web app in a local git repository and its pipeline.
+
+Source -> Build (build the site, run its unit tests) -> Staging (deploy to a
+local folder, check every link of the deployed pages) -> Approval -> Production
+(deploy to another local folder). Every Commands action does real work.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+DEMO_PIPELINE = "demo"
+DEMO_REPOSITORY = "demo-app"
+
+DEMO_FILES: dict[str, str] = {
+    "README.md": "# demo-app\n\nA tiny static site released by pipebot's demo pipeline.\n",
+    "src/index.html": (
+        "<!doctype html>\n<html><head><title>Demo app</title></head>\n"
+        '<body><h1>Hello from pipebot</h1><a href="about.html">About</a></body></html>\n'
+    ),
+    "src/about.html": (
+        "<!doctype html>\n<html><head><title>About</title></head>\n"
+        '<body><p>Released through a pipeline.</p><a href="index.html">Home</a></body></html>\n'
+    ),
+    "build.sh": (
+        "#!/bin/sh\n# Build: copy the pages to dist/ and stamp the version into each.\n"
+        "set -e\nrm -rf dist && mkdir -p dist\n"
+        'for page in src/*.html; do\n  sed "s/<\\/body>/<footer>version $VERSION<\\/footer><\\/body>/" '
+        '"$page" > "dist/$(basename "$page")"\ndone\necho "built $(ls dist | wc -l) pages"\n'
+    ),
+    "test.sh": (
+        "#!/bin/sh\n# Unit tests: every page has a title and a footer with the version.\n"
+        "set -e\nfor page in dist/*.html; do\n"
+        '  grep -q "<title>" "$page" || { echo "FAIL: $page has no title"; exit 1; }\n'
+        '  grep -q "<footer>version" "$page" || { echo "FAIL: $page has no version"; exit 1; }\n'
+        '  echo "ok $page"\ndone\n'
+    ),
+    "linkcheck.sh": (
+        "#!/bin/sh\n# Integration test: every local link of the deployed site resolves.\n"
+        'set -e\nsite="$1"\nfor page in "$site"/*.html; do\n'
+        "  for link in $(grep -o 'href=\"[^\"]*\"' \"$page\" | sed 's/href=\"//; s/\"$//'); do\n"
+        '    [ -f "$site/$link" ] || { echo "BROKEN: $page -> $link"; exit 1; }\n'
+        '    echo "ok $page -> $link"\n  done\ndone\n'
+    ),
+}
+
+
+def _git(repo: Path, *args: str) -> None:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "pipebot demo",
+        "GIT_AUTHOR_EMAIL": "demo@pipebot.invalid",
+        "GIT_COMMITTER_NAME": "pipebot demo",
+        "GIT_COMMITTER_EMAIL": "demo@pipebot.invalid",
+    }
+    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+
+
+def ensure_demo_repository(repositories_dir: Path) -> Path:
+    """Create the demo git repository once; later calls leave it as it is."""
+    repo = repositories_dir / DEMO_REPOSITORY
+    if (repo / ".git").exists():
+        return repo
+    repo.mkdir(parents=True, exist_ok=True)
+    _git(repo, "init", "-q", "-b", "main")
+    for name, content in DEMO_FILES.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "Create the demo app")
+    return repo
+
+
+def push_change(repositories_dir: Path, *, message: str) -> None:
+    """Commit an edit to the demo app (what a developer's push would do)."""
+    repo = ensure_demo_repository(repositories_dir)
+    page = repo / "src" / "index.html"
+    page.write_text(page.read_text().replace("</h1>", "</h1><p>" + message + "</p>", 1))
+    _git(repo, "commit", "-q", "-am", message)
+
+
+def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:
+    staging = deploy_root / "staging"
+    production = deploy_root / "production"
+
+    def commands(name: str, lines: list[str], inputs: list[str], **extra: Any) -> dict[str, Any]:
+        return {
+            "name": name,
+            "actionTypeId": {
+                "category": "Compute",
+                "owner": "AWS",
+                "provider": "Commands",
+                "version": "1",
+            },
+            "commands": lines,
+            "inputArtifacts": [{"name": n} for n in inputs],
+            **extra,
+        }
+
+    return {
+        "name": DEMO_PIPELINE,
+        "roleArn": "arn:aws:iam::000000000000:role/pipebot-demo",
+        "pipelineType": "V2",
+        "executionMode": "SUPERSEDED",
+        "variables": [{"name": "RELEASE", "defaultValue": "demo", "description": "Release name"}],
+        "stages": [
+            {
+                "name": "Source",
+                "actions": [
+                    {
+                        "name": "Source",
+                        "actionTypeId": {
+                            "category": "Source",
+                            "owner": "AWS",
+                            "provider": "CodeCommit",
+                            "version": "1",
+                        },
+                        "configuration": {
+                            "RepositoryName": DEMO_REPOSITORY,
+                            "BranchName": "main",
+                            "PollForSourceChanges": "true",
+                        },
+                        "outputArtifacts": [{"name": "SourceArtifact"}],
+                        "namespace": "SourceVariables",
+                    }
+                ],
+            },
+            {
+                "name": "Build",
+                "actions": [
+                    commands(
+                        "BuildAndTest",
+                        [
+                            "export VERSION=#{SourceVariables.CommitId}",
+                            "sh build.sh",
+                            "sh test.sh",
+                        ],
+                        ["SourceArtifact"],
+                        outputArtifacts=[{"name": "Site", "files": ["dist/**/*", "linkcheck.sh"]}],
+                    )
+                ],
+            },
+            {
+                "name": "Staging",
+                "actions": [
+                    commands(
+                        "Deploy",
+                        [f"rm -rf {staging}", f"mkdir -p {staging}", f"cp dist/*.html {staging}/"],
+                        ["Site"],
+                    ),
+                    commands("LinkCheck", [f"sh linkcheck.sh {staging}"], ["Site"], runOrder=2),
+                ],
+            },
+            {
+                "name": "Approval",
+                "actions": [
+                    {
+                        "name": "ReleaseToProduction",
+                        "actionTypeId": {
+                            "category": "Approval",
+                            "owner": "AWS",
+                            "provider": "Manual",
+                            "version": "1",
+                        },
+                        "configuration": {
+                            "CustomData": "Staging passed its link check: release to production?"
+                        },
+                    }
+                ],
+            },
+            {
+                "name": "Production",
+                "actions": [
+                    commands(
+                        "Deploy",
+                        [
+                            f"rm -rf {production}",
+                            f"mkdir -p {production}",
+                            f"cp dist/*.html {production}/",
+                        ],
+                        ["Site"],
+                    )
+                ],
+            },
+        ],
+    }
