@@ -13,6 +13,7 @@ Run: `make bench` (SQLite) or `python benchmarks/engine.py --database-url postgr
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -130,7 +131,7 @@ def bench_actions(client: LocalCodePipeline, runs: int) -> dict[str, float]:
         for detail in details:
             by_stage.setdefault(detail["stageName"], []).append(detail)
         order = ["Source", "Stage1", "Stage2", "Stage3"]
-        for before, after in zip(order, order[1:], strict=False):
+        for before, after in itertools.pairwise(order):
             left = max(d["lastUpdateTime"] for d in by_stage[before])
             entered = min(d["startTime"] for d in by_stage[after])
             handoffs.append((entered - left).total_seconds())

@@ -164,7 +164,8 @@ def _follow(client: Any, name: str, execution_id: str, *, approve: str) -> int:
             last = text
         if execution["status"] not in ("InProgress", "Stopping"):
             summary = execution.get("statusSummary")
-            print(f"execution {execution_id}: {execution['status']}" + (f" ({summary})" if summary else ""))
+            detail = f" ({summary})" if summary else ""
+            print(f"execution {execution_id}: {execution['status']}{detail}")
             return 0 if execution["status"] == "Succeeded" else 1
         time.sleep(0.25)
 

@@ -28,8 +28,10 @@ DEMO_FILES: dict[str, str] = {
     "build.sh": (
         "#!/bin/sh\n# Build: copy the pages to dist/ and stamp the version into each.\n"
         "set -e\nrm -rf dist && mkdir -p dist\n"
-        'for page in src/*.html; do\n  sed "s/<\\/body>/<footer>version $VERSION<\\/footer><\\/body>/" '
-        '"$page" > "dist/$(basename "$page")"\ndone\necho "built $(ls dist | wc -l) pages"\n'
+        "for page in src/*.html; do\n"
+        '  sed "s/<\\/body>/<footer>version $VERSION<\\/footer><\\/body>/" '
+        '"$page" > "dist/$(basename "$page")"\n'
+        'done\necho "built $(ls dist | wc -l) pages"\n'
     ),
     "test.sh": (
         "#!/bin/sh\n# Unit tests: every page has a title and a footer with the version.\n"
@@ -41,7 +43,7 @@ DEMO_FILES: dict[str, str] = {
     "linkcheck.sh": (
         "#!/bin/sh\n# Integration test: every local link of the deployed site resolves.\n"
         'set -e\nsite="$1"\nfor page in "$site"/*.html; do\n'
-        "  for link in $(grep -o 'href=\"[^\"]*\"' \"$page\" | sed 's/href=\"//; s/\"$//'); do\n"
+        '  for link in $(grep -o \'href="[^"]*"\' "$page" | sed \'s/href="//; s/"$//\'); do\n'
         '    [ -f "$site/$link" ] || { echo "BROKEN: $page -> $link"; exit 1; }\n'
         '    echo "ok $page -> $link"\n  done\ndone\n'
     ),

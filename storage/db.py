@@ -7,10 +7,10 @@ read-then-write (SQLite's equivalent of PostgreSQL's ``SELECT ... FOR UPDATE``).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-import threading
 from pathlib import Path
 from typing import Any
 
