@@ -86,15 +86,23 @@ def _encode_token(value: int | str) -> str:
     return base64.urlsafe_b64encode(json.dumps({"k": value}).encode()).decode()
 
 
-def _decode_token(token: str | None, operation: str) -> Any:
+def _decode_token(token: str | None, operation: str, kind: type[int] | type[str]) -> Any:
+    """The position a nextToken of ``operation`` encodes (a ``kind``), or None for no token.
+
+    A token from another listing (a pipeline name given to an execution listing) is as invalid
+    as garbage: it must not reach the database as a key of the wrong type.
+    """
     if token is None:
         return None
     try:
-        return json.loads(base64.urlsafe_b64decode(token.encode()))["k"]
+        value = json.loads(base64.urlsafe_b64decode(token.encode()))["k"]
     except (ValueError, KeyError, TypeError, binascii.Error):
+        value = None
+    if not isinstance(value, kind) or isinstance(value, bool):
         raise client_error(
             "InvalidNextTokenException", "The nextToken is not valid.", operation=operation
-        ) from None
+        )
+    return value
 
 
 class LocalCodePipeline:
@@ -253,7 +261,7 @@ class LocalCodePipeline:
                 spec=spec,
                 trigger=TriggerType.CREATE_PIPELINE,
                 trigger_detail=CALLER,
-                variables={},
+                variables={name: value for name, value in spec.variables if value is not None},
                 overrides={},
                 request_token=None,
                 now=now,
@@ -318,7 +326,7 @@ class LocalCodePipeline:
     def list_pipelines(self, **params: Any) -> dict[str, Any]:
         _validate_params("ListPipelines", params)
         limit = params.get("maxResults", 100)
-        after = _decode_token(params.get("nextToken"), "ListPipelines")
+        after = _decode_token(params.get("nextToken"), "ListPipelines", str)
         with self._sessions() as session:
             rows = store.list_pipelines(session=session, after_name=after, limit=limit + 1)
         body: dict[str, Any] = {"pipelines": [responses.pipeline_summary(p) for p in rows[:limit]]}
@@ -699,6 +707,19 @@ class LocalCodePipeline:
                     operation=operation,
                 )
             action = candidates[0]
+            retried = any(
+                a.action_name == action.action_name and (a.id or 0) > (action.id or 0)
+                for a in store.action_executions_for(
+                    session=session, execution_pk=action.execution_pk, stage_name=stage.name
+                )
+            )
+            if retried:
+                raise client_error(
+                    "InvalidApprovalTokenException",
+                    f"The token belongs to an earlier attempt of approval action "
+                    f"'{declared.name}' that a stage retry replaced; use the current token",
+                    operation=operation,
+                )
             if action.status != ActionStatus.IN_PROGRESS:
                 if action.approval_status is not None:
                     raise client_error(
@@ -794,7 +815,7 @@ class LocalCodePipeline:
         operation = "ListPipelineExecutions"
         _validate_params(operation, params)
         limit = params.get("maxResults", 100)
-        before = _decode_token(params.get("nextToken"), operation)
+        before = _decode_token(params.get("nextToken"), operation, int)
         stage_filter = (params.get("filter") or {}).get("succeededInStage", {}).get("stageName")
         with self._sessions() as session:
             pipeline = self._pipeline(session, params["pipelineName"], operation, lock=False)
@@ -837,7 +858,7 @@ class LocalCodePipeline:
         operation = "ListActionExecutions"
         _validate_params(operation, params)
         limit = params.get("maxResults", 100)
-        before = _decode_token(params.get("nextToken"), operation)
+        before = _decode_token(params.get("nextToken"), operation, int)
         wanted = (params.get("filter") or {}).get("pipelineExecutionId")
         with self._sessions() as session:
             pipeline = self._pipeline(session, params["pipelineName"], operation, lock=False)

@@ -7,9 +7,24 @@ the embedded engine raises the same exception so one code path serves both.
 
 from __future__ import annotations
 
+import functools
 import uuid
+from typing import cast
 
+import botocore.session
+from botocore.errorfactory import BaseClientExceptions, ClientExceptionsFactory
 from botocore.exceptions import ClientError
+
+
+@functools.cache
+def client_exceptions() -> BaseClientExceptions:
+    """The same modeled exception classes as ``boto3.client("codepipeline").exceptions``.
+
+    Raising these (all ``ClientError`` subclasses) lets callers write either
+    ``except ClientError`` with a code check or ``except client.exceptions.X``.
+    """
+    model = botocore.session.get_session().get_service_model("codepipeline")
+    return ClientExceptionsFactory().create_client_exceptions(model)
 
 
 def client_error(code: str, message: str, *, operation: str) -> ClientError:
@@ -28,7 +43,9 @@ def client_error(code: str, message: str, *, operation: str) -> ClientError:
         },
         "message": message,
     }
-    return ClientError(response, operation)  # type: ignore[arg-type]
+    # botocore-stubs type from_code's result as an instance; it is the class.
+    error_class = cast(type[ClientError], client_exceptions().from_code(code))
+    return error_class(response, operation)  # type: ignore[arg-type]
 
 
 class DeclarationError(Exception):

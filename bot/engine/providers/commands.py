@@ -102,7 +102,7 @@ def _find_program(name: str, env: Mapping[str, str]) -> str | None:
     return shutil.which(name, path=env.get("PATH")) or shutil.which(name)
 
 
-def _script(commands: Sequence[str], variables_path: Path, env_program: str) -> str:
+def _script(commands: Sequence[str], variables_path: Path | None, env_program: str) -> str:
     """The POSIX shell script that runs ``commands`` the way CodeBuild does.
 
     Each command is ``eval``-ed in the one shell (so ``cd`` and ``export`` carry over to the next
@@ -126,9 +126,10 @@ def _script(commands: Sequence[str], variables_path: Path, env_program: str) -> 
             '  exit "$__pipebot_status"',
             "fi",
         ]
-    target = shlex.quote(str(variables_path.absolute()))
+    if variables_path is not None:
+        target = shlex.quote(str(variables_path.absolute()))
+        lines.append(f"{shlex.quote(env_program)} -0 > {target} || exit $?")
     lines += [
-        f"{shlex.quote(env_program)} -0 > {target} || exit $?",
         "printf '%s\\n' '[Container] Commands completed: State: SUCCEEDED'",
         "",
     ]
@@ -141,14 +142,15 @@ def start_commands(
     workdir: Path,
     env: Mapping[str, str],
     log_path: Path,
-    variables_path: Path,
+    variables_path: Path | None,
 ) -> subprocess.Popen[bytes]:
     """Start ``commands`` in ``workdir`` and return at once with the running process.
 
     The script is written next to the log as ``<log name>.sh`` (outside ``workdir``, so that
     artifact globs never pick it up). Output and errors are appended to ``log_path`` by the shell
     itself, the environment goes to ``variables_path`` (removed first, so a stale dump from an
-    earlier attempt cannot be mistaken for this one's). ``env`` is the complete environment. The
+    earlier attempt cannot be mistaken for this one's; None skips the dump when the action
+    declares no outputVariables). ``env`` is the complete environment. The
     process leads a new session, so ``kill_process_group(proc.pid)`` reaches every process the
     commands started, and the caller only needs a blocking ``proc.wait()``.
     """
@@ -157,8 +159,9 @@ def start_commands(
     shell = _find_program("bash", env) or _find_program("sh", env) or "/bin/sh"
     env_program = _find_program("env", env) or "env"
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    variables_path.parent.mkdir(parents=True, exist_ok=True)
-    variables_path.unlink(missing_ok=True)
+    if variables_path is not None:
+        variables_path.parent.mkdir(parents=True, exist_ok=True)
+        variables_path.unlink(missing_ok=True)
     script_path = log_path.with_name(log_path.name + ".sh")
     script_path.write_text(_script(commands, variables_path, env_program), encoding="utf-8")
     try:
