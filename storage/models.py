@@ -150,10 +150,8 @@ class ActionExecution(SQLModel, table=True):
     input: str = Field(sa_column=_text(nullable=False))
     output_artifacts: str = Field(sa_column=_text(nullable=False))
     output_variables: str = Field(sa_column=_text(nullable=False))
-    log_path: str | None = Field(default=None, sa_column=_text())
     claimed_by: str | None = Field(default=None, max_length=64)
     host: str | None = Field(default=None, max_length=255)
-    pid: int | None = None
 
 
 class StageTransition(SQLModel, table=True):

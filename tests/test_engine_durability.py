@@ -525,12 +525,6 @@ def test_close_stops_every_worker_thread_and_the_running_commands(place: Place) 
         kill_group_quietly(started)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine bug: Worker.close() kills running commands before failing them as "
-    "interrupted, so the runner thread records 'Commands was killed (signal 9).' instead of the "
-    "documented 'Interrupted: ... (pipebot shut down)' summary",
-)
 def test_close_marks_the_running_action_interrupted(place: Place) -> None:
     """LocalCodePipeline.close(): "running actions are marked interrupted" (its docstring)."""
     name = "close-interrupted"

@@ -49,7 +49,7 @@ from bot.engine.states import (
     StageStatus,
     TriggerType,
 )
-from bot.engine.worker import Worker
+from bot.engine.worker import HOST, Worker
 from storage import engine_store as store
 from storage.db import make_engine, make_session_factory, transaction, utc, utcnow
 from storage.migrate import is_current
@@ -144,6 +144,7 @@ class LocalCodePipeline:
                 max_parallel_actions=max_parallel_actions,
             )
             self._worker.start()
+            self._runtime.claimant = (self._worker.id, HOST)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -663,9 +664,7 @@ class LocalCodePipeline:
                 now=now,
                 result=result,
             )
-            more = self._runtime.advance(session=session, pipeline=pipeline, now=now)
-            result.launches += more.launches
-            result.kills += more.kills
+            result.merge(self._runtime.advance(session=session, pipeline=pipeline, now=now))
             execution_id = execution.execution_id
         self._after(result)
         return responses.with_metadata({"pipelineExecutionId": execution_id})

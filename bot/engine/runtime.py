@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,6 +28,7 @@ from bot.engine.model import (
     StageSpec,
     spec_from_json,
 )
+from bot.engine.providers.commands import kill_process_group
 from bot.engine.states import (
     ACTION_TRANSITIONS,
     EXECUTION_TRANSITIONS,
@@ -77,7 +78,70 @@ class AdvanceResult:
     """What an advance decided that the caller must act on after commit."""
 
     launches: list[int] = field(default_factory=list)
+    jobs: list[ActionJob] = field(default_factory=list)
     kills: list[ActionExecution] = field(default_factory=list)
+
+    def merge(self, other: AdvanceResult) -> None:
+        self.launches += other.launches
+        self.jobs += other.jobs
+        self.kills += other.kills
+
+
+@dataclass(frozen=True)
+class ActionJob:
+    """Everything a runner needs to run one claimed action, read inside a transaction."""
+
+    pk: int
+    action_execution_id: str
+    execution_id: str
+    pipeline_name: str
+    stage_name: str
+    action_name: str
+    category: str
+    provider: str
+    payload: dict[str, Any]
+    source_override: str | None
+
+
+def action_job(
+    *, row: ActionExecution, execution: PipelineExecution, pipeline_name: str
+) -> ActionJob:
+    assert row.id is not None
+    overrides: dict[str, str] = json.loads(execution.source_overrides)
+    return ActionJob(
+        pk=row.id,
+        action_execution_id=row.action_execution_id,
+        execution_id=execution.execution_id,
+        pipeline_name=pipeline_name,
+        stage_name=row.stage_name,
+        action_name=row.action_name,
+        category=row.category,
+        provider=row.provider,
+        payload=json.loads(row.input),
+        source_override=overrides.get(row.action_name),
+    )
+
+
+ACTIVE = (ExecutionStatus.IN_PROGRESS.value, ExecutionStatus.STOPPING.value)
+
+
+@dataclass
+class _PipelineState:
+    """One pipeline's live executions, read once per advance and kept current in memory."""
+
+    executions: list[PipelineExecution]
+    stage_rows: dict[tuple[int, str], StageExecution]
+    actions: defaultdict[int, list[ActionExecution]]
+    transitions: dict[str, StageTransition]
+    next_seq: int | None = None
+
+    def holders(self) -> dict[str, set[int]]:
+        """Stage name -> executions holding its lock (a stage execution in progress)."""
+        holders: dict[str, set[int]] = {}
+        for (execution_pk, stage_name), row in self.stage_rows.items():
+            if row.status in ACTIVE:
+                holders.setdefault(stage_name, set()).add(execution_pk)
+        return holders
 
 
 class SpecCache:
@@ -108,12 +172,15 @@ class SpecCache:
 
 
 class Runtime:
-    """The execution rules. Stateless apart from the declaration cache and paths."""
+    """The execution rules. Stateless apart from the declaration cache, paths and claimant."""
 
     def __init__(self, *, data_dir: Path, repositories_dir: Path, specs: SpecCache) -> None:
         self.data_dir = data_dir
         self.repositories_dir = repositories_dir
         self.specs = specs
+        # (worker id, host) of this process's worker, which claims the actions it creates;
+        # None when no worker runs here (another process's worker claims them).
+        self.claimant: tuple[str, str] | None = None
 
     # --- paths -----------------------------------------------------------------------------
 
@@ -126,56 +193,84 @@ class Runtime:
     def work_dir(self, *, action_execution_id: str) -> Path:
         return self.data_dir / "work" / action_execution_id
 
+    def _pid_file(self, *, action_execution_id: str) -> Path:
+        return self.data_dir / "work" / f"{action_execution_id}.pid"
+
+    def record_process(self, *, action_execution_id: str, pid: int) -> None:
+        """Note a running action's process for other processes on this host (abandon, recovery).
+
+        A file beside the work directory, not a row: no transaction on the hot path.
+        """
+        self._pid_file(action_execution_id=action_execution_id).write_text(str(pid))
+
+    def forget_process(self, *, action_execution_id: str) -> None:
+        self._pid_file(action_execution_id=action_execution_id).unlink(missing_ok=True)
+
+    def kill_recorded_process(self, *, action_execution_id: str) -> None:
+        """Kill the process group an action of this host recorded, if it still runs."""
+        path = self._pid_file(action_execution_id=action_execution_id)
+        try:
+            pid = int(path.read_text())
+        except (FileNotFoundError, ValueError):
+            return
+        if pid > 1:
+            kill_process_group(pid)
+        path.unlink(missing_ok=True)
+
     # --- the advance loop --------------------------------------------------------------------
 
     def advance(self, *, session: Session, pipeline: Pipeline, now: datetime) -> AdvanceResult:
-        """Apply every rule until nothing changes. The caller holds the pipeline's lock."""
+        """Apply every rule until nothing changes. The caller holds the pipeline's lock.
+
+        The pipeline's live state is read once (a handful of queries); the rounds then run
+        in memory, writing only what changes.
+        """
         result = AdvanceResult()
+        assert pipeline.id is not None
+        executions = store.active_executions(session=session, pipeline_id=pipeline.id)
+        if not executions:
+            return result
+        pks = [e.id for e in executions if e.id is not None]
+        state = _PipelineState(
+            executions=executions,
+            stage_rows={
+                (s.execution_pk, s.stage_name): s
+                for s in store.stage_executions_for(session=session, execution_pks=pks)
+            },
+            actions=defaultdict(list),
+            transitions=store.get_transitions(session=session, pipeline_id=pipeline.id),
+        )
+        for action in store.action_executions_for_many(session=session, execution_pks=pks):
+            state.actions[action.execution_pk].append(action)
         for _ in range(MAX_ADVANCE_ROUNDS):
-            if not self._advance_once(session=session, pipeline=pipeline, now=now, result=result):
+            if not self._advance_once(session=session, state=state, now=now, result=result):
                 break
         return result
 
     def _advance_once(
-        self, *, session: Session, pipeline: Pipeline, now: datetime, result: AdvanceResult
+        self, *, session: Session, state: _PipelineState, now: datetime, result: AdvanceResult
     ) -> bool:
-        assert pipeline.id is not None
-        executions = store.active_executions(session=session, pipeline_id=pipeline.id)
-        if not executions:
-            return False
-        pks = [e.id for e in executions if e.id is not None]
-        stage_rows = {
-            (s.execution_pk, s.stage_name): s
-            for s in store.stage_executions_for(session=session, execution_pks=pks)
-        }
-        actions_by_execution: dict[int, list[ActionExecution]] = defaultdict(list)
-        for action in store.action_executions_for_many(session=session, execution_pks=pks):
-            actions_by_execution[action.execution_pk].append(action)
-
         changed = False
-        for execution in executions:
-            if execution.waiting:
+        for execution in state.executions:
+            if execution.waiting or execution.status not in ACTIVE:
                 continue
             assert execution.id is not None
             spec = self.spec_of(session=session, execution=execution)
             stage = spec.stages[execution.stage_index]
-            stage_row = stage_rows[(execution.id, stage.name)]
             if self._progress_stage(
                 session=session,
                 execution=execution,
                 spec=spec,
                 stage=stage,
-                stage_row=stage_row,
-                all_actions=actions_by_execution[execution.id],
+                stage_row=state.stage_rows[(execution.id, stage.name)],
+                all_actions=state.actions[execution.id],
                 now=now,
                 result=result,
             ):
                 changed = True
         if changed:
             return True
-        return self._admit_waiting(
-            session=session, pipeline=pipeline, executions=executions, now=now, result=result
-        )
+        return self._admit_waiting(session=session, state=state, now=now, result=result)
 
     def spec_of(self, *, session: Session, execution: PipelineExecution) -> PipelineSpec:
         return self.specs.get(
@@ -205,9 +300,8 @@ class Runtime:
                 and action.approval_due_at is not None
                 and utc(action.approval_due_at) <= now
             ):
-                minutes = int(
-                    (utc(action.approval_due_at) - utc(action.started_at)).total_seconds() // 60
-                )
+                waited = utc(action.approval_due_at) - utc(action.started_at)
+                minutes = int(waited.total_seconds() // 60)
                 set_action_status(action, ActionStatus.FAILED, now)
                 action.summary = f"Approval timed out after {minutes} minutes without an answer."
                 action.error_code = "TimedOut"
@@ -268,7 +362,10 @@ class Runtime:
         now: datetime,
         result: AdvanceResult,
     ) -> bool:
-        """Start the lowest run order that still has actions to run; False if none is left."""
+        """Start the lowest run order that still has actions to run; False if none is left.
+
+        New action executions are appended to ``all_actions``.
+        """
         for run_order in stage.run_orders():
             todo = [
                 action
@@ -281,16 +378,22 @@ class Runtime:
             if not todo:
                 continue
             namespaces = self.namespaces(execution=execution, spec=spec, all_actions=all_actions)
-            for action in todo:
+            rows = [
                 self._create_action(
-                    session=session,
                     execution=execution,
                     stage_row=stage_row,
                     action=action,
                     namespaces=namespaces,
                     now=now,
-                    result=result,
                 )
+                for action in todo
+            ]
+            # One flush for the whole group: the rows get their keys together.
+            session.add_all(rows)
+            session.flush()
+            all_actions.extend(rows)
+            for row, action in zip(rows, todo, strict=True):
+                self._launch(row=row, action=action, spec=spec, execution=execution, result=result)
             execution.updated_at = now
             return True
         return False
@@ -299,20 +402,17 @@ class Runtime:
         self,
         *,
         session: Session,
-        pipeline: Pipeline,
-        executions: list[PipelineExecution],
+        state: _PipelineState,
         now: datetime,
         result: AdvanceResult,
     ) -> bool:
-        assert pipeline.id is not None
         waiting: dict[int, list[PipelineExecution]] = defaultdict(list)
-        for execution in executions:
+        for execution in state.executions:
             if execution.waiting and execution.status == ExecutionStatus.IN_PROGRESS:
                 waiting[execution.stage_index].append(execution)
         if not waiting:
             return False
-        holders = store.stage_holders(session=session, pipeline_id=pipeline.id)
-        transitions = store.get_transitions(session=session, pipeline_id=pipeline.id)
+        holders = state.holders()
         changed = False
         for index in sorted(waiting, reverse=True):
             group = sorted(waiting[index], key=lambda e: (utc(e.arrived_at), e.id or 0))
@@ -330,31 +430,32 @@ class Runtime:
             for execution in group:
                 spec = self.spec_of(session=session, execution=execution)
                 stage = spec.stages[index]
-                transition = transitions.get(stage.name)
-                if transition is not None and not transition.enabled:
+                if not transition_enabled(state.transitions, stage.name):
                     break
-                others = [pk for pk in holders.get(stage.name, []) if pk != execution.id]
+                others = holders.get(stage.name, set()) - {execution.id or 0}
                 parallel = execution.execution_mode == ExecutionMode.PARALLEL
                 if others and not parallel:
                     break
-                self.enter_stage(
+                self._enter_stage(
                     session=session,
+                    state=state,
                     execution=execution,
                     spec=spec,
                     stage=stage,
                     now=now,
                     result=result,
                 )
-                holders.setdefault(stage.name, []).append(execution.id or 0)
+                holders.setdefault(stage.name, set()).add(execution.id or 0)
                 changed = True
                 if not parallel:
                     break
         return changed
 
-    def enter_stage(
+    def _enter_stage(
         self,
         *,
         session: Session,
+        state: _PipelineState,
         execution: PipelineExecution,
         spec: PipelineSpec,
         stage: StageSpec,
@@ -362,10 +463,12 @@ class Runtime:
         result: AdvanceResult,
     ) -> None:
         assert execution.id is not None
-        seq = store.max_entered_seq(session=session, pipeline_id=execution.pipeline_id) + 1
-        row = store.get_stage_execution(
-            session=session, execution_pk=execution.id, stage_name=stage.name
-        )
+        if state.next_seq is None:
+            state.next_seq = store.max_entered_seq(
+                session=session, pipeline_id=execution.pipeline_id
+            )
+        state.next_seq += 1
+        row = state.stage_rows.get((execution.id, stage.name))
         if row is None:
             row = StageExecution(
                 execution_pk=execution.id,
@@ -375,15 +478,15 @@ class Runtime:
                 status=StageStatus.IN_PROGRESS.value,
                 attempt=1,
                 base_attempt=1,
-                entered_seq=seq,
+                entered_seq=state.next_seq,
                 started_at=now,
                 updated_at=now,
             )
-            store.add_row(session=session, row=row)
+            session.add(row)
+            state.stage_rows[(execution.id, stage.name)] = row
         execution.waiting = False
         execution.stage_index = stage.index
         execution.updated_at = now
-        all_actions = store.action_executions_for(session=session, execution_pk=execution.id)
         self.start_next_group(
             session=session,
             execution=execution,
@@ -391,7 +494,7 @@ class Runtime:
             stage=stage,
             stage_row=row,
             latest={},
-            all_actions=all_actions,
+            all_actions=state.actions[execution.id],
             now=now,
             result=result,
         )
@@ -428,15 +531,12 @@ class Runtime:
     def _create_action(
         self,
         *,
-        session: Session,
         execution: PipelineExecution,
         stage_row: StageExecution,
         action: ActionSpec,
         namespaces: Mapping[str, Mapping[str, str]],
         now: datetime,
-        result: AdvanceResult,
     ) -> ActionExecution:
-        action_execution_id = str(uuid.uuid4())
         status = ActionStatus.IN_PROGRESS
         summary: str | None = None
         try:
@@ -466,7 +566,7 @@ class Runtime:
         if action.role_arn:
             payload["roleArn"] = action.role_arn
         row = ActionExecution(
-            action_execution_id=action_execution_id,
+            action_execution_id=str(uuid.uuid4()),
             execution_pk=execution.id or 0,
             pipeline_id=execution.pipeline_id,
             pipeline_version=execution.pipeline_version,
@@ -493,10 +593,27 @@ class Runtime:
                 row.external_execution_id = token
             minutes = action.timeout_minutes or DEFAULT_APPROVAL_TIMEOUT_MINUTES
             row.approval_due_at = now + timedelta(minutes=minutes)
-        store.add_row(session=session, row=row)
-        if status == ActionStatus.IN_PROGRESS and not action.is_approval and row.id is not None:
-            result.launches.append(row.id)
+        elif status == ActionStatus.IN_PROGRESS and self.claimant is not None:
+            # Claimed in the transaction that creates it: the worker of this process runs it
+            # straight after commit, without a claim transaction of its own.
+            row.claimed_by, row.host = self.claimant
         return row
+
+    def _launch(
+        self,
+        *,
+        row: ActionExecution,
+        action: ActionSpec,
+        spec: PipelineSpec,
+        execution: PipelineExecution,
+        result: AdvanceResult,
+    ) -> None:
+        if row.status != ActionStatus.IN_PROGRESS or action.is_approval or row.id is None:
+            return
+        if row.claimed_by is None:
+            result.launches.append(row.id)
+            return
+        result.jobs.append(action_job(row=row, execution=execution, pipeline_name=spec.name))
 
     # --- operations used by the API ------------------------------------------------------------
 
@@ -544,6 +661,3 @@ def stop_summary(execution: PipelineExecution) -> str:
 def transition_enabled(transitions: Mapping[str, StageTransition], stage_name: str) -> bool:
     row = transitions.get(stage_name)
     return row is None or row.enabled
-
-
-KillFn = Callable[[ActionExecution], None]

@@ -27,7 +27,7 @@ from sqlmodel import Session
 
 from bot.engine.providers import commands as commands_provider
 from bot.engine.providers import git
-from bot.engine.runtime import AdvanceResult, Runtime, set_action_status
+from bot.engine.runtime import ActionJob, AdvanceResult, Runtime, action_job, set_action_status
 from bot.engine.states import ActionStatus
 from storage import engine_store as store
 from storage.db import SessionFactory, transaction, utc, utcnow
@@ -40,22 +40,6 @@ INTERRUPTED = (
     "Interrupted: the pipebot worker running this action stopped before it finished "
     "({why}). Retry the stage to run it again."
 )
-
-
-@dataclass(frozen=True)
-class ActionJob:
-    """Everything a runner needs, read in the claim transaction."""
-
-    pk: int
-    action_execution_id: str
-    execution_id: str
-    pipeline_name: str
-    stage_name: str
-    action_name: str
-    category: str
-    provider: str
-    payload: dict[str, Any]
-    source_override: str | None
 
 
 @dataclass
@@ -91,6 +75,7 @@ class Worker:
         )
         self._submitted: set[int] = set()
         self._running: dict[int, subprocess.Popen[bytes]] = {}
+        self._abandoned: set[int] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -115,17 +100,30 @@ class Worker:
         if self._closed:
             return
         self._closed = True
+        self._runtime.claimant = None
         self._stop.set()
         self._wake.set()
-        self._thread.join(timeout=30)
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        # Mark this worker's actions interrupted first: the runners, woken by the kills
+        # below, then find them finished and record nothing of their own.
+        with transaction(self._sessions) as session:
+            touched = self._fail_claimed(
+                session=session, worker_ids={self.id}, why="pipebot shut down"
+            )
+            store.delete_worker(session=session, worker_id=self.id)
         with self._lock:
             running = dict(self._running)
         for proc in running.values():
             commands_provider.kill_process_group(proc.pid)
         self._pool.shutdown(wait=True, cancel_futures=True)
-        with transaction(self._sessions) as session:
-            self._fail_claimed(session=session, worker_ids={self.id}, why="pipebot shut down")
-            store.delete_worker(session=session, worker_id=self.id)
+        for pipeline_id in touched:
+            with transaction(self._sessions) as session:
+                pipeline = store.get_pipeline_by_id(
+                    session=session, pipeline_id=pipeline_id, lock=True
+                )
+                if pipeline is not None:
+                    self._runtime.advance(session=session, pipeline=pipeline, now=utcnow())
 
     def wake(self) -> None:
         self._wake.set()
@@ -133,28 +131,38 @@ class Worker:
     # --- dispatch ----------------------------------------------------------------------------
 
     def submit(self, pks: list[int]) -> None:
-        """Run these action executions (claimed first, so nothing runs twice)."""
+        """Run these unclaimed action executions (claimed first, so nothing runs twice)."""
+        for pk in pks:
+            self._dispatch(pk, None)
+
+    def _dispatch(self, pk: int, job: ActionJob | None) -> None:
+        """Hand one action to the pool; ``job`` is given when this worker already claimed it."""
         if self._stop.is_set():
             return
-        for pk in pks:
+        with self._lock:
+            if pk in self._submitted:
+                return
+            self._submitted.add(pk)
+        try:
+            self._pool.submit(self._run, pk, job)
+        except RuntimeError:  # the pool is shutting down; close() fails what it claimed
             with self._lock:
-                if pk in self._submitted:
-                    continue
-                self._submitted.add(pk)
-            try:
-                self._pool.submit(self._run, pk)
-            except RuntimeError:  # the pool is shutting down
-                with self._lock:
-                    self._submitted.discard(pk)
+                self._submitted.discard(pk)
 
     def kill(self, action: ActionExecution) -> None:
-        """Kill an abandoned action's process group, wherever on this host it runs."""
+        """Kill an abandoned action's process group, wherever on this host it runs.
+
+        An action of this worker whose process has not started yet is remembered, and
+        its runner will not start it.
+        """
         with self._lock:
             proc = self._running.get(action.id or -1)
+            if proc is None and action.claimed_by == self.id:
+                self._abandoned.add(action.id or -1)
         if proc is not None:
             commands_provider.kill_process_group(proc.pid)
-        elif action.pid is not None and action.host == HOST:
-            commands_provider.kill_process_group(action.pid)
+        elif action.host == HOST:
+            self._runtime.kill_recorded_process(action_execution_id=action.action_execution_id)
 
     # --- the loop ----------------------------------------------------------------------------
 
@@ -212,6 +220,8 @@ class Worker:
     def after_commit(self, result: AdvanceResult) -> None:
         for action in result.kills:
             self.kill(action)
+        for job in result.jobs:
+            self._dispatch(job.pk, job)
         self.submit(result.launches)
 
     # --- recovery ----------------------------------------------------------------------------
@@ -252,8 +262,8 @@ class Worker:
         for action in store.claimed_in_progress_actions(session=session):
             if action.claimed_by not in worker_ids:
                 continue
-            if action.pid is not None and action.host == HOST:
-                commands_provider.kill_process_group(action.pid)
+            if action.host == HOST:
+                self._runtime.kill_recorded_process(action_execution_id=action.action_execution_id)
             set_action_status(action, ActionStatus.FAILED, now)
             action.summary = INTERRUPTED.format(why=why)
             action.error_code = "JobFailed"
@@ -275,9 +285,9 @@ class Worker:
 
     # --- running one action --------------------------------------------------------------------
 
-    def _run(self, pk: int) -> None:
+    def _run(self, pk: int, claimed: ActionJob | None) -> None:
         try:
-            job = self._claim(pk)
+            job = claimed or self._claim(pk)
             if job is None:
                 return
             try:
@@ -293,6 +303,7 @@ class Worker:
         finally:
             with self._lock:
                 self._submitted.discard(pk)
+                self._abandoned.discard(pk)
 
     def _claim(self, pk: int) -> ActionJob | None:
         with transaction(self._sessions) as session:
@@ -302,19 +313,7 @@ class Worker:
             execution = session.get(PipelineExecution, action.execution_pk)
             pipeline = store.get_pipeline_by_id(session=session, pipeline_id=action.pipeline_id)
             assert execution is not None and pipeline is not None
-            overrides = json.loads(execution.source_overrides)
-            return ActionJob(
-                pk=pk,
-                action_execution_id=action.action_execution_id,
-                execution_id=execution.execution_id,
-                pipeline_name=pipeline.name,
-                stage_name=action.stage_name,
-                action_name=action.action_name,
-                category=action.category,
-                provider=action.provider,
-                payload=json.loads(action.input),
-                source_override=overrides.get(action.action_name),
-            )
+            return action_job(row=action, execution=execution, pipeline_name=pipeline.name)
 
     def _execute(self, job: ActionJob) -> Outcome:
         if job.category == "Source":
@@ -410,18 +409,24 @@ class Worker:
                 workdir=workdir,
                 env=env,
                 log_path=log_path,
-                variables_path=variables_path,
+                variables_path=variables_path if payload.get("outputVariables") else None,
             )
             with self._lock:
                 self._running[job.pk] = proc
+                abandoned = job.pk in self._abandoned
             try:
-                self._record_pid(job.pk, proc.pid)
+                self._runtime.record_process(
+                    action_execution_id=job.action_execution_id, pid=proc.pid
+                )
+                if abandoned:  # stopped with abandon while the process was starting
+                    commands_provider.kill_process_group(proc.pid)
                 code = proc.wait()
                 # Background jobs a command left behind die with their action.
                 commands_provider.kill_process_group(proc.pid)
             finally:
                 with self._lock:
                     self._running.pop(job.pk, None)
+                self._runtime.forget_process(action_execution_id=job.action_execution_id)
             if code != 0:
                 tail = commands_provider.log_tail(log_path=log_path, lines=15, max_chars=1500)
                 how = f"exited with status {code}" if code > 0 else f"was killed (signal {-code})"
@@ -461,13 +466,6 @@ class Worker:
             output_artifacts=produced,
             external_execution_id=job.action_execution_id,
         )
-
-    def _record_pid(self, pk: int, pid: int) -> None:
-        with transaction(self._sessions) as session:
-            action = store.get_action(session=session, pk=pk)
-            if action is not None:
-                action.pid = pid
-                action.host = HOST
 
     def _complete(self, job: ActionJob, outcome: Outcome) -> None:
         now = utcnow()

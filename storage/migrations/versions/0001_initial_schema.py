@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 02:36:08.479961
+Create Date: 2026-11-28 03:06:00.098662
 """
 
 from collections.abc import Sequence
@@ -116,10 +116,8 @@ def upgrade() -> None:
     sa.Column('input', sa.Text(), nullable=False),
     sa.Column('output_artifacts', sa.Text(), nullable=False),
     sa.Column('output_variables', sa.Text(), nullable=False),
-    sa.Column('log_path', sa.Text(), nullable=True),
     sa.Column('claimed_by', sqlmodel.sql.sqltypes.AutoString(length=64), nullable=True),
     sa.Column('host', sqlmodel.sql.sqltypes.AutoString(length=255), nullable=True),
-    sa.Column('pid', sa.Integer(), nullable=True),
     sa.ForeignKeyConstraint(['execution_pk'], ['pipeline_execution.id'], ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['pipeline_id'], ['pipeline.id'], ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id'),
