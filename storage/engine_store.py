@@ -90,15 +90,16 @@ def pipeline_ids_with_active_executions(*, session: Session) -> list[int]:
 
 
 def active_executions(*, session: Session, pipeline_id: int) -> list[PipelineExecution]:
-    statement = (
-        select(PipelineExecution)
-        .where(
-            PipelineExecution.pipeline_id == pipeline_id,
-            col(PipelineExecution.status).in_(ACTIVE_EXECUTION_STATUSES),
-        )
-        .order_by(col(PipelineExecution.id))
+    """In-progress and stopping executions, oldest first.
+
+    Sorted here, not in SQL: an ORDER BY id would lead SQLite to walk the pipeline's whole
+    history by (pipeline_id, id) instead of the few active rows by (status, pipeline_id).
+    """
+    statement = select(PipelineExecution).where(
+        PipelineExecution.pipeline_id == pipeline_id,
+        col(PipelineExecution.status).in_(ACTIVE_EXECUTION_STATUSES),
     )
-    return list(session.exec(statement))
+    return sorted(session.exec(statement), key=lambda e: e.id or 0)
 
 
 def get_execution(
@@ -141,7 +142,9 @@ def list_executions(
     statement = (
         select(PipelineExecution)
         .where(PipelineExecution.pipeline_id == pipeline_id)
-        .order_by(col(PipelineExecution.id).desc())
+        # Ordering by the whole (pipeline_id, id) index lets PostgreSQL walk it backwards
+        # and stop after ``limit`` rows whatever its statistics say.
+        .order_by(col(PipelineExecution.pipeline_id).desc(), col(PipelineExecution.id).desc())
         .limit(limit)
     )
     if before_pk is not None:
@@ -274,6 +277,21 @@ def claim_action(*, session: Session, pk: int, worker_id: str, host: str) -> Act
     return row
 
 
+def other_actions_running(*, session: Session, action: ActionExecution) -> bool:
+    """Whether another action of the same execution and stage is still in progress."""
+    statement = (
+        select(ActionExecution.id)
+        .where(
+            ActionExecution.execution_pk == action.execution_pk,
+            ActionExecution.stage_name == action.stage_name,
+            ActionExecution.status == "InProgress",
+            ActionExecution.id != action.id,
+        )
+        .limit(1)
+    )
+    return session.exec(statement).first() is not None
+
+
 def unclaimed_actions(*, session: Session, limit: int = 200) -> list[int]:
     """In-progress actions that no worker has claimed yet (approvals never are)."""
     statement = (
@@ -352,7 +370,7 @@ def list_action_executions(
     statement = (
         select(ActionExecution)
         .where(ActionExecution.pipeline_id == pipeline_id)
-        .order_by(col(ActionExecution.id).desc())
+        .order_by(col(ActionExecution.pipeline_id).desc(), col(ActionExecution.id).desc())
         .limit(limit)
     )
     if execution_pk is not None:

@@ -32,7 +32,7 @@ from sqlmodel import Session
 from bot.engine import responses
 from bot.engine.declaration import validate_declaration
 from bot.engine.errors import DeclarationError, client_error
-from bot.engine.model import PipelineSpec, parse_spec
+from bot.engine.model import PipelineSpec, StageSpec, parse_spec
 from bot.engine.providers.commands import log_tail
 from bot.engine.runtime import (
     AdvanceResult,
@@ -103,6 +103,17 @@ def _decode_token(token: str | None, operation: str, kind: type[int] | type[str]
             "InvalidNextTokenException", "The nextToken is not valid.", operation=operation
         )
     return value
+
+
+def _stage(spec: PipelineSpec, name: str, operation: str) -> StageSpec:
+    stage = spec.stage(name)
+    if stage is None:
+        raise client_error(
+            "StageNotFoundException",
+            f"Stage '{name}' does not exist in pipeline '{spec.name}'",
+            operation=operation,
+        )
+    return stage
 
 
 class LocalCodePipeline:
@@ -317,7 +328,7 @@ class LocalCodePipeline:
                 {
                     "pipeline": json.loads(row.declaration),
                     "metadata": {
-                        "pipelineArn": responses.pipeline_arn(pipeline.name),
+                        "pipelineArn": responses.pipeline_arn(pipeline.name, region=self._region),
                         "created": utc(pipeline.created_at),
                         "updated": utc(pipeline.updated_at),
                     },
@@ -599,13 +610,7 @@ class LocalCodePipeline:
             )
             assert execution.id is not None
             spec = self._runtime.spec_of(session=session, execution=execution)
-            stage = spec.stage(params["stageName"])
-            if stage is None:
-                raise client_error(
-                    "StageNotFoundException",
-                    f"Stage '{params['stageName']}' does not exist in pipeline '{pipeline.name}'",
-                    operation=operation,
-                )
+            stage = _stage(spec, params["stageName"], operation)
             if execution.status == ExecutionStatus.SUPERSEDED:
                 raise client_error(
                     "StageNotRetryableException",
@@ -677,13 +682,7 @@ class LocalCodePipeline:
             pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
             assert pipeline.id is not None
             spec = self._spec(session, pipeline)
-            stage = spec.stage(params["stageName"])
-            if stage is None:
-                raise client_error(
-                    "StageNotFoundException",
-                    f"Stage '{params['stageName']}' does not exist in pipeline '{pipeline.name}'",
-                    operation=operation,
-                )
+            stage = _stage(spec, params["stageName"], operation)
             declared = stage.action(params["actionName"])
             if declared is None:
                 raise client_error(
@@ -898,13 +897,7 @@ class LocalCodePipeline:
         self, session: Session, pipeline: Pipeline, params: dict[str, Any], operation: str
     ) -> str:
         spec = self._spec(session, pipeline)
-        stage = spec.stage(params["stageName"])
-        if stage is None:
-            raise client_error(
-                "StageNotFoundException",
-                f"Stage '{params['stageName']}' does not exist in pipeline '{pipeline.name}'",
-                operation=operation,
-            )
+        stage = _stage(spec, params["stageName"], operation)
         if params["transitionType"] == "Inbound":
             return stage.name
         if stage.index == len(spec.stages) - 1:

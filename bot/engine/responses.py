@@ -41,8 +41,8 @@ def with_metadata(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def pipeline_arn(name: str) -> str:
-    return f"arn:aws:codepipeline:{REGION}:{ACCOUNT}:{name}"
+def pipeline_arn(name: str, *, region: str | None = None) -> str:
+    return f"arn:aws:codepipeline:{region or REGION}:{ACCOUNT}:{name}"
 
 
 def pipeline_summary(pipeline: Pipeline) -> dict[str, Any]:
@@ -107,6 +107,13 @@ def execution_detail(*, execution: PipelineExecution, pipeline_name: str) -> dic
     return detail
 
 
+def _error_details(action: ActionExecution) -> dict[str, str]:
+    return {
+        "code": action.error_code or "JobFailed",
+        "message": (action.error_message or action.summary or action.status)[:5000],
+    }
+
+
 def action_state_execution(action: ActionExecution) -> dict[str, Any]:
     latest: dict[str, Any] = {
         "actionExecutionId": action.action_execution_id,
@@ -122,10 +129,7 @@ def action_state_execution(action: ActionExecution) -> dict[str, Any]:
     if action.token and action.status == ActionStatus.IN_PROGRESS:
         latest["token"] = action.token
     if action.status in (ActionStatus.FAILED, ActionStatus.ABANDONED):
-        latest["errorDetails"] = {
-            "code": action.error_code or "JobFailed",
-            "message": (action.error_message or action.summary or action.status)[:5000],
-        }
+        latest["errorDetails"] = _error_details(action)
     return latest
 
 
@@ -213,10 +217,7 @@ def action_execution_detail(
     if action.summary:
         result["externalExecutionSummary"] = action.summary[:2048]
     if action.status in (ActionStatus.FAILED, ActionStatus.ABANDONED):
-        result["errorDetails"] = {
-            "code": action.error_code or "JobFailed",
-            "message": (action.error_message or action.summary or action.status)[:5000],
-        }
+        result["errorDetails"] = _error_details(action)
     detail: dict[str, Any] = {
         "pipelineExecutionId": execution_id,
         "actionExecutionId": action.action_execution_id,

@@ -94,6 +94,7 @@ class ActionJob:
     pk: int
     action_execution_id: str
     execution_id: str
+    pipeline_id: int
     pipeline_name: str
     stage_name: str
     action_name: str
@@ -112,6 +113,7 @@ def action_job(
         pk=row.id,
         action_execution_id=row.action_execution_id,
         execution_id=execution.execution_id,
+        pipeline_id=row.pipeline_id,
         pipeline_name=pipeline_name,
         stage_name=row.stage_name,
         action_name=row.action_name,

@@ -469,19 +469,21 @@ class Worker:
 
     def _complete(self, job: ActionJob, outcome: Outcome) -> None:
         now = utcnow()
+        result = AdvanceResult()
         with transaction(self._sessions) as session:
-            action = store.get_action(session=session, pk=job.pk)
-            if action is None:
-                return  # the pipeline was deleted meanwhile
             pipeline = store.get_pipeline_by_id(
-                session=session, pipeline_id=action.pipeline_id, lock=True
+                session=session, pipeline_id=job.pipeline_id, lock=True
             )
-            session.refresh(action)
-            if pipeline is None:
-                return
-            if action.status == ActionStatus.IN_PROGRESS and action.claimed_by == self.id:
+            action = store.get_action(session=session, pk=job.pk)
+            if pipeline is None or action is None:
+                return  # the pipeline was deleted meanwhile
+            recorded = action.status == ActionStatus.IN_PROGRESS and action.claimed_by == self.id
+            if recorded:
                 _apply_outcome(session=session, action=action, outcome=outcome, now=now)
-            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+            # While a sibling in the same stage still runs, this result cannot move anything
+            # (the stage waits for it, even on failure): skip reading the whole pipeline.
+            if not recorded or not store.other_actions_running(session=session, action=action):
+                result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
         self.after_commit(result)
 
 
@@ -539,10 +541,16 @@ def _reset_dir(path: Path) -> None:
 
 
 def _pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs on this host; a zombie (killed, not yet reaped) counts as dead."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    # The state letter follows the command name, which is in parentheses.
+    return stat.rpartition(")")[2].split()[:1] != ["Z"]
