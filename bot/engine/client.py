@@ -24,14 +24,16 @@ from types import TracebackType
 from typing import Any
 
 import botocore.session
-from botocore.exceptions import ClientError, ParamValidationError
+from botocore import xform_name
+from botocore.exceptions import ClientError, OperationNotPageableError, ParamValidationError
 from botocore.model import OperationModel, ServiceModel
+from botocore.paginate import Paginator, PaginatorModel
 from botocore.validate import ParamValidator
 from sqlmodel import Session
 
 from bot.engine import responses
 from bot.engine.declaration import validate_declaration
-from bot.engine.errors import DeclarationError, client_error
+from bot.engine.errors import DeclarationError, client_error, client_exceptions
 from bot.engine.model import PipelineSpec, StageSpec, parse_spec
 from bot.engine.providers.commands import log_tail
 from bot.engine.runtime import (
@@ -68,6 +70,21 @@ CALLER = "pipebot"
 @functools.cache
 def _service_model() -> ServiceModel:
     return botocore.session.get_session().get_service_model("codepipeline")
+
+
+@functools.cache
+def _paginator_model() -> PaginatorModel:
+    return botocore.session.get_session().get_paginator_model("codepipeline")
+
+
+_PAGINATED = frozenset({"ListPipelines", "ListPipelineExecutions", "ListActionExecutions"})
+
+
+def _xform_name_to_operation(name: str) -> str:
+    """``list_pipelines`` -> ``ListPipelines`` (boto3 accepts the snake_case name)."""
+    if "_" not in name and name[:1].isupper():
+        return name
+    return "".join(part.capitalize() for part in name.split("_"))
 
 
 def _operation(name: str) -> OperationModel:
@@ -947,6 +964,25 @@ class LocalCodePipeline:
             result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
         self._after(result)
         return responses.with_metadata({})
+
+    # --- boto3 client conveniences ----------------------------------------------------------
+
+    @property
+    def exceptions(self) -> Any:
+        """The modeled exception classes, as ``boto3.client("codepipeline").exceptions``."""
+        return client_exceptions()
+
+    def can_paginate(self, operation_name: str) -> bool:
+        return _xform_name_to_operation(operation_name) in _PAGINATED
+
+    def get_paginator(self, operation_name: str) -> Paginator[Any]:
+        """botocore's own Paginator over this engine's method, as boto3's client returns."""
+        operation = _xform_name_to_operation(operation_name)
+        if operation not in _PAGINATED:
+            raise OperationNotPageableError(operation_name=operation_name)
+        config = _paginator_model().get_paginator(operation)
+        method = getattr(self, xform_name(operation))
+        return Paginator(method, config, _operation(operation))
 
     # --- engine-only extras ------------------------------------------------------------------
 
