@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, update
+from sqlalchemy import func, text, update
 from sqlmodel import Session, SQLModel, col, delete, select
 
 from storage.models import (
@@ -442,3 +442,8 @@ def add_rows(*, session: Session, rows: Sequence[SQLModel]) -> None:
     """Insert many rows at once (benchmarks and imports)."""
     session.add_all(rows)
     session.flush()
+
+
+def analyze(*, session: Session) -> None:
+    """Refresh the planner's statistics (autovacuum's job on PostgreSQL; used after bulk loads)."""
+    session.execute(text("ANALYZE"))
