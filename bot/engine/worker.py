@@ -108,10 +108,11 @@ class Worker:
         # Mark this worker's actions interrupted first: the runners, woken by the kills
         # below, then find them finished and record nothing of their own.
         with transaction(self._sessions) as session:
-            touched = self._fail_claimed(
+            touched, to_kill = self._fail_claimed(
                 session=session, worker_ids={self.id}, why="pipebot shut down"
             )
             store.delete_worker(session=session, worker_id=self.id)
+        self._kill_recorded(to_kill)
         with self._lock:
             running = dict(self._running)
         for proc in running.values():
@@ -248,28 +249,44 @@ class Worker:
             dead |= {w for w in orphans if w is not None}
             if not dead:
                 return
-            touched = self._fail_claimed(session=session, worker_ids=dead, why="its worker died")
+            touched, to_kill = self._fail_claimed(
+                session=session, worker_ids=dead, why="its worker died"
+            )
             for worker_id in dead:
                 store.delete_worker(session=session, worker_id=worker_id)
+        self._kill_recorded(to_kill)
         for pipeline_id in touched:
             self.advance_pipeline(pipeline_id=pipeline_id)
         if first and touched:
             log.warning("recovered interrupted actions in %d pipeline(s)", len(touched))
 
-    def _fail_claimed(self, *, session: Session, worker_ids: set[str], why: str) -> set[int]:
+    def _fail_claimed(
+        self, *, session: Session, worker_ids: set[str], why: str
+    ) -> tuple[set[int], list[str]]:
+        """Mark the workers' running actions interrupted.
+
+        Returns the pipelines touched and the actions whose leftover processes on this host
+        must be killed, after commit: a runner woken by the kill must find its action
+        already finished, or it would record the kill as the action's result.
+        """
         now = utcnow()
         touched: set[int] = set()
+        to_kill: list[str] = []
         for action in store.claimed_in_progress_actions(session=session):
             if action.claimed_by not in worker_ids:
                 continue
             if action.host == HOST:
-                self._runtime.kill_recorded_process(action_execution_id=action.action_execution_id)
+                to_kill.append(action.action_execution_id)
             set_action_status(action, ActionStatus.FAILED, now)
             action.summary = INTERRUPTED.format(why=why)
             action.error_code = "JobFailed"
             action.error_message = action.summary
             touched.add(action.pipeline_id)
-        return touched
+        return touched, to_kill
+
+    def _kill_recorded(self, action_execution_ids: list[str]) -> None:
+        for action_execution_id in action_execution_ids:
+            self._runtime.kill_recorded_process(action_execution_id=action_execution_id)
 
     def _kill_abandoned(self) -> None:
         """Kill this worker's processes whose action was abandoned by another process."""
