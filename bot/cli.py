@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
         help="answer the approval gate: ask on a terminal (default), or approve/reject at once",
     )
     sub.add_parser("worker", help="run the embedded engine's worker until stopped")
+    sub.add_parser(
+        "serve",
+        help="serve Slack (Socket Mode with SLACK_APP_TOKEN, else HTTP on $PORT) with the "
+        "engine's worker in-process",
+    )
     return parser
 
 
@@ -64,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _demo(settings, approve=args.approve)
         if args.command == "worker":
             return _worker(settings)
+        if args.command == "serve":
+            return _serve(settings)
     except KeyboardInterrupt:
         return 130
     return 2
@@ -100,6 +107,43 @@ def _worker(settings: Settings) -> int:
             pass
     finally:
         client.close()
+    return 0
+
+
+def _serve(settings: Settings) -> int:
+    from bot.app import build_app, build_services, make_web_client, serve
+    from bot.pipelines import make_client
+    from bot.settings import require_slack
+    from storage.db import make_engine, make_session_factory
+
+    try:
+        require_slack(settings)
+    except ConfigurationError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if settings.migrate_on_start:
+        _migrate(settings)
+    else:
+        settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    pipeline_client = make_client(settings, run_worker=settings.run_worker)
+    web_client = make_web_client(settings)
+    services = build_services(
+        settings=settings,
+        pipeline_client=pipeline_client,
+        sessions=sessions,
+        web_client=web_client,
+    )
+    app = build_app(settings=settings, services=services, web_client=web_client)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        serve(settings=settings, app=app)
+    finally:
+        close = getattr(pipeline_client, "close", None)
+        if close is not None:
+            close()
+        engine.dispose()
     return 0
 
 

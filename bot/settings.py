@@ -7,6 +7,7 @@ variable; the CLI prints it and exits with status 2.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+_USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
+
+
+def _split_ids(value: str) -> list[str]:
+    return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
 
 
 class ConfigurationError(Exception):
@@ -38,6 +44,18 @@ class Settings(BaseSettings):
     engine_max_parallel_actions: int = Field(
         default=16, ge=1, le=256, alias="PIPEBOT_ENGINE_MAX_PARALLEL_ACTIONS"
     )
+    slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")
+    slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
+    port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
+    server_threads: int = Field(default=8, ge=1, le=128, alias="PIPEBOT_SERVER_THREADS")
+    command: str = Field(
+        default="/pipeline", pattern=r"^/[a-z0-9_-]{1,31}$", alias="PIPEBOT_COMMAND"
+    )
+    admins_raw: str = Field(default="", alias="PIPEBOT_ADMINS")
+    migrate_on_start: bool = Field(default=True, alias="PIPEBOT_MIGRATE_ON_START")
+    run_worker: bool = Field(default=True, alias="PIPEBOT_RUN_WORKER")
     aws_region: str | None = Field(default=None, alias="AWS_REGION")
     aws_profile: str | None = Field(default=None, alias="AWS_PROFILE")
     aws_access_key_id: SecretStr | None = Field(default=None, alias="AWS_ACCESS_KEY_ID")
@@ -65,6 +83,41 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg:" + value.removeprefix("postgresql:")
         return value
 
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _check_bot_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb- (OAuth & Permissions page)")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _check_app_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError(
+                "must be an app-level token starting with xapp- (Basic Information, "
+                "App-Level Tokens, scope connections:write)"
+            )
+        return value
+
+    @field_validator("admins_raw")
+    @classmethod
+    def _check_admins(cls, value: str) -> str:
+        for item in _split_ids(value):
+            if not _USER_ID.match(item):
+                raise ValueError(
+                    f"{item!r} is not a Slack user ID (like U012AB3CD); separate IDs with commas"
+                )
+        return value
+
+    @property
+    def admins(self) -> frozenset[str]:
+        return frozenset(_split_ids(self.admins_raw))
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None
+
     @property
     def resolved_data_dir(self) -> Path:
         return self.data_dir.expanduser().resolve()
@@ -83,12 +136,35 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every secret this configuration holds, for the log redactor."""
-        secrets = [self.aws_access_key_id, self.aws_secret_access_key, self.aws_session_token]
+        secrets = [
+            self.aws_access_key_id,
+            self.aws_secret_access_key,
+            self.aws_session_token,
+            self.slack_bot_token,
+            self.slack_signing_secret,
+            self.slack_app_token,
+        ]
         return [s.get_secret_value() for s in secrets if s is not None and s.get_secret_value()]
 
 
 def _field_to_env() -> dict[str, str]:
     return {name: (field.alias or name) for name, field in Settings.model_fields.items()}
+
+
+def require_slack(settings: Settings) -> None:
+    """``pipebot serve`` needs a bot token, and a signing secret unless in Socket Mode."""
+    missing = []
+    if settings.slack_bot_token is None:
+        missing.append("  SLACK_BOT_TOKEN: required (the bot token, xoxb-...)")
+    if not settings.socket_mode and settings.slack_signing_secret is None:
+        missing.append(
+            "  SLACK_SIGNING_SECRET: required in HTTP mode (Basic Information, App Credentials); "
+            "or set SLACK_APP_TOKEN for Socket Mode"
+        )
+    if missing:
+        raise ConfigurationError(
+            "Invalid configuration:\n" + "\n".join(missing) + "\nSee README.md, Configuration."
+        )
 
 
 def load_settings(**overrides: object) -> Settings:

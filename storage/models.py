@@ -179,3 +179,75 @@ class EngineWorker(SQLModel, table=True):
     pid: int
     started_at: datetime = Field(sa_column=_ts())
     heartbeat_at: datetime = Field(sa_column=_ts())
+
+
+# --- the Slack bot -----------------------------------------------------------------------------
+#
+# Pipelines are referred to by name, not by foreign key: on the AWS backend they live in AWS,
+# and access lists outlive a delete-and-recreate of the same name on purpose only if the caller
+# keeps them (``bot_store.forget_pipeline`` clears them).
+
+
+class PipelineAccess(SQLModel, table=True):
+    """One subject (a Slack user ``U…``/``W…`` or user group ``S…``) in a pipeline's role list."""
+
+    __tablename__ = "pipeline_access"
+    __table_args__ = (UniqueConstraint("pipeline", "role", "subject", name="uq_pipeline_access"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline: str = Field(max_length=100)
+    role: str = Field(max_length=16)
+    subject: str = Field(max_length=32)
+    added_by: str = Field(max_length=32)
+    added_at: datetime = Field(sa_column=_ts())
+
+
+class PipelinePolicy(SQLModel, table=True):
+    """Per-pipeline switches; an absent row means every switch is off."""
+
+    __tablename__ = "pipeline_policy"
+
+    pipeline: str = Field(max_length=100, primary_key=True)
+    no_self_approval: bool = False
+    updated_by: str = Field(max_length=32)
+    updated_at: datetime = Field(sa_column=_ts())
+
+
+class AuditEntry(SQLModel, table=True):
+    """One mutating command, click or modal submission, whatever its outcome."""
+
+    __tablename__ = "audit_entry"
+    __table_args__ = (Index("ix_audit_entry_pipeline_id", "pipeline", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(sa_column=_ts())
+    user_id: str = Field(max_length=32)
+    channel_id: str | None = Field(default=None, max_length=32)
+    kind: str = Field(max_length=16)
+    what: str = Field(max_length=32)
+    pipeline: str | None = Field(default=None, max_length=100)
+    execution_id: str | None = Field(default=None, max_length=64)
+    outcome: str = Field(max_length=16)
+    detail: str | None = Field(default=None, sa_column=_text())
+
+
+class ClickRecord(SQLModel, table=True):
+    """The first human decision on one thing (e.g. an approval): later clicks are told of it."""
+
+    __tablename__ = "click_record"
+
+    key: str = Field(max_length=512, primary_key=True)
+    user_id: str = Field(max_length=32)
+    at: datetime = Field(sa_column=_ts())
+    outcome: str = Field(sa_column=_text(nullable=False))
+
+
+class ExecutionStarter(SQLModel, table=True):
+    """Who started an execution from Slack (no-self-approval, notifications)."""
+
+    __tablename__ = "execution_starter"
+
+    execution_id: str = Field(max_length=64, primary_key=True)
+    pipeline: str = Field(max_length=100)
+    user_id: str = Field(max_length=32)
+    at: datetime = Field(sa_column=_ts())

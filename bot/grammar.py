@@ -1,0 +1,848 @@
+"""The typed ``/pipeline`` grammar: one registry of commands, a parser that raises, generated help.
+
+Everything here is pure (no I/O), so the slash-command handler can parse before ``ack()`` and answer
+bad input with the subcommand's usage instead of a traceback (the errbot lesson in
+``docs/style.md``). ``parse`` raises ``CommandError`` for every bad input and nothing else.
+
+Text arrives as Slack sends it: ``&``, ``<`` and ``>`` typed by the user come HTML-escaped and are
+decoded here exactly once; user and group mentions arrive as ``<@U…|name>`` /
+``<!subteam^S…|@team>`` when the slash command escapes them (``should_escape: true`` in the
+manifest). Free-text tails (approval comments, stop and disable reasons) are taken as typed rather
+than shell-split, because prose is full of apostrophes ("don't", smart quotes too) that a
+shell tokenizer would reject as unbalanced quotes.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import re
+import shlex
+import unicodedata
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, NamedTuple
+
+__all__ = [
+    "REGISTRY",
+    "CommandError",
+    "CommandSpec",
+    "ParsedCommand",
+    "Permission",
+    "UnknownCommandError",
+    "help_text",
+    "normalize_reason",
+    "parse",
+    "spec_for",
+    "suggest",
+    "usage_text",
+]
+
+
+class Permission(StrEnum):
+    """The right a command needs; the bot maps it to admins, operators and approvers."""
+
+    READ = "read"
+    OPERATE = "operate"
+    APPROVE = "approve"
+    ADMIN = "admin"
+
+
+PERMISSION_HOLDERS: Final[Mapping[Permission, str]] = {
+    Permission.READ: "everyone",
+    Permission.OPERATE: "the pipeline's operators and admins",
+    Permission.APPROVE: "the pipeline's approvers and admins",
+    Permission.ADMIN: "admins (`PIPEBOT_ADMINS`)",
+}
+
+
+@dataclass(frozen=True)
+class CommandSpec:
+    """One subcommand as help shows it; ``usage`` and ``example`` omit the slash command."""
+
+    name: str
+    aliases: tuple[str, ...]
+    summary: str
+    usage: str
+    example: str
+    permission: Permission
+    available: bool = True
+    notes: str = ""
+
+
+REGISTRY: Final[tuple[CommandSpec, ...]] = (
+    CommandSpec(
+        "help",
+        (),
+        "This help, or one command in detail.",
+        "help [COMMAND]",
+        "help start",
+        Permission.READ,
+    ),
+    CommandSpec(
+        "list",
+        (),
+        "Pipelines and their latest execution's status.",
+        "list",
+        "list",
+        Permission.READ,
+    ),
+    CommandSpec(
+        "status",
+        ("show",),
+        "Stages, actions, approvals and disabled transitions, with buttons.",
+        "status NAME",
+        "status web-release",
+        Permission.READ,
+    ),
+    CommandSpec(
+        "history",
+        (),
+        "The latest N executions (default 10, at most 50).",
+        "history NAME [N]",
+        "history web-release 20",
+        Permission.READ,
+    ),
+    CommandSpec(
+        "execution",
+        ("exec",),
+        "One execution's actions, their times and the failed action's log.",
+        "execution NAME ID",
+        "execution web-release 3f2c9d1e-5b7a-4c2e-9f0d-8a6b1c2d3e4f",
+        Permission.READ,
+    ),
+    CommandSpec(
+        "start",
+        (),
+        "Start an execution, optionally setting variables.",
+        "start NAME [--var K=V ...]",
+        "start web-release --var ENV=staging",
+        Permission.OPERATE,
+    ),
+    CommandSpec(
+        "stop",
+        (),
+        "Stop the latest (or the given) execution; `--abandon` does not wait.",
+        "stop NAME [EXECUTION] [--abandon] [--reason TEXT]",
+        "stop web-release --abandon --reason bad build",
+        Permission.OPERATE,
+        notes="`--reason` takes the rest of the line, so put it last.",
+    ),
+    CommandSpec(
+        "retry",
+        (),
+        "Retry the failed stage; `--all` reruns all its actions.",
+        "retry NAME [STAGE] [EXECUTION] [--all]",
+        "retry web-release Deploy",
+        Permission.OPERATE,
+    ),
+    CommandSpec(
+        "approve",
+        (),
+        "Approve the waiting approval, with an optional comment.",
+        "approve NAME [STAGE/ACTION] [COMMENT]",
+        "approve web-release Prod/ManualApproval looks good",
+        Permission.APPROVE,
+        notes="Give STAGE/ACTION only when more than one approval waits.",
+    ),
+    CommandSpec(
+        "reject",
+        (),
+        "Reject the waiting approval, with an optional comment.",
+        "reject NAME [STAGE/ACTION] [COMMENT]",
+        "reject web-release needs a changelog entry",
+        Permission.APPROVE,
+        notes="Give STAGE/ACTION only when more than one approval waits.",
+    ),
+    CommandSpec(
+        "disable",
+        (),
+        "Disable the transition into a stage.",
+        "disable NAME STAGE REASON",
+        "disable web-release Prod release freeze until Monday",
+        Permission.OPERATE,
+        notes="The reason keeps only letters, digits, spaces and `!@().*?-` (AWS's rule), "
+        "at most 300 characters; you are told when it was changed.",
+    ),
+    CommandSpec(
+        "enable",
+        (),
+        "Enable the transition into a stage.",
+        "enable NAME STAGE",
+        "enable web-release Prod",
+        Permission.OPERATE,
+    ),
+    CommandSpec(
+        "create",
+        (),
+        "Create a pipeline in a form, or from JSON or YAML pasted after `create`.",
+        "create [DECLARATION]",
+        "create",
+        Permission.OPERATE,
+        notes="The declaration uses CodePipeline's format, with or without the outer `pipeline` "
+        "key; a ``` code block around it is fine.",
+    ),
+    CommandSpec(
+        "edit",
+        (),
+        "Edit a pipeline's declaration in a form.",
+        "edit NAME",
+        "edit web-release",
+        Permission.OPERATE,
+    ),
+    CommandSpec(
+        "delete",
+        (),
+        "Delete a pipeline (asks first).",
+        "delete NAME",
+        "delete web-release",
+        Permission.OPERATE,
+    ),
+    CommandSpec(
+        "access",
+        (),
+        "Show or change who may operate and approve.",
+        "access NAME [operators|approvers add|remove @SUBJECT ... | self-approval on|off]",
+        "access web-release self-approval off",
+        Permission.ADMIN,
+        notes="SUBJECT is a mention of a user (@alice) or a user group (@release-team). "
+        "`self-approval off` stops whoever started an execution from approving it.",
+    ),
+    CommandSpec(
+        "audit",
+        (),
+        "Recent audit entries, for one pipeline or all.",
+        "audit [NAME]",
+        "audit web-release",
+        Permission.READ,
+    ),
+    CommandSpec(
+        "subscribe",
+        (),
+        "Post a pipeline's events to this channel.",
+        "subscribe NAME",
+        "subscribe web-release",
+        Permission.OPERATE,
+        available=False,
+    ),
+    CommandSpec(
+        "unsubscribe",
+        (),
+        "Stop posting a pipeline's events to this channel.",
+        "unsubscribe NAME",
+        "unsubscribe web-release",
+        Permission.OPERATE,
+        available=False,
+    ),
+    CommandSpec(
+        "subscriptions",
+        (),
+        "List this channel's subscriptions.",
+        "subscriptions",
+        "subscriptions",
+        Permission.READ,
+        available=False,
+    ),
+)
+
+_BY_WORD: Final[Mapping[str, CommandSpec]] = {
+    word: spec for spec in REGISTRY for word in (spec.name, *spec.aliases)
+}
+
+
+def spec_for(name: str) -> CommandSpec | None:
+    """The command called ``name`` (or aliased so), case-insensitively."""
+    return _BY_WORD.get(name.strip().lower())
+
+
+@dataclass(frozen=True)
+class ParsedCommand:
+    """A parsed ``/pipeline`` invocation; ``args`` holds the command's typed arguments."""
+
+    name: str
+    pipeline: str | None
+    args: Mapping[str, Any]
+    text: str
+
+    @property
+    def spec(self) -> CommandSpec:
+        spec = spec_for(self.name)
+        assert spec is not None
+        return spec
+
+
+class CommandError(Exception):
+    """Bad command text; ``message`` is user-facing mrkdwn, ``usage`` the command's usage."""
+
+    def __init__(self, message: str, *, usage: str | None = None, command: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.usage = usage
+        self.command = command
+
+    def __str__(self) -> str:
+        return self.message if self.usage is None else f"{self.message}\n{self.usage}"
+
+
+class UnknownCommandError(CommandError):
+    """A subcommand (or help topic) that does not exist; ``suggestions`` are close names."""
+
+    def __init__(self, message: str, *, suggestions: list[str], usage: str | None = None):
+        super().__init__(message, usage=usage)
+        self.suggestions = suggestions
+
+
+# --- names and values ---------------------------------------------------------------------------
+
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9.@\-_]{1,100}")
+_NAME_RULE: Final = "1-100 letters, digits and `.@-_`"
+_EXECUTION_RE: Final = re.compile(r"[A-Za-z0-9\-]{1,100}")
+# A lone token after NAME is an execution only if it looks like one (a UUID or a hex prefix of it);
+# anything else is a stage name.
+_EXECUTION_LIKE_RE: Final = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|(?=[^0-9]*[0-9])[0-9a-fA-F]{8,32}"
+)
+_VARIABLE_RE: Final = re.compile(r"[A-Za-z0-9@\-_]{1,128}")
+_COUNT_RE: Final = re.compile(r"[0-9]{1,3}")
+HISTORY_DEFAULT: Final = 10
+HISTORY_MAX: Final = 50
+
+_USER_MENTION_RE: Final = re.compile(r"<@([UW][A-Z0-9]{2,})(?:\|[^>]*)?>")
+_GROUP_MENTION_RE: Final = re.compile(r"<!subteam\^(S[A-Z0-9]{2,})(?:\|[^>]*)?>")
+_BARE_ID_RE: Final = re.compile(r"[UWS][A-Z0-9]{2,}")
+_SUBJECT_TOKEN_RE: Final = re.compile(r"<[^>]*>|\S+")
+
+_ENTITY_RE: Final = re.compile(r"&(amp|lt|gt);")
+_ENTITIES: Final = {"amp": "&", "lt": "<", "gt": ">"}
+_SMART_QUOTES: Final = str.maketrans(
+    {"\u201c": '"', "\u201d": '"', "\u201e": '"', "\u2018": "'", "\u2019": "'", "\u201a": "'"}
+)
+_ODD_SPACES: Final = str.maketrans(dict.fromkeys("\u00a0\u2007\u202f\u3000\ufeff", " "))
+_SHELL_SPACE: Final = " \t\r\n"
+_QUOTES: Final = "\"'"
+
+_REASON_CHAR_RE: Final = re.compile(r"[a-zA-Z0-9!@ ().*?\-]")
+REASON_MAX: Final = 300
+
+
+def _unescape(text: str) -> str:
+    """Decode Slack's ``&amp;``/``&lt;``/``&gt;`` exactly once."""
+    return _ENTITY_RE.sub(lambda m: _ENTITIES[m.group(1)], text)
+
+
+def _show(value: str, limit: int = 60) -> str:
+    """A user-supplied value made safe to quote inside backticks in a reply."""
+    value = value.replace("`", "'").replace("\n", " ")
+    if len(value) > limit:
+        value = value[: limit - 1] + "…"
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _unquote(text: str) -> str:
+    """Strip one pair of quotes around the whole text, if that is what surrounds it."""
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] == text[0] and text[0] not in text[1:-1]:
+        return text[1:-1].strip()
+    return text
+
+
+def usage_text(spec: CommandSpec, *, slash: str = "/pipeline") -> str:
+    """The usage line and example of one command, as error replies show them."""
+    return f"Usage: `{slash} {spec.usage}`\nExample: `{slash} {spec.example}`"
+
+
+def suggest(word: str, candidates: Iterable[str], *, limit: int = 3) -> list[str]:
+    """Candidates close to ``word``: case-insensitive difflib matches, then prefix matches."""
+    needle = word.strip().lower()
+    if not needle or limit <= 0:
+        return []
+    by_lower: dict[str, str] = {}
+    for candidate in candidates:
+        by_lower.setdefault(candidate.lower(), candidate)
+    found: list[str] = []
+    if needle in by_lower:
+        found.append(by_lower[needle])
+    found += [by_lower[m] for m in difflib.get_close_matches(needle, by_lower, n=limit, cutoff=0.6)]
+    if len(needle) >= 2:
+        found += [c for low, c in by_lower.items() if low.startswith(needle)]
+    return list(dict.fromkeys(found))[:limit]
+
+
+def normalize_reason(text: str) -> tuple[str, bool]:
+    """Reduce ``text`` to AWS's transition-reason alphabet, at most 300 characters.
+
+    Accents are dropped (``é`` → ``e``), quotes and apostrophes vanish, any other character
+    outside ``[a-zA-Z0-9!@ ().*?-]`` becomes a space, spaces collapse. ``changed`` is True when
+    the result differs from the text beyond whitespace, so the bot can tell the user.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.translate(_SMART_QUOTES))
+    chars: list[str] = []
+    for char in decomposed:
+        if _REASON_CHAR_RE.fullmatch(char):
+            chars.append(char)
+        elif char in _QUOTES or char == "`" or unicodedata.combining(char):
+            continue
+        else:
+            chars.append(" ")
+    reason = " ".join("".join(chars).split())[:REASON_MAX].rstrip()
+    if not reason:
+        raise CommandError(
+            "The reason has no characters AWS accepts: use letters, digits, spaces or `!@().*?-`."
+        )
+    return reason, reason != " ".join(text.split())
+
+
+# --- tokenizing ---------------------------------------------------------------------------------
+
+
+class _Token(NamedTuple):
+    value: str
+    start: int  # offset of the token's first character in the tokenized text
+
+
+class _Cursor:
+    """Shell-style tokens read one at a time, so a free-text tail can be taken as typed."""
+
+    def __init__(self, text: str, fail: Callable[[str], CommandError]) -> None:
+        self.text = text
+        self._fail = fail
+        self.seek(0)
+
+    def seek(self, pos: int) -> None:
+        self.pos = self._base = pos
+        self._stream = io.StringIO(self.text[pos:])
+        self._lexer = shlex.shlex(self._stream, posix=True)
+        self._lexer.whitespace = _SHELL_SPACE
+        self._lexer.whitespace_split = True
+        self._lexer.commenters = ""
+
+    def next(self) -> _Token | None:
+        start = self.pos
+        while start < len(self.text) and self.text[start] in _SHELL_SPACE:
+            start += 1
+        try:
+            value = self._lexer.get_token()
+        except ValueError as exc:
+            if "escaped" in str(exc):
+                raise self._fail("The text ends with a lone backslash: remove it.") from None
+            raise self._fail(
+                "Unbalanced quote: close every `\"` or `'` you open, or leave the quotes out."
+            ) from None
+        self.pos = self._base + self._stream.tell()
+        return None if value is None else _Token(value, start)
+
+    def rest(self, start: int | None = None) -> str:
+        """The raw text from ``start`` (default: after the last token), stripped."""
+        return self.text[self.pos if start is None else start :].strip()
+
+
+class _Parser:
+    """Argument parsing for one subcommand; every failure carries that command's usage."""
+
+    def __init__(self, spec: CommandSpec, rest: str, slash: str) -> None:
+        self.spec = spec
+        self.slash = slash
+        self.cursor = _Cursor(rest, self.fail)
+
+    def fail(self, message: str) -> CommandError:
+        return CommandError(
+            message, usage=usage_text(self.spec, slash=self.slash), command=self.spec.name
+        )
+
+    def next(self) -> _Token | None:
+        return self.cursor.next()
+
+    def name(self, token: _Token | None, what: str = "NAME", kind: str = "pipeline name") -> str:
+        if token is None:
+            raise self.fail(f"`{self.spec.name}` needs {what}, the {kind}.")
+        return self.check_name(token.value, kind)
+
+    def check_name(self, value: str, kind: str = "pipeline name") -> str:
+        if not _NAME_RE.fullmatch(value):
+            raise self.fail(f"`{_show(value)}` is not a valid {kind}: use {_NAME_RULE}.")
+        return value
+
+    def execution(self, value: str) -> str:
+        if not _EXECUTION_RE.fullmatch(value):
+            raise self.fail(
+                f"`{_show(value)}` is not an execution ID: copy one from "
+                f"`{self.slash} history NAME`."
+            )
+        return value
+
+    def end(self) -> None:
+        token = self.next()
+        if token is not None:
+            raise self.fail(f"Too many arguments: `{_show(token.value)}` was not expected.")
+
+    def unexpected_option(self, token: _Token) -> CommandError:
+        return self.fail(f"Unknown option `{_show(token.value)}` for `{self.spec.name}`.")
+
+
+def _is_option(token: _Token) -> bool:
+    return token.value.startswith("--") and len(token.value) > 2
+
+
+# --- the commands -------------------------------------------------------------------------------
+
+_Result = tuple[str | None, dict[str, Any]]
+
+
+def _parse_help(p: _Parser) -> _Result:
+    token = p.next()
+    topic = None
+    if token is not None:
+        spec = spec_for(token.value)
+        if spec is None:
+            raise _unknown(token.value, slash=p.slash)
+        topic = spec.name
+        p.end()
+    return None, {"topic": topic}
+
+
+def _parse_no_args(p: _Parser) -> _Result:
+    p.end()
+    return None, {}
+
+
+def _parse_name_only(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    p.end()
+    return name, {}
+
+
+def _parse_create(p: _Parser) -> _Result:
+    text = p.cursor.text.strip()
+    if text.startswith("```"):
+        text = re.sub(r"\A```[ \t]*(?:(?:json|ya?ml)[ \t]*(?=\n))?", "", text, flags=re.I)
+    text = text.removesuffix("```").strip()
+    return None, {"declaration": text or None}
+
+
+def _parse_history(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    count = HISTORY_DEFAULT
+    token = p.next()
+    if token is not None:
+        if not _COUNT_RE.fullmatch(token.value) or not 1 <= int(token.value) <= HISTORY_MAX:
+            raise p.fail(
+                f"N must be a whole number from 1 to {HISTORY_MAX}, not `{_show(token.value)}`."
+            )
+        count = int(token.value)
+        p.end()
+    return name, {"count": count}
+
+
+def _parse_execution(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    token = p.next()
+    if token is None:
+        raise p.fail(
+            f"`{p.spec.name}` needs ID, the execution ID (see `{p.slash} history {name}`)."
+        )
+    execution_id = p.execution(token.value)
+    p.end()
+    return name, {"execution": execution_id}
+
+
+def _parse_start(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    variables: dict[str, str] = {}
+    while (token := p.next()) is not None:
+        option = token.value.lower()
+        if option == "--var":
+            pair_token = p.next()
+            if pair_token is None:
+                raise p.fail("`--var` needs K=V after it.")
+            pair = pair_token.value
+        elif option.startswith("--var="):
+            pair = token.value[len("--var=") :]
+        elif _is_option(token):
+            raise p.unexpected_option(token)
+        else:
+            raise p.fail(f"Unexpected `{_show(token.value)}`: set variables with `--var K=V`.")
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise p.fail(f"`--var {_show(pair)}` is not K=V: write `--var ENV=staging`.")
+        if not _VARIABLE_RE.fullmatch(key):
+            raise p.fail(
+                f"`{_show(key)}` is not a valid variable name: use 1-128 letters, digits and `@-_`."
+            )
+        if not value:
+            raise p.fail(f"Variable `{_show(key)}` has no value: write `--var {key}=VALUE`.")
+        if key in variables:
+            raise p.fail(f"Variable `{_show(key)}` is given twice.")
+        variables[key] = value
+    return name, {"variables": variables}
+
+
+def _parse_stop(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    execution: str | None = None
+    abandon = False
+    reason: str | None = None
+    while (token := p.next()) is not None:
+        option = token.value.lower()
+        if option == "--abandon":
+            abandon = True
+        elif option == "--reason" or option.startswith("--reason="):
+            raw = p.cursor.text[token.start :]
+            if raw[: len("--reason=")].lower() == "--reason=":
+                reason = _unquote(raw[len("--reason=") :].strip())
+            elif option == "--reason":
+                reason = _unquote(p.cursor.rest())
+            else:  # the option itself was quoted: take the shell-split value
+                reason = token.value[len("--reason=") :].strip()
+                reason = " ".join([reason, _unquote(p.cursor.rest())]).strip()
+            if not reason:
+                raise p.fail("`--reason` needs the reason after it.")
+            break
+        elif _is_option(token):
+            raise p.unexpected_option(token)
+        elif execution is None:
+            execution = p.execution(token.value)
+        else:
+            raise p.fail(f"Too many arguments: `{_show(token.value)}` was not expected.")
+    return name, {"execution": execution, "abandon": abandon, "reason": reason}
+
+
+def _parse_retry(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    positional: list[str] = []
+    everything = False
+    while (token := p.next()) is not None:
+        if token.value.lower() == "--all":
+            everything = True
+        elif _is_option(token):
+            raise p.unexpected_option(token)
+        elif len(positional) < 2:
+            positional.append(token.value)
+        else:
+            raise p.fail(f"Too many arguments: `{_show(token.value)}` was not expected.")
+    stage: str | None = None
+    execution: str | None = None
+    if len(positional) == 2:
+        stage = p.check_name(positional[0], "stage name")
+        execution = p.execution(positional[1])
+    elif positional and _EXECUTION_LIKE_RE.fullmatch(positional[0]):
+        execution = positional[0]
+    elif positional:
+        stage = p.check_name(positional[0], "stage name")
+    mode = "ALL_ACTIONS" if everything else "FAILED_ACTIONS"
+    return name, {"stage": stage, "execution": execution, "mode": mode}
+
+
+def _target(value: str) -> tuple[str, str] | None:
+    stage, sep, action = value.partition("/")
+    if sep and _NAME_RE.fullmatch(stage) and _NAME_RE.fullmatch(action):
+        return stage, action
+    return None
+
+
+def _parse_decision(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    comment_start = p.cursor.pos
+    stage: str | None = None
+    action: str | None = None
+    try:
+        token = p.next()
+    except CommandError:  # an apostrophe in the comment: it is all comment
+        token = None
+    if token is not None and (target := _target(token.value)) is not None:
+        stage, action = target
+        comment_start = p.cursor.pos
+    comment = _unquote(p.cursor.rest(comment_start))
+    return name, {"stage": stage, "action": action, "comment": comment or None}
+
+
+def _parse_disable(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    stage = p.name(p.next(), "STAGE", "stage name")
+    reason = _unquote(p.cursor.rest())
+    if not reason:
+        raise p.fail("`disable` needs a REASON, shown to whoever finds the transition disabled.")
+    try:
+        normalize_reason(reason)
+    except CommandError as exc:
+        raise p.fail(exc.message) from None
+    return name, {"stage": stage, "reason": reason}
+
+
+def _parse_enable(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    stage = p.name(p.next(), "STAGE", "stage name")
+    p.end()
+    return name, {"stage": stage}
+
+
+_ROLES: Final = {
+    "operators": "operators",
+    "operator": "operators",
+    "approvers": "approvers",
+    "approver": "approvers",
+}
+_SWITCH: Final = {"on": True, "off": False, "yes": True, "no": False, "true": True, "false": False}
+
+
+def _subject(raw: str) -> str | None:
+    value = _unquote(raw.strip())
+    for pattern in (_USER_MENTION_RE, _GROUP_MENTION_RE):
+        if match := pattern.fullmatch(value):
+            return match.group(1)
+    return value if _BARE_ID_RE.fullmatch(value) else None
+
+
+def _parse_access(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    args: dict[str, Any] = {"op": "show", "role": None, "subjects": [], "enabled": None}
+    token = p.next()
+    if token is None:
+        return name, args
+    word = token.value.lower()
+    if word in _ROLES:
+        verb = p.next()
+        if verb is None or verb.value.lower() not in ("add", "remove"):
+            got = "nothing" if verb is None else f"`{_show(verb.value)}`"
+            raise p.fail(f"After `{word}` write `add` or `remove`, not {got}.")
+        subjects: list[str] = []
+        for raw in _SUBJECT_TOKEN_RE.findall(p.cursor.rest()):
+            subject = _subject(raw)
+            if subject is None:
+                raise p.fail(
+                    f"`{_show(raw)}` is not a user or group: mention users (@alice) or user "
+                    "groups (@release-team). If mentions arrive as plain text, turn on "
+                    '"Escape channels, users, and links" for the slash command.'
+                )
+            subjects.append(subject)
+        if not subjects:
+            raise p.fail(f"Mention the users or groups to {verb.value.lower()}.")
+        args.update(
+            op=verb.value.lower(), role=_ROLES[word], subjects=list(dict.fromkeys(subjects))
+        )
+    elif word in ("self-approval", "self_approval", "selfapproval"):
+        switch = p.next()
+        if switch is None or switch.value.lower() not in _SWITCH:
+            got = "nothing" if switch is None else f"`{_show(switch.value)}`"
+            raise p.fail(f"After `self-approval` write `on` or `off`, not {got}.")
+        p.end()
+        args.update(op="self_approval", enabled=_SWITCH[switch.value.lower()])
+    else:
+        raise p.fail(
+            f"`{_show(token.value)}` is not an access setting: write `operators`, `approvers` "
+            "or `self-approval`."
+        )
+    return name, args
+
+
+def _parse_audit(p: _Parser) -> _Result:
+    token = p.next()
+    if token is None:
+        return None, {}
+    name = p.name(token)
+    p.end()
+    return name, {}
+
+
+def _parse_reserved(p: _Parser) -> _Result:
+    return None, {"text": p.cursor.text.strip()}
+
+
+_PARSERS: Final[Mapping[str, Callable[[_Parser], _Result]]] = {
+    "help": _parse_help,
+    "list": _parse_no_args,
+    "status": _parse_name_only,
+    "history": _parse_history,
+    "execution": _parse_execution,
+    "start": _parse_start,
+    "stop": _parse_stop,
+    "retry": _parse_retry,
+    "approve": _parse_decision,
+    "reject": _parse_decision,
+    "disable": _parse_disable,
+    "enable": _parse_enable,
+    "create": _parse_create,
+    "edit": _parse_name_only,
+    "delete": _parse_name_only,
+    "access": _parse_access,
+    "audit": _parse_audit,
+    "subscribe": _parse_reserved,
+    "unsubscribe": _parse_reserved,
+    "subscriptions": _parse_reserved,
+}
+
+
+def _unknown(word: str, *, slash: str, hint_status: bool = False) -> UnknownCommandError:
+    suggestions = suggest(word, _BY_WORD)
+    message = f'Unknown command "{_show(word, 40)}".'
+    if suggestions:
+        message += " Did you mean " + " or ".join(f"`{s}`" for s in suggestions) + "?"
+    elif hint_status and _NAME_RE.fullmatch(word):
+        message += f" If `{_show(word)}` is a pipeline, try `{slash} status {_show(word)}`."
+    message += f" `{slash} help` lists every command."
+    return UnknownCommandError(message, suggestions=suggestions)
+
+
+def parse(text: str, *, slash: str = "/pipeline") -> ParsedCommand:
+    """Parse the text after the slash command; raises ``CommandError`` (and only that) if bad.
+
+    ``slash`` is only used in the usage lines of error messages.
+    """
+    decoded = _unescape(text).translate(_ODD_SPACES).strip()
+    parts = re.split(r"\s+", decoded, maxsplit=1) if decoded else [""]
+    word, rest = parts[0], parts[1] if len(parts) == 2 else ""
+    command = word.translate(_SMART_QUOTES).strip(_QUOTES)
+    spec = spec_for(command) if decoded else _BY_WORD["help"]
+    if spec is None:
+        raise _unknown(command, slash=slash, hint_status=True)
+    if spec.name != "create":  # a pasted declaration is kept byte for byte
+        rest = rest.translate(_SMART_QUOTES)
+    pipeline, args = _PARSERS[spec.name](_Parser(spec, rest, slash))
+    return ParsedCommand(name=spec.name, pipeline=pipeline, args=args, text=text)
+
+
+# --- help ---------------------------------------------------------------------------------------
+
+
+def help_text(*, command: str | None, slash: str = "/pipeline", trial_mode: bool) -> str:
+    """Help in mrkdwn, generated from ``REGISTRY``: every command, or one in detail."""
+    lines: list[str] = []
+    if command is not None and command.strip():
+        spec = spec_for(command)
+        if spec is None:
+            raise _unknown(command.strip(), slash=slash)
+        lines.append(f"*`{slash} {spec.usage}`* — {spec.summary}")
+        lines.append(f"Example: `{slash} {spec.example}`")
+        if spec.aliases:
+            lines.append("Aliases: " + ", ".join(f"`{alias}`" for alias in spec.aliases))
+        holders = PERMISSION_HOLDERS[spec.permission]
+        lines.append(f"Permission: *{spec.permission.value}* ({holders})")
+        if spec.notes:
+            lines.append(spec.notes)
+        if not spec.available:
+            lines.append("_Not available yet: channel notifications come in a later release._")
+    else:
+        lines.append(f"*pipebot commands* — `{slash} help COMMAND` shows one in detail")
+        for spec in REGISTRY:
+            if not spec.available:
+                continue
+            line = f"• `{slash} {spec.usage}` — {spec.summary}"
+            if spec.example != spec.usage:
+                line += f" e.g. `{slash} {spec.example}`"
+            if spec.aliases:
+                line += " (alias " + ", ".join(f"`{a}`" for a in spec.aliases) + ")"
+            lines.append(line)
+        coming = [f"`{spec.name}`" for spec in REGISTRY if not spec.available]
+        if coming:
+            lines.append("_Coming soon:_ " + ", ".join(coming) + " (channel notifications)")
+        if not trial_mode:
+            lines.append(
+                "Operators may start, stop, retry, edit and enable/disable a pipeline; approvers "
+                f"may approve and reject; `{slash} access NAME` shows who they are."
+            )
+    if trial_mode:
+        lines.append(
+            ":warning: *Trial mode:* no admins are configured, so everyone may do everything. "
+            "Set `PIPEBOT_ADMINS` to Slack user IDs to turn on permissions."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,389 @@
+"""What the bot does with a pipeline client, whichever backend it is.
+
+``PipelineOps`` turns a user's intent ("approve the gate that waits", "retry
+the failed stage of the latest execution") into CodePipeline calls, resolving
+defaults from ``get_pipeline_state`` at call time (approval tokens change on
+retry, so they are never stored or sent to Slack). Every failure becomes an
+``OpsError`` whose message a user can act on; no traceback leaves this module.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    NoRegionError,
+    ParamValidationError,
+    PartialCredentialsError,
+)
+
+from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
+from bot.engine.errors import DeclarationError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+ERROR_MESSAGES: Mapping[str, str] = {
+    "PipelineNotFoundException": "There is no pipeline with that name.",
+    "PipelineNameInUseException": "A pipeline with that name already exists; pick another name "
+    "or use `edit`.",
+    "PipelineVersionNotFoundException": "That pipeline version does not exist.",
+    "PipelineExecutionNotFoundException": "There is no execution with that ID in this pipeline; "
+    "`history` lists them.",
+    "PipelineExecutionNotStoppableException": "That execution has already finished, so it "
+    "cannot be stopped.",
+    "DuplicatedStopRequestException": "That execution is already stopping. To abandon its "
+    "running actions, stop it again with `--abandon`.",
+    "StageNotFoundException": "That stage does not exist in this pipeline; `status` shows the "
+    "stages.",
+    "ActionNotFoundException": "That action does not exist in this stage.",
+    "StageNotRetryableException": "That stage cannot be retried: only a Failed or Stopped stage "
+    "of an execution that was not superseded can be.",
+    "NotLatestPipelineExecutionException": "A newer execution has entered that stage since; "
+    "retry that one instead.",
+    "InvalidApprovalTokenException": "That approval is no longer waiting (it was retried, "
+    "expired or answered); `status` shows what waits now.",
+    "ApprovalAlreadyCompletedException": "That approval has already been answered.",
+    "ConflictException": "Another change to this pipeline is in progress; try again in a moment.",
+    "ConcurrentModificationException": "Another change to this pipeline is in progress; try "
+    "again in a moment.",
+    "ConcurrentPipelineExecutionsLimitExceededException": "This pipeline already runs as many "
+    "executions as it may; wait for one to finish.",
+    "LimitExceededException": "An AWS CodePipeline limit was reached for this account.",
+    "InvalidStructureException": "The declaration is not valid.",
+    "InvalidStageDeclarationException": "A stage of the declaration is not valid.",
+    "InvalidActionDeclarationException": "An action of the declaration is not valid.",
+    "InvalidBlockerDeclarationException": "A blocker of the declaration is not valid.",
+    "InvalidTagsException": "The tags are not valid.",
+    "TooManyTagsException": "There are too many tags (at most 50).",
+    "InvalidNextTokenException": "The page token is not valid; start the listing again.",
+    "ValidationException": "The request was refused as invalid.",
+    "ThrottlingException": "AWS is throttling requests right now; try again in a moment.",
+    "AccessDeniedException": "pipebot's AWS credentials are not allowed to do that: add the "
+    "codepipeline permission to its IAM policy (see README, Running against AWS).",
+    "UnrecognizedClientException": "pipebot's AWS credentials are not valid.",
+    "ExpiredTokenException": "pipebot's AWS credentials have expired; renew them.",
+    "InvalidClientTokenId": "pipebot's AWS access key is not valid.",
+}
+
+
+class OpsError(Exception):
+    """A failure to tell the user, in words they can act on."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+def describe_client_error(exc: ClientError) -> OpsError:
+    error = exc.response.get("Error", {})
+    code = str(error.get("Code", "Unknown"))
+    detail = str(error.get("Message", "")).strip()
+    known = ERROR_MESSAGES.get(code)
+    text = f"AWS CodePipeline refused the request ({code})." if known is None else known
+    if detail and detail not in text:
+        text = f"{text}\n> {detail[:1500]}"
+    return OpsError(text, code=code)
+
+
+def run_guarded(call: Callable[[], T]) -> T:
+    """Run a backend call; turn every expected failure into an OpsError."""
+    try:
+        return call()
+    except ClientError as exc:
+        raise describe_client_error(exc) from None
+    except ParamValidationError as exc:
+        raise OpsError(f"The request was not valid: {exc}") from None
+    except (NoCredentialsError, PartialCredentialsError):
+        raise OpsError(
+            "pipebot has no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or give it an instance/task role (see README)."
+        ) from None
+    except NoRegionError:
+        raise OpsError("pipebot has no AWS region: set AWS_REGION (see README).") from None
+    except EndpointConnectionError as exc:
+        raise OpsError(f"pipebot could not reach AWS CodePipeline: {exc}") from None
+    except BotoCoreError as exc:
+        raise OpsError(f"The AWS call failed: {exc}") from None
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    pipeline: str
+    stage: str
+    action: str
+    execution_id: str | None
+    token: str
+    since: datetime | None
+
+
+@dataclass(frozen=True)
+class ExecutionView:
+    execution: dict[str, Any]
+    actions: list[dict[str, Any]]
+    log_tail: str | None
+
+
+IN_PROGRESS = ("InProgress", "Stopping")
+
+
+class PipelineOps:
+    """Pipeline operations on a boto3-shaped client (AWS's or the embedded engine)."""
+
+    def __init__(self, *, client: Any, local: bool) -> None:
+        self._client = client
+        self._local = local
+
+    @property
+    def client(self) -> Any:
+        return self._client
+
+    @property
+    def local(self) -> bool:
+        """Whether the backend is the embedded engine (declarations are checked for it)."""
+        return self._local
+
+    # --- reads -------------------------------------------------------------------------------
+
+    def names(self) -> list[str]:
+        paginator = self._client.get_paginator("list_pipelines")
+        return run_guarded(
+            lambda: [p["name"] for page in paginator.paginate() for p in page["pipelines"]]
+        )
+
+    def list_with_latest(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+        def read() -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
+            paginator = self._client.get_paginator("list_pipelines")
+            result: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+            for page in paginator.paginate():
+                for summary in page["pipelines"]:
+                    latest = self._client.list_pipeline_executions(
+                        pipelineName=summary["name"], maxResults=1
+                    )["pipelineExecutionSummaries"]
+                    result.append((summary, latest[0] if latest else None))
+            return result
+
+        return run_guarded(read)
+
+    def state(self, name: str) -> dict[str, Any]:
+        return run_guarded(lambda: dict(self._client.get_pipeline_state(name=name)))
+
+    def executions(self, name: str, limit: int) -> list[dict[str, Any]]:
+        return run_guarded(
+            lambda: list(
+                self._client.list_pipeline_executions(pipelineName=name, maxResults=limit)[
+                    "pipelineExecutionSummaries"
+                ]
+            )
+        )
+
+    def declaration_text(self, name: str) -> str:
+        pipeline = run_guarded(lambda: self._client.get_pipeline(name=name)["pipeline"])
+        return json.dumps({"pipeline": pipeline}, indent=2, default=str)
+
+    def execution_view(self, name: str, execution_id: str) -> ExecutionView:
+        def read() -> ExecutionView:
+            execution = self._client.get_pipeline_execution(
+                pipelineName=name, pipelineExecutionId=execution_id
+            )["pipelineExecution"]
+            paginator = self._client.get_paginator("list_action_executions")
+            actions = [
+                detail
+                for page in paginator.paginate(
+                    pipelineName=name, filter={"pipelineExecutionId": execution_id}
+                )
+                for detail in page["actionExecutionDetails"]
+            ]
+            actions.sort(key=lambda a: a.get("startTime") or datetime.min)
+            return ExecutionView(
+                execution=execution, actions=actions, log_tail=self._failed_log_tail(actions)
+            )
+
+        return run_guarded(read)
+
+    def _failed_log_tail(self, actions: Sequence[Mapping[str, Any]]) -> str | None:
+        failed = [a for a in actions if a.get("status") in ("Failed", "Abandoned")]
+        if not failed:
+            return None
+        detail = failed[-1]
+        get_log = getattr(self._client, "get_action_log", None)
+        if get_log is not None:
+            text = get_log(actionExecutionId=detail["actionExecutionId"], tailLines=40)
+            if text:
+                return str(text)
+        result = detail.get("output", {}).get("executionResult", {})
+        summary = result.get("externalExecutionSummary")
+        return str(summary) if summary else None
+
+    def action_log(self, name: str, action_execution_id: str) -> str | None:
+        get_log = getattr(self._client, "get_action_log", None)
+        if get_log is None:
+            return None
+        return str(get_log(actionExecutionId=action_execution_id, tailLines=60)) or None
+
+    def pending_approvals(
+        self, name: str, state: Mapping[str, Any] | None = None
+    ) -> list[PendingApproval]:
+        state = state if state is not None else self.state(name)
+        pending = []
+        for stage in state.get("stageStates", []):
+            execution_id = stage.get("latestExecution", {}).get("pipelineExecutionId")
+            for action in stage.get("actionStates", []):
+                latest = action.get("latestExecution", {})
+                token = latest.get("token")
+                if latest.get("status") == "InProgress" and token:
+                    pending.append(
+                        PendingApproval(
+                            pipeline=name,
+                            stage=stage["stageName"],
+                            action=action["actionName"],
+                            execution_id=execution_id,
+                            token=token,
+                            since=latest.get("lastStatusChange"),
+                        )
+                    )
+        return pending
+
+    # --- writes ------------------------------------------------------------------------------
+
+    def create(self, text: str) -> dict[str, Any]:
+        pipeline, tags = self._declaration(text)
+        params: dict[str, Any] = {"pipeline": pipeline}
+        if tags:
+            params["tags"] = tags
+        return run_guarded(lambda: dict(self._client.create_pipeline(**params)["pipeline"]))
+
+    def update(self, name: str, text: str) -> dict[str, Any]:
+        pipeline, _tags = self._declaration(text)
+        if pipeline.get("name") != name:
+            raise OpsError(
+                f"The declaration is for pipeline `{pipeline.get('name')}`, not `{name}`; "
+                "renaming is not supported (create a new pipeline instead)."
+            )
+        return run_guarded(
+            lambda: dict(self._client.update_pipeline(pipeline=pipeline)["pipeline"])
+        )
+
+    def _declaration(self, text: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+        try:
+            document = parse_declaration_text(text)
+            pipeline, tags = split_declaration(document)
+            validate_declaration(pipeline, local=self._local)
+        except DeclarationError as exc:
+            raise OpsError(exc.message, code=exc.code) from None
+        return pipeline, tags
+
+    def delete(self, name: str) -> None:
+        run_guarded(lambda: self._client.get_pipeline(name=name))
+        run_guarded(lambda: self._client.delete_pipeline(name=name))
+
+    def start(self, name: str, variables: Mapping[str, str], *, request_token: str) -> str:
+        params: dict[str, Any] = {"name": name, "clientRequestToken": request_token}
+        if variables:
+            params["variables"] = [{"name": k, "value": v} for k, v in variables.items()]
+        return run_guarded(
+            lambda: str(self._client.start_pipeline_execution(**params)["pipelineExecutionId"])
+        )
+
+    def stop(
+        self, name: str, execution_id: str | None, *, abandon: bool, reason: str | None
+    ) -> str:
+        if execution_id is None:
+            running = [e for e in self.executions(name, 20) if e["status"] in IN_PROGRESS]
+            if not running:
+                raise OpsError(f"No execution of `{name}` is in progress.")
+            execution_id = running[0]["pipelineExecutionId"]
+        params: dict[str, Any] = {
+            "pipelineName": name,
+            "pipelineExecutionId": execution_id,
+            "abandon": abandon,
+        }
+        if reason:
+            params["reason"] = reason[:200]
+        return run_guarded(
+            lambda: str(self._client.stop_pipeline_execution(**params)["pipelineExecutionId"])
+        )
+
+    def retry(
+        self, name: str, stage: str | None, execution_id: str | None, *, mode: str
+    ) -> tuple[str, str]:
+        """Retry a stage; default: the Failed or Stopped stage of the latest execution."""
+        if stage is None or execution_id is None:
+            state = self.state(name)
+            candidates = [
+                s
+                for s in state.get("stageStates", [])
+                if s.get("latestExecution", {}).get("status") in ("Failed", "Stopped")
+                and (stage is None or s["stageName"] == stage)
+                and (
+                    execution_id is None
+                    or s["latestExecution"]["pipelineExecutionId"] == execution_id
+                )
+            ]
+            if not candidates:
+                where = f" stage `{stage}` of" if stage else ""
+                raise OpsError(f"Nothing to retry:{where} `{name}` has no failed or stopped stage.")
+            chosen = candidates[-1]
+            stage = chosen["stageName"]
+            execution_id = chosen["latestExecution"]["pipelineExecutionId"]
+        params = {
+            "pipelineName": name,
+            "stageName": stage,
+            "pipelineExecutionId": execution_id,
+            "retryMode": mode,
+        }
+        run_guarded(lambda: self._client.retry_stage_execution(**params))
+        return stage, execution_id
+
+    def find_approval(self, name: str, stage: str | None, action: str | None) -> PendingApproval:
+        pending = self.pending_approvals(name)
+        matching = [
+            p
+            for p in pending
+            if (stage is None or p.stage == stage) and (action is None or p.action == action)
+        ]
+        if not matching:
+            target = f" `{stage}/{action}`" if stage else ""
+            raise OpsError(f"No approval{target} is waiting in `{name}`.")
+        if len(matching) > 1:
+            listed = ", ".join(f"`{p.stage}/{p.action}`" for p in matching)
+            raise OpsError(
+                f"Several approvals wait in `{name}` ({listed}): name one as STAGE/ACTION."
+            )
+        return matching[0]
+
+    def answer(self, approval: PendingApproval, *, approved: bool, summary: str) -> datetime | None:
+        status = "Approved" if approved else "Rejected"
+        response = run_guarded(
+            lambda: self._client.put_approval_result(
+                pipelineName=approval.pipeline,
+                stageName=approval.stage,
+                actionName=approval.action,
+                result={"summary": summary[:512], "status": status},
+                token=approval.token,
+            )
+        )
+        approved_at = response.get("approvedAt")
+        return approved_at if isinstance(approved_at, datetime) else None
+
+    def set_transition(self, name: str, stage: str, *, enabled: bool, reason: str | None) -> None:
+        params: dict[str, Any] = {
+            "pipelineName": name,
+            "stageName": stage,
+            "transitionType": "Inbound",
+        }
+        if enabled:
+            run_guarded(lambda: self._client.enable_stage_transition(**params))
+        else:
+            params["reason"] = reason or "Disabled from Slack"
+            run_guarded(lambda: self._client.disable_stage_transition(**params))

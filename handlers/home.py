@@ -1,0 +1,57 @@
+"""The App Home tab: pipelines, their latest status, approvals waiting for the viewer."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from slack_bolt import App
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web import WebClient
+
+from bot import blocks
+from bot.services import OpsError
+from handlers.context import Services
+
+log = logging.getLogger(__name__)
+
+
+def home_for(services: Services, user_id: str) -> dict[str, Any]:
+    """Build the Home view for ``user_id`` (approvals listed only where they may approve)."""
+    pipelines = services.ops.list_with_latest()
+    approvals = []
+    for summary, latest in pipelines:
+        if latest is None or latest.get("status") not in ("InProgress", "Stopping"):
+            continue
+        name = summary["name"]
+        if not services.permissions.check(
+            user_id=user_id, permission="approve", pipeline=name
+        ).allowed:
+            continue
+        for pending in services.ops.pending_approvals(name):
+            approvals.append(
+                (name, pending.stage, pending.action, pending.execution_id or "", pending.since)
+            )
+    return blocks.home_view(
+        pipelines=pipelines,
+        approvals=approvals,
+        now=services.now(),
+        trial_mode=services.permissions.trial_mode,
+    )
+
+
+def register(app: App, services: Services) -> None:
+    def on_home_opened(event: dict[str, Any], client: WebClient) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        user_id = str(event.get("user"))
+        try:
+            view = home_for(services, user_id)
+        except OpsError as exc:
+            view = {"type": "home", "blocks": blocks.error_blocks(message=exc.message)}
+        try:
+            client.views_publish(user_id=user_id, view=view)
+        except SlackApiError:
+            log.exception("could not publish the Home tab for %s", user_id)
+
+    app.event("app_home_opened")(on_home_opened)

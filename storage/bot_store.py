@@ -1,0 +1,306 @@
+"""Storage functions for the Slack bot: access lists, policies, audit, clicks, starters.
+
+Keyword-only functions that take a session; the caller owns the transaction.
+Nothing outside ``storage/`` builds SQL.
+
+Inserts that may race with another process (a second click, a Slack retry, two admins
+editing one list) use ``INSERT ... ON CONFLICT``, which SQLite and PostgreSQL both
+support: the loser neither raises nor poisons its transaction. On PostgreSQL the
+loser's insert waits for the winner's transaction, then its next statement (READ
+COMMITTED) sees the winner's row.
+
+Timestamps come back naive from SQLite: pass them through ``storage.db.utc``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, Literal
+
+from sqlalchemy import Insert
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, SQLModel, col, delete, select
+
+from storage.db import utcnow
+from storage.models import (
+    AuditEntry,
+    ClickRecord,
+    ExecutionStarter,
+    PipelineAccess,
+    PipelinePolicy,
+)
+
+Role = Literal["operators", "approvers"]
+ROLES: Final[tuple[Role, ...]] = ("operators", "approvers")
+
+AuditKind = Literal["command", "click", "view"]
+AuditOutcome = Literal["ok", "refused", "error"]
+AUDIT_KINDS: Final[tuple[AuditKind, ...]] = ("command", "click", "view")
+AUDIT_OUTCOMES: Final[tuple[AuditOutcome, ...]] = ("ok", "refused", "error")
+
+
+def _insert(session: Session, model: type[SQLModel]) -> Any:
+    """The dialect's INSERT (the generic one has no ON CONFLICT)."""
+    dialect = session.get_bind().dialect.name
+    table = model.__table__  # type: ignore[attr-defined]
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    if dialect == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(f"unsupported database dialect: {dialect}")
+
+
+def _insert_ignoring_conflict(
+    session: Session, model: type[SQLModel], values: dict[str, Any]
+) -> bool:
+    """Insert one row unless it collides with a unique key; True if it was inserted.
+
+    RETURNING tells the two apart (an INSERT's rowcount is not reliable on every driver).
+    """
+    table = model.__table__  # type: ignore[attr-defined]
+    statement: Insert = (
+        _insert(session, model)
+        .values(**values)
+        .on_conflict_do_nothing()
+        .returning(*table.primary_key.columns)
+    )
+    return session.execute(statement).first() is not None
+
+
+def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
+    if value not in allowed:
+        raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
+
+
+# --- access lists ------------------------------------------------------------------------------
+
+
+def add_access(
+    *,
+    session: Session,
+    pipeline: str,
+    role: Role,
+    subject: str,
+    added_by: str,
+    at: datetime | None = None,
+) -> bool:
+    """Add ``subject`` to the pipeline's ``role`` list; False if it was already there."""
+    _check(role, ROLES, "role")
+    return _insert_ignoring_conflict(
+        session,
+        PipelineAccess,
+        {
+            "pipeline": pipeline,
+            "role": role,
+            "subject": subject,
+            "added_by": added_by,
+            "added_at": at or utcnow(),
+        },
+    )
+
+
+def remove_access(*, session: Session, pipeline: str, role: Role, subject: str) -> bool:
+    """Remove ``subject`` from the pipeline's ``role`` list; False if it was not there."""
+    _check(role, ROLES, "role")
+    result = session.execute(
+        delete(PipelineAccess).where(
+            col(PipelineAccess.pipeline) == pipeline,
+            col(PipelineAccess.role) == role,
+            col(PipelineAccess.subject) == subject,
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+def list_access(
+    *, session: Session, pipeline: str, role: Role | None = None
+) -> list[PipelineAccess]:
+    """The pipeline's list entries, by role then in the order they were added."""
+    statement = (
+        select(PipelineAccess)
+        .where(PipelineAccess.pipeline == pipeline)
+        .order_by(col(PipelineAccess.role), col(PipelineAccess.id))
+    )
+    if role is not None:
+        _check(role, ROLES, "role")
+        statement = statement.where(PipelineAccess.role == role)
+    return list(session.exec(statement))
+
+
+# --- policies ----------------------------------------------------------------------------------
+
+
+def get_policy(*, session: Session, pipeline: str) -> PipelinePolicy | None:
+    return session.exec(select(PipelinePolicy).where(PipelinePolicy.pipeline == pipeline)).first()
+
+
+def set_policy(
+    *,
+    session: Session,
+    pipeline: str,
+    no_self_approval: bool,
+    updated_by: str,
+    at: datetime | None = None,
+) -> PipelinePolicy:
+    """Create or replace the pipeline's policy (an upsert: concurrent setters don't collide)."""
+    values = {
+        "pipeline": pipeline,
+        "no_self_approval": no_self_approval,
+        "updated_by": updated_by,
+        "updated_at": at or utcnow(),
+    }
+    statement = (
+        _insert(session, PipelinePolicy)
+        .values(**values)
+        .on_conflict_do_update(
+            index_elements=["pipeline"],
+            set_={name: value for name, value in values.items() if name != "pipeline"},
+        )
+    )
+    session.execute(statement)
+    policy = session.exec(
+        select(PipelinePolicy)
+        .where(PipelinePolicy.pipeline == pipeline)
+        .execution_options(populate_existing=True)
+    ).one()
+    return policy
+
+
+def forget_pipeline(*, session: Session, pipeline: str) -> None:
+    """Drop the pipeline's access lists and policy (after the pipeline itself is deleted)."""
+    session.execute(delete(PipelineAccess).where(col(PipelineAccess.pipeline) == pipeline))
+    session.execute(delete(PipelinePolicy).where(col(PipelinePolicy.pipeline) == pipeline))
+
+
+# --- audit -------------------------------------------------------------------------------------
+
+
+def append_audit(
+    *,
+    session: Session,
+    user_id: str,
+    kind: AuditKind,
+    what: str,
+    outcome: AuditOutcome,
+    channel_id: str | None = None,
+    pipeline: str | None = None,
+    execution_id: str | None = None,
+    detail: str | None = None,
+    at: datetime | None = None,
+) -> AuditEntry:
+    _check(kind, AUDIT_KINDS, "kind")
+    _check(outcome, AUDIT_OUTCOMES, "outcome")
+    entry = AuditEntry(
+        at=at or utcnow(),
+        user_id=user_id,
+        channel_id=channel_id,
+        kind=kind,
+        what=what,
+        pipeline=pipeline,
+        execution_id=execution_id,
+        outcome=outcome,
+        detail=detail,
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def list_audit(
+    *,
+    session: Session,
+    pipeline: str | None = None,
+    limit: int = 20,
+    before_id: int | None = None,
+) -> list[AuditEntry]:
+    """Newest first; ``before_id`` continues a previous page."""
+    statement = select(AuditEntry).limit(limit)
+    if pipeline is None:
+        statement = statement.order_by(col(AuditEntry.id).desc())
+    else:
+        # The whole (pipeline, id) index in the ORDER BY lets the planner walk it backwards.
+        statement = statement.where(AuditEntry.pipeline == pipeline).order_by(
+            col(AuditEntry.pipeline).desc(), col(AuditEntry.id).desc()
+        )
+    if before_id is not None:
+        statement = statement.where(col(AuditEntry.id) < before_id)
+    return list(session.exec(statement))
+
+
+# --- clicks (idempotency of human decisions) ---------------------------------------------------
+
+
+def record_click_once(
+    *,
+    session: Session,
+    key: str,
+    user_id: str,
+    outcome: str,
+    at: datetime | None = None,
+) -> tuple[ClickRecord, bool]:
+    """Record the first decision on ``key``; return (the recorded row, whether it is ours).
+
+    When ``created`` is False the row is the earlier decision, whoever made it, so the caller
+    can answer "already approved by <@U…> at …" and do nothing. Safe across processes: a
+    concurrent second click waits for the first transaction and then sees its row.
+    """
+    created = _insert_ignoring_conflict(
+        session,
+        ClickRecord,
+        {"key": key, "user_id": user_id, "at": at or utcnow(), "outcome": outcome},
+    )
+    row = session.exec(
+        select(ClickRecord).where(ClickRecord.key == key).execution_options(populate_existing=True)
+    ).one()
+    return row, created
+
+
+def get_click(*, session: Session, key: str) -> ClickRecord | None:
+    return session.exec(select(ClickRecord).where(ClickRecord.key == key)).first()
+
+
+def set_click_outcome(*, session: Session, key: str, outcome: str) -> bool:
+    """Replace a recorded click's outcome (e.g. "pending" → "approved"); False if none."""
+    row = get_click(session=session, key=key)
+    if row is None:
+        return False
+    row.outcome = outcome
+    session.add(row)
+    session.flush()
+    return True
+
+
+def forget_click(*, session: Session, key: str) -> bool:
+    """Delete a recorded click so the decision can be made again (the action failed)."""
+    result = session.execute(delete(ClickRecord).where(col(ClickRecord.key) == key))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+# --- execution starters ------------------------------------------------------------------------
+
+
+def record_starter(
+    *,
+    session: Session,
+    execution_id: str,
+    pipeline: str,
+    user_id: str,
+    at: datetime | None = None,
+) -> bool:
+    """Remember who started ``execution_id``; the first record stands (False if one existed)."""
+    return _insert_ignoring_conflict(
+        session,
+        ExecutionStarter,
+        {
+            "execution_id": execution_id,
+            "pipeline": pipeline,
+            "user_id": user_id,
+            "at": at or utcnow(),
+        },
+    )
+
+
+def get_starter(*, session: Session, execution_id: str) -> ExecutionStarter | None:
+    return session.exec(
+        select(ExecutionStarter).where(ExecutionStarter.execution_id == execution_id)
+    ).first()

@@ -1,0 +1,337 @@
+"""Scenario tests: the real Bolt app, signed requests, a recording fake Slack, the real engine.
+
+Each test sends what Slack would send (slash commands, block_actions, view_submission,
+app_home_opened) through ``app.dispatch`` and asserts on the Web API calls and
+response_url posts the fake recorded, and on the engine's state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from slack_bolt import App, BoltResponse
+
+from bot import ids
+from bot.app import build_app, build_services, make_web_client
+from bot.ids import ButtonRef
+from bot.settings import Settings
+from storage import bot_store
+from storage.db import make_engine, make_session_factory
+from tests.fake_slack import Call, FakeSlack
+from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for
+from tests.slack_requests import (
+    SIGNING_SECRET,
+    app_home_opened,
+    block_action,
+    bolt_request,
+    slash_command,
+    view_submission,
+)
+
+ADMIN = "UADMIN"
+OTHER = "UOTHER"
+
+
+@dataclass
+class Bot:
+    app: App
+    fake: FakeSlack
+    engine: Any
+    services: Any
+
+    def command(self, text: str, *, user: str = ADMIN, name: str = "default") -> BoltResponse:
+        body, headers = slash_command(
+            text=text, user_id=user, response_url=self.fake.response_url(name)
+        )
+        return self.app.dispatch(bolt_request(body, headers))
+
+    def reply(self, name: str = "default", *, count: int = 1) -> Call:
+        """The ``count``-th post to a response_url (after the ack, work continues)."""
+        posts = self.fake.wait_for(
+            "response_url", count=count, where=lambda c: c.path.endswith("/" + name)
+        )
+        return posts[count - 1]
+
+    def click(
+        self, action_id: str, ref: ButtonRef, *, user: str = ADMIN, name: str = "click"
+    ) -> BoltResponse:
+        body, headers = block_action(
+            action_id=action_id,
+            value=ref.encode(),
+            user_id=user,
+            response_url=self.fake.response_url(name),
+        )
+        return self.app.dispatch(bolt_request(body, headers))
+
+
+def text_of(call: Call) -> str:
+    return json.dumps(call.params)
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with FakeSlack() as server:
+        server.set_user(ADMIN, "admin")
+        server.set_user(OTHER, "other")
+        yield server
+
+
+def _bot(engine: Any, database_url: str, fake: FakeSlack, *, admins: str) -> Bot:
+    config = Settings(
+        SLACK_BOT_TOKEN="xoxb-test",
+        SLACK_SIGNING_SECRET=SIGNING_SECRET,
+        SLACK_API_URL=fake.base_url,
+        PIPEBOT_ADMINS=admins,
+        DATABASE_URL=database_url,
+    )
+    sessions = make_session_factory(make_engine(database_url))
+    web_client = make_web_client(config)
+    services = build_services(
+        settings=config, pipeline_client=engine, sessions=sessions, web_client=web_client
+    )
+    app = build_app(settings=config, services=services, web_client=web_client)
+    return Bot(app=app, fake=fake, engine=engine, services=services)
+
+
+@pytest.fixture
+def bot(engine: Any, database_url: str, fake: FakeSlack) -> Bot:
+    return _bot(engine, database_url, fake, admins=ADMIN)
+
+
+def release(name: str = "web") -> dict[str, Any]:
+    return pipeline(
+        name,
+        [
+            ("Source", [source_action()]),
+            ("Build", [commands_action("Build", ["cat app.txt"])]),
+            ("Gate", [approval_action("Approve")]),
+        ],
+    )
+
+
+def waiting_approval(bot: Bot, name: str = "web") -> str:
+    def token() -> str | None:
+        state = bot.engine.get_pipeline_state(name=name)
+        latest = state["stageStates"][2]["actionStates"][0].get("latestExecution", {})
+        return latest.get("token") if latest.get("status") == "InProgress" else None
+
+    return wait_for(token, what="the approval to wait")
+
+
+# --- commands ------------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command_privately(bot: Bot) -> None:
+    assert bot.command("help").status == 200
+    reply = bot.reply()
+    assert reply.params.get("response_type") == "ephemeral"
+    for word in ("status", "start", "approve", "retry", "history", "access"):
+        assert word in text_of(reply)
+
+
+def test_unknown_command_is_answered_in_the_ack_with_help(bot: Bot) -> None:
+    response = bot.command("frobnicate web")
+    assert response.status == 200
+    body = json.loads(response.body)
+    assert body["response_type"] == "ephemeral"
+    assert "Unknown command" in response.body
+    assert "status" in response.body
+
+
+def test_bad_arguments_get_the_usage(bot: Bot) -> None:
+    response = bot.command("history web lots")
+    body = json.loads(response.body)
+    assert body["response_type"] == "ephemeral"
+    assert "Usage" in response.body
+
+
+def test_create_inline_then_status_shows_the_approval_buttons(bot: Bot) -> None:
+    bot.command("create " + json.dumps({"pipeline": release()}))
+    created = bot.reply()
+    assert created.params.get("response_type") == "in_channel"
+    assert "created pipeline" in text_of(created)
+    waiting_approval(bot)
+    bot.command("status web", name="status")
+    status = bot.reply("status")
+    rendered = text_of(status)
+    assert ids.APPROVE in rendered and ids.REJECT in rendered
+    token = waiting_approval(bot)
+    assert token not in rendered  # approval tokens never leave the server
+
+
+def test_mistyped_pipeline_name_gets_suggestions(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release("web-release"))
+    bot.command("status web-relase")
+    reply = bot.reply()
+    assert "web-release" in text_of(reply)
+    assert reply.params.get("response_type") == "ephemeral"
+
+
+def test_start_stop_history_and_execution(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    waiting_approval(bot)
+    bot.command("start web", name="start")
+    started = text_of(bot.reply("start"))
+    execution_id = started.split("`")[1]
+    bot.command(f"stop web {execution_id} --abandon --reason testing", name="stop")
+    assert "stopped" in text_of(bot.reply("stop"))
+    bot.command("history web 5", name="history")
+    assert execution_id[:8] in text_of(bot.reply("history"))
+    bot.command(f"execution web {execution_id}", name="execution")
+    assert "Source" in text_of(bot.reply("execution"))
+
+    def audited() -> bool:
+        # The audit entry is written once the reply is sent: wait for it, don't race it.
+        with bot.services.sessions() as session:
+            entries = bot_store.list_audit(session=session, pipeline="web")
+        whats = {(e.what, e.outcome) for e in entries}
+        return ("start", "ok") in whats and ("stop", "ok") in whats
+
+    wait_for(audited, what="start and stop in the audit log")
+
+
+def test_approve_button_acts_once_and_redraws_the_message(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    waiting_approval(bot)
+    execution = bot.engine.list_pipeline_executions(pipelineName="web")[
+        "pipelineExecutionSummaries"
+    ][0]["pipelineExecutionId"]
+    ref = ButtonRef(pipeline="web", execution=execution, stage="Gate", action="Approve")
+    bot.click(ids.APPROVE, ref, name="first")
+    redrawn = bot.reply("first")
+    assert redrawn.params.get("replace_original") is True
+    assert "approved" in text_of(redrawn)
+    wait_for(
+        lambda: (
+            bot.engine.get_pipeline_execution(pipelineName="web", pipelineExecutionId=execution)[
+                "pipelineExecution"
+            ]["status"]
+            == "Succeeded"
+        ),
+        what="the execution to succeed",
+    )
+    details = bot.engine.list_action_executions(
+        pipelineName="web", filter={"pipelineExecutionId": execution}
+    )["actionExecutionDetails"]
+    gate = next(d for d in details if d["actionName"] == "Approve")
+    assert "admin" in gate["output"]["executionResult"]["externalExecutionSummary"]
+    bot.click(ids.APPROVE, ref, name="second")
+    second = text_of(bot.reply("second"))
+    assert "no longer waiting" in second or "Already approved" in second
+
+
+def test_reject_modal_fails_the_stage_with_the_comment(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    waiting_approval(bot)
+    execution = bot.engine.list_pipeline_executions(pipelineName="web")[
+        "pipelineExecutionSummaries"
+    ][0]["pipelineExecutionId"]
+    ref = ButtonRef(pipeline="web", execution=execution, stage="Gate", action="Approve")
+    bot.click(ids.REJECT, ref)
+    opened = bot.fake.wait_for("views.open")[0]
+    metadata = opened.params["view"]["private_metadata"]
+    body, headers = view_submission(
+        callback_id=ids.REJECT_VIEW,
+        values={
+            ids.COMMENT_BLOCK: {
+                ids.COMMENT_INPUT: {"type": "plain_text_input", "value": "not today"}
+            }
+        },
+        private_metadata=metadata,
+    )
+    assert bot.app.dispatch(bolt_request(body, headers)).status == 200
+    wait_for(
+        lambda: (
+            bot.engine.get_pipeline_execution(pipelineName="web", pipelineExecutionId=execution)[
+                "pipelineExecution"
+            ]["status"]
+            == "Failed"
+        ),
+        what="the rejection to fail the execution",
+    )
+
+
+def test_create_modal_shows_declaration_errors_inline(bot: Bot) -> None:
+    bot.command("create")
+    view = bot.fake.wait_for("views.open")[0].params["view"]
+    assert view["callback_id"] == ids.CREATE_VIEW
+    bad = release()
+    bad["stages"] = bad["stages"][:1]
+    body, headers = view_submission(
+        callback_id=ids.CREATE_VIEW,
+        values={
+            ids.DECLARATION_BLOCK: {
+                ids.DECLARATION_INPUT: {"type": "plain_text_input", "value": json.dumps(bad)}
+            }
+        },
+        private_metadata=view["private_metadata"],
+    )
+    response = bot.app.dispatch(bolt_request(body, headers))
+    assert response.status == 200
+    answer = json.loads(response.body)
+    assert answer["response_action"] == "errors"
+    assert "stage" in answer["errors"][ids.DECLARATION_BLOCK].lower()
+
+
+def test_non_operator_is_refused_and_audited(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    bot.command("start web", user=OTHER)
+    reply = bot.reply()
+    assert reply.params.get("response_type") == "ephemeral"
+    assert "operator" in text_of(reply).lower()
+
+    def refused() -> bool:
+        with bot.services.sessions() as session:
+            entries = bot_store.list_audit(session=session, pipeline="web")
+        return any(e.outcome == "refused" and e.user_id == OTHER for e in entries)
+
+    wait_for(refused, what="the refusal in the audit log")
+    bot.command(f"access web operators add <@{OTHER}>", name="access")
+    assert OTHER in text_of(bot.reply("access"))
+    bot.command("start web", user=OTHER, name="again")
+    assert "started" in text_of(bot.reply("again"))
+
+
+def test_disable_and_enable_a_transition(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    bot.command("disable web Gate waiting for QA: sign-off #42", name="disable")
+    disabled = text_of(bot.reply("disable"))
+    assert "shortened" in disabled
+    state = bot.engine.get_pipeline_state(name="web")
+    assert state["stageStates"][2]["inboundTransitionState"]["enabled"] is False
+    bot.command("enable web Gate", name="enable")
+    bot.reply("enable")
+    state = bot.engine.get_pipeline_state(name="web")
+    assert state["stageStates"][2]["inboundTransitionState"]["enabled"] is True
+
+
+def test_home_tab_lists_pipelines_and_waiting_approvals(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    waiting_approval(bot)
+    body, headers = app_home_opened(user_id=ADMIN)
+    assert bot.app.dispatch(bolt_request(body, headers)).status == 200
+    published = bot.fake.wait_for("views.publish")[0]
+    rendered = json.dumps(published.params["view"])
+    assert "web" in rendered and ids.APPROVE in rendered
+
+
+def test_a_button_from_a_deleted_pipeline_is_answered(bot: Bot) -> None:
+    bot.click(ids.RETRY_FAILED, ButtonRef(pipeline="gone", execution="x", stage="Build"))
+    reply = bot.reply("click")
+    assert reply.params.get("response_type") == "ephemeral"
+    assert "pipeline" in text_of(reply).lower()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=st.text(max_size=80))
+def test_random_command_text_is_always_acked_privately(bot: Bot, text: str) -> None:
+    response = bot.command(text, name="fuzz")
+    assert response.status == 200
+    if response.body:
+        assert json.loads(response.body)["response_type"] == "ephemeral"
