@@ -178,7 +178,11 @@ def load_settings(**overrides: object) -> Settings:
             loc = str(error["loc"][0]) if error["loc"] else "?"
             name = env_names.get(loc, loc)
             given = error.get("input")
-            shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+            secret = Settings.model_fields.get(loc) is not None and "SecretStr" in str(
+                Settings.model_fields[loc].annotation
+            )
+            hidden = secret or isinstance(given, dict) or given is None
+            shown = "" if hidden else f" (got {given!r})"
             message = str(error["msg"]).removeprefix("Value error, ")
             lines.append(f"  {name}: {message}{shown}")
         raise ConfigurationError(
