@@ -178,9 +178,10 @@ def load_settings(**overrides: object) -> Settings:
             loc = str(error["loc"][0]) if error["loc"] else "?"
             name = env_names.get(loc, loc)
             given = error.get("input")
-            secret = Settings.model_fields.get(loc) is not None and "SecretStr" in str(
-                Settings.model_fields[loc].annotation
+            field = Settings.model_fields.get(loc) or next(
+                (f for f in Settings.model_fields.values() if f.alias == loc), None
             )
+            secret = field is not None and "SecretStr" in str(field.annotation)
             hidden = secret or isinstance(given, dict) or given is None
             shown = "" if hidden else f" (got {given!r})"
             message = str(error["msg"]).removeprefix("Value error, ")
