@@ -151,3 +151,16 @@ def test_shipped_manifests_match_the_code(name: str) -> None:
     else:
         assert all(url and url.endswith("/slack/events") for url in urls)
     assert ids.APPROVE.startswith("pipebot.")
+
+
+def test_readme_documents_every_command_and_variable() -> None:
+    from bot.grammar import REGISTRY
+    from bot.settings import Settings
+
+    readme = (REPO / "README.md").read_text()
+    for spec in REGISTRY:
+        if spec.available:
+            assert f"`/pipeline {spec.usage}`" in readme, spec.name
+            assert f"`/pipeline {spec.example}`" in readme, spec.name
+    for name, field in Settings.model_fields.items():
+        assert f"`{field.alias or name}`" in readme, field.alias
