@@ -16,6 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from slack_bolt import App, BoltResponse
+from slack_sdk.models.blocks import Block
+from slack_sdk.models.views import View
 
 from bot import ids
 from bot.app import build_app, build_services, make_web_client
@@ -74,12 +76,27 @@ def text_of(call: Call) -> str:
     return json.dumps(call.params)
 
 
+def assert_valid_surfaces(calls: list[Call]) -> None:
+    """Every message and view the bot sent parses with slack_sdk's models, within limits."""
+    for call in calls:
+        message_blocks = call.params.get("blocks")
+        if isinstance(message_blocks, list):
+            assert len(message_blocks) <= 50, call.method
+            parsed = Block.parse_all(message_blocks)
+            assert None not in parsed and [b.to_dict() for b in parsed if b], call.method
+        view = call.params.get("view")
+        if isinstance(view, dict):
+            View(**view).validate_json()
+            assert len(view.get("blocks") or []) <= 100
+
+
 @pytest.fixture
 def fake() -> Iterator[FakeSlack]:
     with FakeSlack() as server:
         server.set_user(ADMIN, "admin")
         server.set_user(OTHER, "other")
         yield server
+        assert_valid_surfaces(server.calls)
 
 
 def _bot(engine: Any, database_url: str, fake: FakeSlack, *, admins: str) -> Bot:
