@@ -352,3 +352,103 @@ def test_random_command_text_is_always_acked_privately(bot: Bot, text: str) -> N
     assert response.status == 200
     if response.body:
         assert json.loads(response.body)["response_type"] == "ephemeral"
+
+
+def test_edit_modal_saves_a_new_version(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    bot.command("edit web")
+    view = bot.fake.wait_for("views.open")[0].params["view"]
+    assert view["callback_id"] == ids.EDIT_VIEW
+    assert "Approve" in json.dumps(view)  # prefilled with the current declaration
+    changed = release()
+    changed["stages"][2]["actions"][0]["name"] = "SignOff"
+    body, headers = view_submission(
+        callback_id=ids.EDIT_VIEW,
+        values={
+            ids.DECLARATION_BLOCK: {
+                ids.DECLARATION_INPUT: {"type": "plain_text_input", "value": json.dumps(changed)}
+            }
+        },
+        private_metadata=view["private_metadata"],
+    )
+    assert bot.app.dispatch(bolt_request(body, headers)).status == 200
+    wait_for(
+        lambda: bot.engine.get_pipeline(name="web")["pipeline"]["version"] == 2,
+        what="version 2",
+    )
+    assert (
+        bot.engine.get_pipeline(name="web")["pipeline"]["stages"][2]["actions"][0]["name"]
+        == "SignOff"
+    )
+
+
+def test_delete_asks_first_then_deletes_on_confirm(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    bot.command("delete web")
+    question = bot.reply()
+    assert ids.DELETE_CONFIRM in text_of(question)
+    assert bot.engine.list_pipelines()["pipelines"]  # nothing deleted yet
+    bot.click(ids.DELETE_CONFIRM, ButtonRef(pipeline="web"))
+    assert "deleted" in text_of(bot.reply("click"))
+    assert bot.engine.list_pipelines()["pipelines"] == []
+
+
+def test_retry_command_defaults_to_the_failed_stage(bot: Bot) -> None:
+    failing = pipeline(
+        "flaky",
+        [
+            ("Source", [source_action()]),
+            ("Build", [commands_action("Build", ["test -f /nonexistent/marker"])]),
+        ],
+    )
+    bot.engine.create_pipeline(pipeline=failing)
+    execution = bot.engine.list_pipeline_executions(pipelineName="flaky")[
+        "pipelineExecutionSummaries"
+    ][0]["pipelineExecutionId"]
+
+    def status() -> str:
+        return str(
+            bot.engine.get_pipeline_execution(pipelineName="flaky", pipelineExecutionId=execution)[
+                "pipelineExecution"
+            ]["status"]
+        )
+
+    wait_for(lambda: status() == "Failed", what="the build to fail")
+    bot.command("retry flaky")
+    assert "retried" in text_of(bot.reply()) and "Build" in text_of(bot.reply())
+    wait_for(lambda: status() == "Failed", what="the retried build to fail again")
+    details = bot.engine.list_action_executions(
+        pipelineName="flaky", filter={"pipelineExecutionId": execution}
+    )["actionExecutionDetails"]
+    assert sum(1 for d in details if d["actionName"] == "Build") == 2
+
+
+def test_approve_command_and_no_self_approval(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    waiting_approval(bot)
+    first = bot.engine.list_pipeline_executions(pipelineName="web")["pipelineExecutionSummaries"][0]
+    bot.engine.stop_pipeline_execution(
+        pipelineName="web", pipelineExecutionId=first["pipelineExecutionId"], abandon=True
+    )  # frees the gate for the execution started from Slack
+    bot.command("access web self-approval off", name="policy")
+    assert "self" in text_of(bot.reply("policy")).lower()
+    bot.command("start web", name="start")
+    started = text_of(bot.reply("start")).split("`")[1]
+
+    def mine_waits() -> bool:
+        state = bot.engine.get_pipeline_state(name="web")
+        latest = state["stageStates"][2].get("latestExecution", {})
+        return latest.get("pipelineExecutionId") == started and latest.get("status") == (
+            "InProgress"
+        )
+
+    wait_for(mine_waits, what="the new execution at the gate")
+    bot.command("approve web Gate/Approve ship it", name="self")
+    refused = bot.reply("self")
+    assert refused.params.get("response_type") == "ephemeral"
+    assert "started" in text_of(refused).lower()
+    bot.fake.set_user(OTHER, "other")
+    bot.command(f"access web approvers add <@{OTHER}>", name="grant")
+    bot.reply("grant")
+    bot.command("approve web Gate/Approve ship it", user=OTHER, name="other")
+    assert "approved" in text_of(bot.reply("other"))
