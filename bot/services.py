@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -135,6 +136,17 @@ class ExecutionView:
 
 
 IN_PROGRESS = ("InProgress", "Stopping")
+_TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+
+
+def request_token(*parts: str) -> str:
+    """A clientRequestToken from Slack identifiers: AWS allows 1-128 of [A-Za-z0-9-].
+
+    Slack's trigger IDs contain dots, so they are mapped; the same click or Slack
+    retry maps to the same token, which keeps a start idempotent.
+    """
+    token = _TOKEN_UNSAFE.sub("-", "-".join(parts)).strip("-")
+    return (token or "pipebot")[:128]
 
 
 class PipelineOps:

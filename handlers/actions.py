@@ -17,7 +17,7 @@ from slack_sdk.web import WebClient
 from bot import blocks, ids
 from bot.grammar import Permission
 from bot.ids import ButtonRef
-from bot.services import OpsError
+from bot.services import OpsError, request_token
 from handlers.commands import decide_approval
 from handlers.context import Actor, Services, audit, check, ephemeral, explain
 
@@ -101,6 +101,9 @@ def _listener(
 ) -> Callable[..., None]:
     def listen(ack: Any, body: dict[str, Any], respond: Any, client: WebClient) -> None:
         ack()
+        services.later(handle, body, respond, client)
+
+    def handle(body: dict[str, Any], respond: Any, client: WebClient) -> None:
         actions = body.get("actions") or [{}]
         try:
             ref = ButtonRef.decode(str(actions[0].get("value", "")))
@@ -161,7 +164,9 @@ def _listener(
 
 def _start(c: Click) -> str | None:
     execution_id = c.services.ops.start(
-        c.ref.pipeline, {}, request_token=f"slack-click-{c.trigger_id or c.when()}"
+        c.ref.pipeline,
+        {},
+        request_token=request_token("slack-click", c.trigger_id or c.services.now().isoformat()),
     )
     from storage import bot_store
     from storage.db import transaction

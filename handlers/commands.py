@@ -26,7 +26,7 @@ from bot.grammar import (
     spec_for,
 )
 from bot.ids import ButtonRef
-from bot.services import OpsError
+from bot.services import OpsError, request_token
 from handlers.context import Actor, Services, audit, check, ephemeral, explain, user_name
 from storage import bot_store
 from storage.db import transaction, utc
@@ -58,7 +58,8 @@ def register(app: App, services: Services) -> None:
             return
         ack()
         actor = Actor(user_id=command["user_id"], channel_id=command.get("channel_id"))
-        run_command(
+        services.later(
+            run_command,
             services,
             parsed=parsed,
             actor=actor,
@@ -154,8 +155,8 @@ def run_command(
             kind="command",
             what=parsed.name,
             outcome="ok",
-            pipeline=parsed.pipeline,
-            execution_id=outcome,
+            pipeline=request.audit_pipeline,
+            execution_id=outcome or None,
         )
 
 
@@ -189,6 +190,8 @@ class Request:
         self.respond = respond
         self.client = client
         self.trigger_id = trigger_id
+        # The pipeline to audit, when the command names it only inside its arguments (create).
+        self.audit_pipeline: str | None = parsed.pipeline
 
     def private(self, blocks_: list[dict[str, Any]], text: str) -> None:
         self.respond(
@@ -282,6 +285,7 @@ def _create(r: Request) -> str | None:
         return None
     created = r.ops.create(str(declaration))
     name = created["name"]
+    r.audit_pipeline = name
     r.public(f"<@{r.actor.user_id}> created pipeline *{name}* (version {created['version']}).")
     return ""
 
@@ -313,7 +317,7 @@ def _delete(r: Request) -> str | None:
 
 
 def _start(r: Request) -> str | None:
-    token = f"slack-{r.trigger_id}" if r.trigger_id else f"slack-{r.services.now().timestamp()}"
+    token = request_token("slack", r.trigger_id or r.services.now().isoformat())
     execution_id = r.ops.start(r.name, dict(r.args.get("variables") or {}), request_token=token)
     with transaction(r.services.sessions) as session:
         bot_store.record_starter(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +22,9 @@ from storage.db import SessionFactory, transaction
 
 log = logging.getLogger(__name__)
 
+# Two threads: the work is CPU-bound under the GIL, so more threads only slow the acks.
+AFTER_ACK_WORKERS = 2
+
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -35,6 +39,24 @@ class Services:
     permissions: Permissions
     sessions: SessionFactory
     now: Callable[[], datetime] = _utcnow
+    # The work after an ack runs here, not on Bolt's listener threads: a slow `status`
+    # must never delay the next request's ack (benchmarks/ack.py measures it).
+    background: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            max_workers=AFTER_ACK_WORKERS, thread_name_prefix="pipebot-slack-work"
+        )
+    )
+
+    def later(self, work: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Run ``work`` after the ack; a failure is logged (handlers answer their own errors)."""
+
+        def run() -> None:
+            try:
+                work(*args, **kwargs)
+            except Exception:
+                log.exception("work after the ack failed: %s", getattr(work, "__name__", work))
+
+        self.background.submit(run)
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,9 @@ def register(app: App, services: Services) -> None:
     def on_home_opened(event: dict[str, Any], client: WebClient) -> None:
         if event.get("tab", "home") != "home":
             return
-        user_id = str(event.get("user"))
+        services.later(publish, str(event.get("user")), client)
+
+    def publish(user_id: str, client: WebClient) -> None:
         try:
             view = home_for(services, user_id)
         except OpsError as exc:

@@ -88,6 +88,16 @@ def register(app: App, services: Services) -> None:
                 )
                 return
             ack()
+            services.later(work, body, client, ref, pipeline, text, editing)
+
+        def work(
+            body: dict[str, Any],
+            client: WebClient,
+            ref: ButtonRef | None,
+            pipeline: dict[str, Any],
+            text: str,
+            editing: bool,
+        ) -> None:
             actor = Actor(
                 user_id=(body.get("user") or {}).get("id", "?"),
                 channel_id=ref.channel if ref is not None else None,
@@ -140,6 +150,11 @@ def register(app: App, services: Services) -> None:
             ack(response_action="errors", errors={ids.COMMENT_BLOCK: "Say why you reject."})
             return
         ack()
+        services.later(reject_work, body, view, client, comment)
+
+    def reject_work(
+        body: dict[str, Any], view: dict[str, Any], client: WebClient, comment: str
+    ) -> None:
         ref = _ref(view)
         actor = Actor(
             user_id=(body.get("user") or {}).get("id", "?"),
@@ -209,6 +224,9 @@ def register(app: App, services: Services) -> None:
         ack: Any, body: dict[str, Any], view: dict[str, Any], client: WebClient
     ) -> None:
         ack()
+        services.later(stop_work, body, view, client)
+
+    def stop_work(body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         ref = _ref(view)
         actor = Actor(
             user_id=(body.get("user") or {}).get("id", "?"),

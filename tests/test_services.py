@@ -28,9 +28,7 @@ CALLED = (
 
 def test_every_modeled_error_of_the_calls_we_make_has_a_message() -> None:
     model = botocore.session.get_session().get_service_model("codepipeline")
-    codes = {
-        shape.name for name in CALLED for shape in model.operation_model(name).error_shapes
-    }
+    codes = {shape.name for name in CALLED for shape in model.operation_model(name).error_shapes}
     missing = sorted(codes - set(ERROR_MESSAGES))
     assert missing == []
 

@@ -15,6 +15,7 @@ recording fake Slack Web API), but the pipeline client is boto3's real ``codepip
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -46,7 +47,13 @@ from storage import bot_store
 from storage.db import make_engine, make_session_factory
 from tests.fake_slack import Call, FakeSlack
 from tests.helpers import wait_for
-from tests.slack_requests import SIGNING_SECRET, block_action, bolt_request, slash_command
+from tests.slack_requests import (
+    SIGNING_SECRET,
+    block_action,
+    bolt_request,
+    slash_command,
+    view_submission,
+)
 
 # The AWS backend keeps pipebot's own tables (audit, access, clicks) in a database; SQLite is
 # enough here, the storage layer has its own tests on both databases.
@@ -213,8 +220,6 @@ def assert_private_error(call: Call, expected: str) -> None:
 
 def _isolate_aws_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No AWS variable or shared file from the machine; no instance-metadata lookups."""
-    import os
-
     for name in list(os.environ):
         if name.startswith("AWS_"):
             monkeypatch.delenv(name)
@@ -432,26 +437,19 @@ def test_moto_create_list_start_history_delete(moto_bot: MotoBot) -> None:
 
     def audited() -> bool:
         whats = {(what, outcome) for what, outcome, _ in bot.audit("web")}
-        return {("start", "ok"), (ids.DELETE_CONFIRM, "ok")} <= whats
+        return {("create", "ok"), ("start", "ok"), (ids.DELETE_CONFIRM, "ok")} <= whats
 
-    wait_for(audited, what="start and delete in the audit log")
-    assert ("create", "ok", None) in bot.audit(None)  # (audited without its pipeline: see below)
+    wait_for(audited, what="create, start and delete in the audit log")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: inline `create <declaration>` is audited with pipeline=None (the parsed command "
-    "has no NAME), so `audit NAME` never shows who created the pipeline; the create modal "
-    "audits it with the pipeline name (handlers/commands.py run_command)",
-)
 def test_inline_create_is_audited_under_the_pipeline_name(moto_bot: MotoBot) -> None:
     bot = moto_bot.bot
     bot.command("create " + json.dumps(s3_codedeploy_declaration("web", moto_bot.role_arn)))
     assert "created pipeline" in message_text(bot.reply())
     wait_for(
-        lambda: ("create", "ok", None) in bot.audit(None), what="the creation in the audit log"
+        lambda: [what for what, _, _ in bot.audit("web")] == ["create"],
+        what="the creation under the pipeline's name in the audit log",
     )
-    assert [what for what, _, _ in bot.audit("web")] == ["create"]
 
 
 def test_moto_pipeline_name_in_use_is_answered_privately(moto_bot: MotoBot) -> None:
@@ -465,6 +463,41 @@ def test_moto_pipeline_name_in_use_is_answered_privately(moto_bot: MotoBot) -> N
     # moto answers InvalidStructureException where AWS answers PipelineNameInUseException
     # (see MOTO_ERROR_CODES in test_contract.py): either way a specific, private message.
     assert "already exists" in message_text(again), message_text(again)
+
+
+def test_moto_edit_modal_round_trips_aws_declaration(moto_bot: MotoBot) -> None:
+    """`edit` prefills the modal with what GetPipeline returns; saving it updates the pipeline
+    (version 2) even though AWS's answer carries fields a user never typed (version, defaults)."""
+    bot = moto_bot.bot
+    bot.client.create_pipeline(
+        pipeline=s3_codedeploy_declaration("web", moto_bot.role_arn)["pipeline"]
+    )
+    bot.command("edit web", name="edit")
+    view = bot.fake.wait_for("views.open")[0].params["view"]
+    assert view["callback_id"] == ids.EDIT_VIEW
+    boxes = [b for b in view["blocks"] if b.get("type") == "input"]
+    text = "".join(b["element"].get("initial_value", "") for b in boxes)
+    assert json.loads(text)["pipeline"]["version"] == 1
+    changed = text.replace('"web-prod"', '"web-prod-blue"')
+    assert changed != text
+    body, headers = view_submission(
+        callback_id=ids.EDIT_VIEW,
+        values={
+            ids.DECLARATION_BLOCK: {
+                ids.DECLARATION_INPUT: {"type": "plain_text_input", "value": changed}
+            }
+        },
+        private_metadata=view["private_metadata"],
+    )
+    response = bot.app.dispatch(bolt_request(body, headers))
+    assert response.status == 200
+    assert not response.body, response.body  # no inline errors
+    posted = bot.fake.wait_for("chat.postMessage")[0]
+    assert "updated pipeline *web* (version 2)" in str(posted.params.get("text")), posted.params
+    stored = bot.client.get_pipeline(name="web")["pipeline"]
+    assert stored["version"] == 2
+    deploy = stored["stages"][1]["actions"][0]["configuration"]
+    assert deploy["DeploymentGroupName"] == "web-prod-blue"
 
 
 # =========================================================================== Stubber
@@ -711,6 +744,94 @@ def test_approve_button_for_an_answered_approval_is_told_so(stubbed: StubbedBot)
     stub.assert_no_pending_responses()
 
 
+def test_approve_command_with_a_comment(stubbed: StubbedBot) -> None:
+    bot, stub = stubbed.bot, stubbed.stub
+    # Once to find the approval (and check the approver), once to read the token to answer.
+    stub.add_response("get_pipeline_state", waiting_state(), {"name": "web"})
+    stub.add_response("get_pipeline_state", waiting_state(), {"name": "web"})
+    stub.add_response(
+        "put_approval_result",
+        {"approvedAt": T2},
+        {
+            "pipelineName": "web",
+            "stageName": "Gate",
+            "actionName": "Approve",
+            "result": {
+                "summary": containing("admin", ADMIN, "staging looks good"),
+                "status": "Approved",
+            },
+            "token": TOKEN,
+        },
+    )
+    bot.command("approve web Gate/Approve staging looks good", name="approve")
+    approved = bot.reply("approve")
+    assert approved.params.get("response_type") == "in_channel", text_of(approved)
+    assert "approved *Gate/Approve* of *web*" in message_text(approved)
+    stub.assert_no_pending_responses()
+
+
+def test_execution_shows_every_action_and_the_failure(stubbed: StubbedBot) -> None:
+    bot, stub = stubbed.bot, stubbed.stub
+    stub.add_response(
+        "get_pipeline_execution",
+        {
+            "pipelineExecution": {
+                "pipelineName": "web",
+                "pipelineVersion": 3,
+                "pipelineExecutionId": EXECUTION,
+                "status": "Failed",
+                "statusSummary": "Deployment d-XYZ failed",
+                "artifactRevisions": [{"name": "SourceArtifact", "revisionId": SHA, "created": T0}],
+                "trigger": {"triggerType": "StartPipelineExecution", "triggerDetail": "ops"},
+                "executionMode": "SUPERSEDED",
+            }
+        },
+        {"pipelineName": "web", "pipelineExecutionId": EXECUTION},
+    )
+    details = [
+        {
+            "pipelineExecutionId": EXECUTION,
+            "actionExecutionId": "deploy-5f2c1a0e",
+            "pipelineVersion": 3,
+            "stageName": "Deploy",
+            "actionName": "Deploy",
+            "startTime": T1,
+            "lastUpdateTime": T2,
+            "status": "Failed",
+            "output": {
+                "executionResult": {
+                    "externalExecutionId": "d-XYZ",
+                    "externalExecutionSummary": "Deployment d-XYZ failed: 2 of 4 instances",
+                    "errorDetails": {"code": "JobFailed", "message": "Deployment d-XYZ failed"},
+                }
+            },
+        },
+        {
+            "pipelineExecutionId": EXECUTION,
+            "actionExecutionId": "source-5f2c1a0e",
+            "pipelineVersion": 3,
+            "stageName": "Source",
+            "actionName": "Source",
+            "startTime": T0,
+            "lastUpdateTime": T1,
+            "status": "Succeeded",
+        },
+    ]
+    stub.add_response(
+        "list_action_executions",
+        {"actionExecutionDetails": details},
+        {"pipelineName": "web", "filter": {"pipelineExecutionId": EXECUTION}},
+    )
+    bot.command(f"execution web {EXECUTION}", name="execution")
+    shown = bot.reply("execution")
+    assert shown.params.get("response_type") == "ephemeral"
+    rendered = text_of(shown)
+    # Every action, in start order (AWS lists them newest first).
+    assert 0 < rendered.index("*Source* / *Source*") < rendered.index("*Deploy* / *Deploy*")
+    assert "2 of 4 instances" in rendered  # the failed action's summary stands in for a log
+    stub.assert_no_pending_responses()
+
+
 @pytest.mark.parametrize(
     ("text", "mode"), [("retry web", "FAILED_ACTIONS"), ("retry web --all", "ALL_ACTIONS")]
 )
@@ -789,8 +910,10 @@ def test_disable_then_enable_the_inbound_transition(stubbed: StubbedBot) -> None
             "stageName": "Prod",
             "transitionType": "Inbound",
             "reason": Where(
-                lambda value: value == "waiting for QA sign-off 42"
-                and re.fullmatch(reason_pattern, value) is not None,
+                lambda value: (
+                    value == "waiting for QA sign-off 42"
+                    and re.fullmatch(reason_pattern, value) is not None
+                ),
                 "the reason reduced to AWS's alphabet",
             ),
         },
@@ -812,12 +935,6 @@ def test_disable_then_enable_the_inbound_transition(stubbed: StubbedBot) -> None
     stub.assert_no_pending_responses()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the start idempotency token is f'slack-{trigger_id}', but Slack trigger IDs "
-    "contain dots and clientRequestToken must match ^[a-zA-Z0-9-]+$, so AWS refuses every "
-    "`start` from Slack with ValidationException (handlers/commands.py _start)",
-)
 def test_start_sends_a_client_request_token_aws_accepts(stubbed: StubbedBot) -> None:
     bot, stub = stubbed.bot, stubbed.stub
     pattern = model_pattern("StartPipelineExecution", "clientRequestToken")
@@ -832,12 +949,6 @@ def test_start_sends_a_client_request_token_aws_accepts(stubbed: StubbedBot) -> 
     stub.assert_no_pending_responses()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the Start button's token is f'slack-click-{trigger_id}' (or a Slack date "
-    "string without one): dots, '^', '|' and spaces break clientRequestToken's pattern "
-    "^[a-zA-Z0-9-]+$, so AWS refuses it (handlers/actions.py _start)",
-)
 def test_start_button_sends_a_client_request_token_aws_accepts(stubbed: StubbedBot) -> None:
     bot, stub = stubbed.bot, stubbed.stub
     pattern = model_pattern("StartPipelineExecution", "clientRequestToken")

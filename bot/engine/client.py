@@ -63,6 +63,7 @@ from storage.models import (
     StageTransition,
 )
 
+CLIENT_TOKEN = re.compile(r"^[a-zA-Z0-9-]{1,128}$")
 TRANSITION_REASON = re.compile(r"^[a-zA-Z0-9!@ \(\)\.\*\?\-]{1,300}$")
 CALLER = "pipebot"
 
@@ -512,6 +513,13 @@ class LocalCodePipeline:
             pipeline = self._pipeline(session, name, operation, lock=True)
             assert pipeline.id is not None
             if request_token is not None:
+                if not CLIENT_TOKEN.match(request_token):
+                    raise client_error(
+                        "ValidationException",
+                        "clientRequestToken must be 1-128 characters of letters, digits and "
+                        "hyphens",
+                        operation=operation,
+                    )
                 existing = store.execution_by_request_token(
                     session=session, pipeline_id=pipeline.id, token=request_token
                 )
