@@ -37,6 +37,7 @@ test: lint typecheck pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
+	$(BIN)/python benchmarks/ack.py
 
 clean:
 	rm -rf $(VENV) .pipebot .mypy_cache .ruff_cache .pytest_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from slack_bolt import App, BoltResponse
@@ -60,6 +61,12 @@ def build_services(
             group_members=group_members_via(web_client),
         ),
         sessions=sessions,
+        # One thread by default: the work is mostly CPU under the GIL, and more threads
+        # competing with the request threads slow the acks (benchmarks/ack.py). Slow
+        # network-bound backends (AWS) may want more.
+        background=ThreadPoolExecutor(
+            max_workers=settings.slack_workers, thread_name_prefix="pipebot-slack-work"
+        ),
     )
 
 

@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     slack_api_url: str | None = Field(default=None, alias="SLACK_API_URL")
     port: int = Field(default=3000, ge=1, le=65535, alias="PORT")
     server_threads: int = Field(default=8, ge=1, le=128, alias="PIPEBOT_SERVER_THREADS")
+    slack_workers: int = Field(default=1, ge=1, le=32, alias="PIPEBOT_SLACK_WORKERS")
     command: str = Field(
         default="/pipeline", pattern=r"^/[a-z0-9_-]{1,31}$", alias="PIPEBOT_COMMAND"
     )

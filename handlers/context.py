@@ -22,9 +22,6 @@ from storage.db import SessionFactory, transaction
 
 log = logging.getLogger(__name__)
 
-# Two threads: the work is CPU-bound under the GIL, so more threads only slow the acks.
-AFTER_ACK_WORKERS = 2
-
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
@@ -43,7 +40,7 @@ class Services:
     # must never delay the next request's ack (benchmarks/ack.py measures it).
     background: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(
-            max_workers=AFTER_ACK_WORKERS, thread_name_prefix="pipebot-slack-work"
+            max_workers=1, thread_name_prefix="pipebot-slack-work"
         )
     )
 

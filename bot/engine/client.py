@@ -786,14 +786,21 @@ class LocalCodePipeline:
             executions = store.get_executions_by_pk(
                 session=session, pks=[s.execution_pk for s in latest_stages.values()]
             )
-            actions_by_stage: dict[str, dict[str, ActionExecution]] = {}
-            for stage_name, stage_row in latest_stages.items():
-                rows = store.action_executions_for(
-                    session=session, execution_pk=stage_row.execution_pk, stage_name=stage_name
+            # One query for the actions of every stage's latest execution.
+            rows_by_execution: dict[int, list[ActionExecution]] = {}
+            for row in store.action_executions_for_many(
+                session=session,
+                execution_pks=sorted({s.execution_pk for s in latest_stages.values()}),
+            ):
+                rows_by_execution.setdefault(row.execution_pk, []).append(row)
+            actions_by_stage: dict[str, dict[str, ActionExecution]] = {
+                stage_name: latest_actions(
+                    rows_by_execution.get(stage_row.execution_pk, []),
+                    stage_name=stage_name,
+                    base_attempt=0,
                 )
-                actions_by_stage[stage_name] = latest_actions(
-                    rows, stage_name=stage_name, base_attempt=0
-                )
+                for stage_name, stage_row in latest_stages.items()
+            }
             revisions: dict[str, ActionExecution] = {}
             for row in store.source_revisions_of_latest(
                 session=session, pipeline_id=pipeline.id, stage_name=spec.stages[0].name
