@@ -119,16 +119,15 @@ def register(app: App, services: Services) -> None:
             try:
                 result = services.ops.update(name, text) if editing else services.ops.create(text)
             except OpsError as exc:
-                audit(
+                _failed(
                     services,
-                    actor=actor,
-                    kind="view",
+                    reply,
+                    exc,
                     what=what,
-                    outcome="error",
                     pipeline=name,
-                    detail=exc.message,
+                    execution_id=None,
+                    suggest=False,
                 )
-                reply.tell(explain(services, exc, pipeline=None))
                 return
             audit(services, actor=actor, kind="view", what=what, outcome="ok", pipeline=name)
             verb = "updated" if editing else "created"
@@ -189,17 +188,15 @@ def register(app: App, services: Services) -> None:
                 execution_id=ref.execution,
             )
         except OpsError as exc:
-            audit(
+            _failed(
                 services,
-                actor=actor,
-                kind="view",
+                reply,
+                exc,
                 what="reject",
-                outcome="error",
                 pipeline=ref.pipeline,
                 execution_id=ref.execution,
-                detail=exc.message,
+                suggest=True,
             )
-            reply.tell(explain(services, exc, pipeline=ref.pipeline))
             return
         if outcome.already is not None:
             reply.tell(outcome.already)
@@ -257,17 +254,15 @@ def register(app: App, services: Services) -> None:
                 ref.pipeline, ref.execution, abandon=abandon, reason=full
             )
         except OpsError as exc:
-            audit(
+            _failed(
                 services,
-                actor=actor,
-                kind="view",
+                reply,
+                exc,
                 what="stop",
-                outcome="error",
                 pipeline=ref.pipeline,
                 execution_id=ref.execution,
-                detail=exc.message,
+                suggest=True,
             )
-            reply.tell(explain(services, exc, pipeline=ref.pipeline))
             return
         audit(
             services,
@@ -284,6 +279,30 @@ def register(app: App, services: Services) -> None:
         reply.tell(message, public=True)
 
     app.view(ids.STOP_VIEW)(stop_listener)
+
+
+def _failed(
+    services: Services,
+    reply: Reply,
+    exc: OpsError,
+    *,
+    what: str,
+    pipeline: str | None,
+    execution_id: str | None,
+    suggest: bool,
+) -> None:
+    """Audit a form's failed backend call and tell its user what went wrong."""
+    audit(
+        services,
+        actor=reply.actor,
+        kind="view",
+        what=what,
+        outcome="error",
+        pipeline=pipeline,
+        execution_id=execution_id,
+        detail=exc.message,
+    )
+    reply.tell(explain(services, exc, pipeline=pipeline if suggest else None))
 
 
 def _update_origin(client: WebClient, ref: ButtonRef, outcome: str, services: Services) -> None:
