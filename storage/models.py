@@ -251,3 +251,104 @@ class ExecutionStarter(SQLModel, table=True):
     pipeline: str = Field(max_length=100)
     user_id: str = Field(max_length=32)
     at: datetime = Field(sa_column=_ts())
+
+
+# --- channel notifications ---------------------------------------------------------------------
+#
+# What the notifier has posted, so that a restart (or another process taking over the
+# scheduler lease) keeps updating the same messages and never posts anything twice.
+# Slack message references are (channel ID, ``ts``); ``ts`` stays empty until the queued
+# post has gone out.
+
+
+class Subscription(SQLModel, table=True):
+    """A channel's subscription to one pipeline's notifications (``events`` filters them)."""
+
+    __tablename__ = "subscription"
+    __table_args__ = (
+        UniqueConstraint("pipeline", "channel_id", name="uq_subscription"),
+        Index("ix_subscription_channel", "channel_id", "pipeline"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    pipeline: str = Field(max_length=100)
+    channel_id: str = Field(max_length=32)
+    events: str = Field(max_length=16)
+    digest_time: str | None = Field(default=None, max_length=5)
+    created_by: str = Field(max_length=32)
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class PostedExecution(SQLModel, table=True):
+    """The parent message of one execution in one channel, and what it last showed."""
+
+    __tablename__ = "posted_execution"
+    __table_args__ = (UniqueConstraint("channel_id", "execution_id", name="uq_posted_execution"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: str = Field(max_length=32)
+    pipeline: str = Field(max_length=100)
+    execution_id: str = Field(max_length=64)
+    message_ts: str | None = Field(default=None, max_length=32)
+    last_state: str = Field(sa_column=_text(nullable=False))
+    last_state_hash: str = Field(max_length=64)
+    updated_at: datetime = Field(sa_column=_ts())
+
+
+class PostedEvent(SQLModel, table=True):
+    """A thread reply under an execution's parent message, recorded before it is queued."""
+
+    __tablename__ = "posted_event"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "execution_id", "event_key", name="uq_posted_event"),
+        Index("ix_posted_event_execution", "execution_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: str = Field(max_length=32)
+    execution_id: str = Field(max_length=64)
+    event_key: str = Field(max_length=512)
+    message_ts: str | None = Field(default=None, max_length=32)
+    resolved: bool = False
+    created_at: datetime = Field(sa_column=_ts())
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A queued Slack call; sent in ``id`` order per channel and retried until done."""
+
+    __tablename__ = "outbox_message"
+    __table_args__ = (Index("ix_outbox_message_pending", "done_at", "channel_id", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel_id: str = Field(max_length=32)
+    kind: str = Field(max_length=8)
+    execution_id: str | None = Field(default=None, max_length=64)
+    event_key: str | None = Field(default=None, max_length=512)
+    payload: str = Field(sa_column=_text(nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(sa_column=_ts())
+    last_error: str | None = Field(default=None, sa_column=_text())
+    created_at: datetime = Field(sa_column=_ts())
+    done_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+
+
+class SchedulerLease(SQLModel, table=True):
+    """Who runs a singleton job (e.g. the notifier) until ``expires_at``."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: str = Field(max_length=64, primary_key=True)
+    holder: str = Field(max_length=255)
+    expires_at: datetime = Field(sa_column=_ts())
+
+
+class PipelinePoll(SQLModel, table=True):
+    """When a subscribed pipeline is read next; idle and throttled ones back off."""
+
+    __tablename__ = "pipeline_poll"
+
+    pipeline: str = Field(max_length=100, primary_key=True)
+    last_polled_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    next_poll_at: datetime = Field(sa_column=_ts())
+    backoff_seconds: int = 0
+    last_error: str | None = Field(default=None, sa_column=_text())

@@ -1,0 +1,502 @@
+"""Storage functions for channel notifications: subscriptions, posted messages, outbox, lease.
+
+Keyword-only functions that take a session; the caller owns the transaction.
+Nothing outside ``storage/`` builds SQL.
+
+The notifier's contract with this module:
+
+- a thread reply is recorded (``record_event_once``) in the same transaction that queues it
+  (``enqueue``), so a restart or a second scheduler never queues it twice;
+- Slack calls go through the outbox: ``due_outbox`` hands out at most one message per channel,
+  the oldest, so a channel's messages go out in order (an ``update`` queued after its
+  ``post`` finds the parent's ``ts`` stored by then), and a channel whose head keeps failing
+  waits alone;
+- one process at a time runs the notifier, holding a ``SchedulerLease`` it renews every tick.
+
+Times passed in are normalised to UTC (SQLite compares them as text). Timestamps come back
+naive from SQLite: pass them through ``storage.db.utc``.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timedelta
+from typing import Any, Final, Literal, cast
+
+from sqlalchemy import CursorResult, Result, func, or_, update
+from sqlmodel import Session, col, delete, select
+
+from storage.bot_store import _check, _insert, _insert_ignoring_conflict
+from storage.db import utc, utcnow
+from storage.models import (
+    OutboxMessage,
+    PipelinePoll,
+    PostedEvent,
+    PostedExecution,
+    SchedulerLease,
+    Subscription,
+)
+
+EventFilter = Literal["all", "failures", "approvals"]
+EVENT_FILTERS: Final[tuple[EventFilter, ...]] = ("all", "failures", "approvals")
+
+OutboxKind = Literal["post", "update", "reply"]
+OUTBOX_KINDS: Final[tuple[OutboxKind, ...]] = ("post", "update", "reply")
+
+_DIGEST_TIME = re.compile(r"(?:[01]\d|2[0-3]):[0-5]\d")
+
+
+def _at(value: datetime | None) -> datetime:
+    return utcnow() if value is None else utc(value)
+
+
+def _rowcount(result: Result[Any]) -> int:
+    """Rows matched by an UPDATE or DELETE (reliable for those on SQLite and psycopg)."""
+    return int(cast(CursorResult[Any], result).rowcount)
+
+
+# --- subscriptions -----------------------------------------------------------------------------
+
+
+def subscribe(
+    *,
+    session: Session,
+    pipeline: str,
+    channel_id: str,
+    created_by: str,
+    events: EventFilter = "all",
+    digest_time: str | None = None,
+    at: datetime | None = None,
+) -> tuple[Subscription, bool]:
+    """Subscribe the channel, or replace its filter and digest time; returns (row, created)."""
+    _check(events, EVENT_FILTERS, "events")
+    if digest_time is not None and not _DIGEST_TIME.fullmatch(digest_time):
+        raise ValueError(f"digest time must be HH:MM (00:00 to 23:59), not {digest_time!r}")
+    created = _insert_ignoring_conflict(
+        session,
+        Subscription,
+        {
+            "pipeline": pipeline,
+            "channel_id": channel_id,
+            "events": events,
+            "digest_time": digest_time,
+            "created_by": created_by,
+            "created_at": _at(at),
+        },
+    )
+    where = (col(Subscription.pipeline) == pipeline, col(Subscription.channel_id) == channel_id)
+    if not created:
+        session.execute(
+            update(Subscription).where(*where).values(events=events, digest_time=digest_time)
+        )
+    row = session.exec(
+        select(Subscription).where(*where).execution_options(populate_existing=True)
+    ).one()
+    return row, created
+
+
+def unsubscribe(*, session: Session, pipeline: str, channel_id: str) -> bool:
+    """Remove the channel's subscription to the pipeline; False if there was none."""
+    result = session.execute(
+        delete(Subscription).where(
+            col(Subscription.pipeline) == pipeline, col(Subscription.channel_id) == channel_id
+        )
+    )
+    return _rowcount(result) > 0
+
+
+def subscriptions_for_channel(*, session: Session, channel_id: str) -> list[Subscription]:
+    """The channel's subscriptions, by pipeline name."""
+    return list(
+        session.exec(
+            select(Subscription)
+            .where(Subscription.channel_id == channel_id)
+            .order_by(col(Subscription.pipeline))
+        )
+    )
+
+
+def subscriptions_for_pipeline(*, session: Session, pipeline: str) -> list[Subscription]:
+    """The channels subscribed to the pipeline, in the order they subscribed."""
+    return list(
+        session.exec(
+            select(Subscription)
+            .where(Subscription.pipeline == pipeline)
+            .order_by(col(Subscription.id))
+        )
+    )
+
+
+def subscribed_pipelines(*, session: Session) -> list[str]:
+    """Every pipeline with at least one subscribed channel, by name (each once)."""
+    return list(
+        session.exec(select(Subscription.pipeline).distinct().order_by(col(Subscription.pipeline)))
+    )
+
+
+# --- parent messages ---------------------------------------------------------------------------
+
+
+def get_posted_execution(
+    *, session: Session, channel_id: str, execution_id: str
+) -> PostedExecution | None:
+    """The execution's parent message in the channel, if one was ever queued."""
+    return session.exec(
+        select(PostedExecution).where(
+            PostedExecution.channel_id == channel_id,
+            PostedExecution.execution_id == execution_id,
+        )
+    ).first()
+
+
+def upsert_posted_execution(
+    *,
+    session: Session,
+    channel_id: str,
+    pipeline: str,
+    execution_id: str,
+    last_state: str,
+    last_state_hash: str,
+    at: datetime | None = None,
+) -> tuple[PostedExecution, bool]:
+    """Record what the parent message shows now; returns (row, created: queue the post)."""
+    now = _at(at)
+    created = _insert_ignoring_conflict(
+        session,
+        PostedExecution,
+        {
+            "channel_id": channel_id,
+            "pipeline": pipeline,
+            "execution_id": execution_id,
+            "last_state": last_state,
+            "last_state_hash": last_state_hash,
+            "updated_at": now,
+        },
+    )
+    where = (
+        col(PostedExecution.channel_id) == channel_id,
+        col(PostedExecution.execution_id) == execution_id,
+    )
+    if not created:
+        session.execute(
+            update(PostedExecution)
+            .where(*where)
+            .values(last_state=last_state, last_state_hash=last_state_hash, updated_at=now)
+        )
+    row = session.exec(
+        select(PostedExecution).where(*where).execution_options(populate_existing=True)
+    ).one()
+    return row, created
+
+
+def set_posted_message_ts(
+    *,
+    session: Session,
+    channel_id: str,
+    execution_id: str,
+    message_ts: str,
+    at: datetime | None = None,
+) -> bool:
+    """Store the parent message's ``ts`` once Slack has it; False if no such row."""
+    result = session.execute(
+        update(PostedExecution)
+        .where(
+            col(PostedExecution.channel_id) == channel_id,
+            col(PostedExecution.execution_id) == execution_id,
+        )
+        .values(message_ts=message_ts, updated_at=_at(at))
+    )
+    return _rowcount(result) > 0
+
+
+# --- thread replies ----------------------------------------------------------------------------
+
+
+def record_event_once(
+    *,
+    session: Session,
+    channel_id: str,
+    execution_id: str,
+    event_key: str,
+    resolved: bool = False,
+    at: datetime | None = None,
+) -> tuple[PostedEvent, bool]:
+    """Record a thread reply before queueing it; returns (row, created: queue it only then).
+
+    ``resolved=True`` suits replies without buttons ("finished"): nothing to replace later.
+    Safe across processes, like ``bot_store.record_click_once``.
+    """
+    created = _insert_ignoring_conflict(
+        session,
+        PostedEvent,
+        {
+            "channel_id": channel_id,
+            "execution_id": execution_id,
+            "event_key": event_key,
+            "resolved": resolved,
+            "created_at": _at(at),
+        },
+    )
+    row = get_event(
+        session=session, channel_id=channel_id, execution_id=execution_id, event_key=event_key
+    )
+    assert row is not None  # inserted above, by us or by whoever won the race
+    return row, created
+
+
+def get_event(
+    *, session: Session, channel_id: str, execution_id: str, event_key: str
+) -> PostedEvent | None:
+    """The recorded thread reply, if any (always re-read from the database)."""
+    return session.exec(
+        select(PostedEvent)
+        .where(
+            PostedEvent.channel_id == channel_id,
+            PostedEvent.execution_id == execution_id,
+            PostedEvent.event_key == event_key,
+        )
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+def mark_event_posted(
+    *, session: Session, channel_id: str, execution_id: str, event_key: str, message_ts: str
+) -> bool:
+    """Store the reply's ``ts`` once Slack has it; False if no such event."""
+    result = session.execute(
+        update(PostedEvent)
+        .where(
+            col(PostedEvent.channel_id) == channel_id,
+            col(PostedEvent.execution_id) == execution_id,
+            col(PostedEvent.event_key) == event_key,
+        )
+        .values(message_ts=message_ts)
+    )
+    return _rowcount(result) > 0
+
+
+def mark_event_resolved(
+    *, session: Session, channel_id: str, execution_id: str, event_key: str
+) -> bool:
+    """Flag the reply's buttons as replaced; True only for the call that flipped it."""
+    result = session.execute(
+        update(PostedEvent)
+        .where(
+            col(PostedEvent.channel_id) == channel_id,
+            col(PostedEvent.execution_id) == execution_id,
+            col(PostedEvent.event_key) == event_key,
+            col(PostedEvent.resolved).is_(False),
+        )
+        .values(resolved=True)
+    )
+    return _rowcount(result) > 0
+
+
+def unresolved_events(
+    *, session: Session, execution_id: str, channel_id: str | None = None
+) -> list[PostedEvent]:
+    """The execution's replies whose buttons still stand (in every channel unless one is given)."""
+    statement = (
+        select(PostedEvent)
+        .where(PostedEvent.execution_id == execution_id, col(PostedEvent.resolved).is_(False))
+        .order_by(col(PostedEvent.id))
+    )
+    if channel_id is not None:
+        statement = statement.where(PostedEvent.channel_id == channel_id)
+    return list(session.exec(statement))
+
+
+# --- outbox ------------------------------------------------------------------------------------
+
+
+def enqueue(
+    *,
+    session: Session,
+    channel_id: str,
+    kind: OutboxKind,
+    payload: str,
+    execution_id: str | None = None,
+    event_key: str | None = None,
+    at: datetime | None = None,
+) -> OutboxMessage:
+    """Queue a Slack call (``payload`` is JSON text) behind the channel's earlier ones."""
+    _check(kind, OUTBOX_KINDS, "kind")
+    now = _at(at)
+    message = OutboxMessage(
+        channel_id=channel_id,
+        kind=kind,
+        execution_id=execution_id,
+        event_key=event_key,
+        payload=payload,
+        next_attempt_at=now,
+        created_at=now,
+    )
+    session.add(message)
+    session.flush()
+    return message
+
+
+def due_outbox(*, session: Session, now: datetime, limit: int = 100) -> list[OutboxMessage]:
+    """Each channel's oldest undone message, if due, oldest first; a waiting head blocks its
+    channel only."""
+    heads = (
+        select(func.min(OutboxMessage.id))
+        .where(col(OutboxMessage.done_at).is_(None))
+        .group_by(col(OutboxMessage.channel_id))
+    )
+    statement = (
+        select(OutboxMessage)
+        .where(col(OutboxMessage.id).in_(heads), col(OutboxMessage.next_attempt_at) <= utc(now))
+        .order_by(col(OutboxMessage.id))
+        .limit(limit)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.exec(statement))
+
+
+def mark_outbox_done(*, session: Session, message_id: int, now: datetime) -> bool:
+    """Mark a message sent; False if unknown or already done."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id, col(OutboxMessage.done_at).is_(None))
+        .values(done_at=utc(now))
+    )
+    return _rowcount(result) > 0
+
+
+def mark_outbox_failed(
+    *, session: Session, message_id: int, error: str, next_attempt_at: datetime
+) -> bool:
+    """Count a failed attempt and hold the message (and its channel) until ``next_attempt_at``."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id, col(OutboxMessage.done_at).is_(None))
+        .values(
+            attempts=OutboxMessage.attempts + 1,
+            last_error=error,
+            next_attempt_at=utc(next_attempt_at),
+        )
+    )
+    return _rowcount(result) > 0
+
+
+def prune_outbox(*, session: Session, done_before: datetime) -> int:
+    """Delete messages sent before ``done_before`` (undone ones are never deleted); the count."""
+    result = session.execute(
+        delete(OutboxMessage).where(
+            col(OutboxMessage.done_at).is_not(None),
+            col(OutboxMessage.done_at) < utc(done_before),
+        )
+    )
+    return _rowcount(result)
+
+
+# --- the scheduler lease -----------------------------------------------------------------------
+
+
+def acquire_lease(
+    *, session: Session, name: str, holder: str, now: datetime, ttl_seconds: float
+) -> bool:
+    """Take the lease if free, expired or ours (renewing it to now + ttl); False if held.
+
+    One statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE): on PostgreSQL a concurrent
+    taker waits on the row and re-checks the condition against the winner's version.
+    """
+    if ttl_seconds <= 0:
+        raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds!r}")
+    now = utc(now)
+    table = SchedulerLease.__table__  # type: ignore[attr-defined]
+    insert = _insert(session, SchedulerLease).values(
+        name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_seconds)
+    )
+    statement = insert.on_conflict_do_update(
+        index_elements=["name"],
+        set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
+        where=or_(table.c.holder == holder, table.c.expires_at <= now),
+    ).returning(table.c.name)
+    return session.execute(statement).first() is not None
+
+
+def release_lease(*, session: Session, name: str, holder: str) -> bool:
+    """Give the lease up (at shutdown) so another process takes it at once; False if not ours."""
+    result = session.execute(
+        delete(SchedulerLease).where(
+            col(SchedulerLease.name) == name, col(SchedulerLease.holder) == holder
+        )
+    )
+    return _rowcount(result) > 0
+
+
+def get_lease(*, session: Session, name: str) -> SchedulerLease | None:
+    """The lease row, expired or not (diagnostics)."""
+    return session.exec(
+        select(SchedulerLease)
+        .where(SchedulerLease.name == name)
+        .execution_options(populate_existing=True)
+    ).first()
+
+
+# --- poll bookkeeping --------------------------------------------------------------------------
+
+
+def due_pipelines(*, session: Session, now: datetime, limit: int | None = None) -> list[str]:
+    """Subscribed pipelines due for a read: never read first, then the longest overdue."""
+    subscribed = select(Subscription.pipeline).distinct().subquery()
+    statement = (
+        select(subscribed.c.pipeline)
+        .outerjoin(PipelinePoll, col(PipelinePoll.pipeline) == subscribed.c.pipeline)
+        .where(
+            or_(
+                col(PipelinePoll.pipeline).is_(None),
+                col(PipelinePoll.next_poll_at) <= utc(now),
+            )
+        )
+        .order_by(col(PipelinePoll.next_poll_at).asc().nulls_first(), subscribed.c.pipeline)
+        .limit(limit)
+    )
+    return [name for name in session.execute(statement).scalars()]
+
+
+def schedule_poll(
+    *,
+    session: Session,
+    pipeline: str,
+    next_poll_at: datetime,
+    backoff_seconds: int = 0,
+    error: str | None = None,
+    polled_at: datetime | None = None,
+) -> PipelinePoll:
+    """Set when the pipeline is read next (and the backoff and error that led to it).
+
+    ``polled_at`` records a read; leave it out to move ``next_poll_at`` alone (e.g. to wake
+    the pipeline at once on a change).
+    """
+    if backoff_seconds < 0:
+        raise ValueError(f"backoff_seconds must not be negative, not {backoff_seconds!r}")
+    values = {
+        "pipeline": pipeline,
+        "next_poll_at": utc(next_poll_at),
+        "backoff_seconds": backoff_seconds,
+        "last_error": error,
+        "last_polled_at": None if polled_at is None else utc(polled_at),
+    }
+    updated = {name: value for name, value in values.items() if name != "pipeline"}
+    if polled_at is None:
+        del updated["last_polled_at"]
+    session.execute(
+        _insert(session, PipelinePoll)
+        .values(**values)
+        .on_conflict_do_update(index_elements=["pipeline"], set_=updated)
+    )
+    poll = get_poll(session=session, pipeline=pipeline)
+    assert poll is not None
+    return poll
+
+
+def get_poll(*, session: Session, pipeline: str) -> PipelinePoll | None:
+    """The pipeline's poll bookkeeping, if it was ever scheduled."""
+    return session.exec(
+        select(PipelinePoll)
+        .where(PipelinePoll.pipeline == pipeline)
+        .execution_options(populate_existing=True)
+    ).first()
