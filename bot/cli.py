@@ -8,13 +8,19 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
 
 from bot.logging_setup import configure_logging
 from bot.settings import ConfigurationError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from slack_sdk.web import WebClient
+
+    from bot.permissions import Permissions
+    from storage.db import SessionFactory
 
 log = logging.getLogger("pipebot")
 
@@ -101,13 +107,108 @@ def _worker(settings: Settings) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     client = make_client(settings)
+    notifications = _start_notifications(settings, client) if settings.slack_bot_token else None
+    if notifications is None:
+        log.info("channel notifications are off in this worker: SLACK_BOT_TOKEN is not set")
     log.info("engine worker running; stop with Ctrl-C or SIGTERM")
     try:
         while not stop.wait(1.0):
             pass
     finally:
+        if notifications is not None:
+            notifications()
         client.close()
     return 0
+
+
+def _holder_id() -> str:
+    import os
+    import socket
+    import uuid
+
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def _throttled(call: Callable[[], None], *, seconds: float) -> Callable[[], None]:
+    """``call`` at most once per ``seconds``, and once more after a burst ends.
+
+    The embedded engine reports every change; a burst of changes becomes one call now
+    and one at the end of the window, so the last change is never left for the next poll.
+    """
+    state = {"last": 0.0, "pending": False}
+    lock = threading.Lock()
+
+    def fire() -> None:
+        with lock:
+            state["pending"] = False
+            state["last"] = time.monotonic()
+        call()
+
+    def throttled() -> None:
+        with lock:
+            wait = seconds - (time.monotonic() - state["last"])
+            if wait > 0:
+                if state["pending"]:
+                    return
+                state["pending"] = True
+                timer = threading.Timer(wait, fire)
+                timer.daemon = True
+                timer.start()
+                return
+            state["last"] = time.monotonic()
+        call()
+
+    return throttled
+
+
+def _start_notifications(
+    settings: Settings,
+    pipeline_client: Any,
+    *,
+    sessions: SessionFactory | None = None,
+    web_client: WebClient | None = None,
+    permissions: Permissions | None = None,
+) -> Callable[[], None]:
+    """Start the notifier's scheduler; returns the function that stops it."""
+    from bot.app import make_web_client
+    from bot.notifier import Notifier
+    from bot.scheduler import start_scheduler, stop_scheduler, wake
+    from bot.services import PipelineOps
+    from storage.db import make_engine, make_session_factory
+
+    engine = None
+    if sessions is None:
+        engine = make_engine(settings.resolved_database_url)
+        sessions = make_session_factory(engine)
+    if permissions is None:
+        from bot.permissions import Permissions
+
+        # Only the access lists are read (to mention approvers), never group members.
+        permissions = Permissions(
+            admins=settings.admins, sessions=sessions, group_members=lambda _group: frozenset()
+        )
+    notifier = Notifier(
+        ops=PipelineOps(client=pipeline_client, local=settings.backend == "local"),
+        sessions=sessions,
+        web_client=web_client if web_client is not None else make_web_client(settings),
+        holder_id=_holder_id(),
+        interval_seconds=settings.poll_seconds,
+        permissions=permissions,
+    )
+    scheduler = start_scheduler(notifier=notifier, interval_seconds=settings.poll_seconds)
+    add_listener = getattr(pipeline_client, "add_change_listener", None)
+    if add_listener is not None:
+        add_listener(_throttled(lambda: wake(scheduler), seconds=1.0))
+    log.info(
+        "channel notifications: checking subscribed pipelines every %s s", settings.poll_seconds
+    )
+
+    def stop() -> None:
+        stop_scheduler(scheduler, notifier=notifier)
+        if engine is not None:
+            engine.dispose()
+
+    return stop
 
 
 def _serve(settings: Settings) -> int:
@@ -136,10 +237,18 @@ def _serve(settings: Settings) -> int:
         web_client=web_client,
     )
     app = build_app(settings=settings, services=services, web_client=web_client)
+    stop_notifications = _start_notifications(
+        settings,
+        pipeline_client,
+        sessions=sessions,
+        web_client=web_client,
+        permissions=services.permissions,
+    )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         serve(settings=settings, app=app)
     finally:
+        stop_notifications()
         close = getattr(pipeline_client, "close", None)
         if close is not None:
             close()

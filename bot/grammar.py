@@ -220,11 +220,14 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
     CommandSpec(
         "subscribe",
         (),
-        "Post a pipeline's events to this channel.",
-        "subscribe NAME",
-        "subscribe web-release",
+        "Post a pipeline's executions, approvals and failures to this channel.",
+        "subscribe NAME [--events all|failures|approvals]",
+        "subscribe web-release --events failures",
         Permission.OPERATE,
-        available=False,
+        notes="One message per execution, kept up to date, with approvals and failures in its "
+        "thread. `--events failures` posts failed and stopped executions only, `--events "
+        "approvals` approval requests and their outcome; subscribing again changes the filter. "
+        "A daily digest (`--digest HH:MM`) is not available yet.",
     ),
     CommandSpec(
         "unsubscribe",
@@ -233,7 +236,6 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         "unsubscribe NAME",
         "unsubscribe web-release",
         Permission.OPERATE,
-        available=False,
     ),
     CommandSpec(
         "subscriptions",
@@ -242,7 +244,6 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         "subscriptions",
         "subscriptions",
         Permission.READ,
-        available=False,
     ),
 )
 
@@ -744,8 +745,35 @@ def _parse_audit(p: _Parser) -> _Result:
     return name, {}
 
 
-def _parse_reserved(p: _Parser) -> _Result:
-    return None, {"text": p.cursor.text.strip()}
+_EVENT_FILTERS: Final = ("all", "failures", "approvals")
+
+
+def _parse_subscribe(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    events: str | None = None
+    while (token := p.next()) is not None:
+        option = token.value.lower()
+        if option == "--events":
+            value_token = p.next()
+            if value_token is None:
+                raise p.fail("`--events` needs `all`, `failures` or `approvals` after it.")
+            value = value_token.value.lower()
+        elif option.startswith("--events="):
+            value = option[len("--events=") :]
+        elif option == "--digest" or option.startswith("--digest="):
+            raise p.fail("The daily digest (`--digest`) is not available yet.")
+        elif _is_option(token):
+            raise p.unexpected_option(token)
+        else:
+            raise p.fail(f"Too many arguments: `{_show(token.value)}` was not expected.")
+        if events is not None:
+            raise p.fail("`--events` is given twice.")
+        if value not in _EVENT_FILTERS:
+            raise p.fail(
+                f"`{_show(value)}` is not an event filter: use `all`, `failures` or `approvals`."
+            )
+        events = value
+    return name, {"events": events or "all"}
 
 
 _PARSERS: Final[Mapping[str, Callable[[_Parser], _Result]]] = {
@@ -766,9 +794,9 @@ _PARSERS: Final[Mapping[str, Callable[[_Parser], _Result]]] = {
     "delete": _parse_name_only,
     "access": _parse_access,
     "audit": _parse_audit,
-    "subscribe": _parse_reserved,
-    "unsubscribe": _parse_reserved,
-    "subscriptions": _parse_reserved,
+    "subscribe": _parse_subscribe,
+    "unsubscribe": _parse_name_only,
+    "subscriptions": _parse_no_args,
 }
 
 

@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     engine_poll_seconds: float = Field(
         default=1.0, gt=0, le=60, alias="PIPEBOT_ENGINE_POLL_SECONDS"
     )
+    poll_seconds: float = Field(default=10.0, gt=0, le=3600, alias="PIPEBOT_POLL_SECONDS")
     engine_max_parallel_actions: int = Field(
         default=16, ge=1, le=256, alias="PIPEBOT_ENGINE_MAX_PARALLEL_ACTIONS"
     )

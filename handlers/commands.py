@@ -28,7 +28,7 @@ from bot.grammar import (
 from bot.ids import ButtonRef
 from bot.services import OpsError, request_token
 from handlers.context import Actor, Services, audit, check, ephemeral, explain, user_name
-from storage import bot_store
+from storage import bot_store, notify_store
 from storage.db import transaction, utc
 
 log = logging.getLogger(__name__)
@@ -286,8 +286,28 @@ def _create(r: Request) -> str | None:
     created = r.ops.create(str(declaration))
     name = created["name"]
     r.audit_pipeline = name
-    r.public(f"<@{r.actor.user_id}> created pipeline *{name}* (version {created['version']}).")
+    note = subscribe_on_create(r.services, pipeline=name, actor=r.actor)
+    r.public(
+        f"<@{r.actor.user_id}> created pipeline *{name}* (version {created['version']}).{note}"
+    )
     return ""
+
+
+def subscribe_on_create(services: Services, *, pipeline: str, actor: Actor) -> str:
+    """Subscribe the channel a pipeline was created from; the sentence saying so (or "")."""
+    if not actor.channel_id:
+        return ""
+    with transaction(services.sessions) as session:
+        notify_store.subscribe(
+            session=session,
+            pipeline=pipeline,
+            channel_id=actor.channel_id,
+            created_by=actor.user_id,
+        )
+    return (
+        f" This channel is subscribed to its executions "
+        f"(`{services.settings.command} unsubscribe {pipeline}` to stop)."
+    )
 
 
 def _edit(r: Request) -> str | None:
@@ -460,6 +480,71 @@ def _audit(r: Request) -> str | None:
     return None
 
 
+_FILTER_WORDS = {
+    "all": "every execution, approval and failure",
+    "failures": "failed and stopped executions",
+    "approvals": "approval requests and their outcome",
+}
+
+
+def _channel(r: Request) -> str:
+    if not r.actor.channel_id:
+        raise OpsError("Run this command in the channel it is about.")
+    return r.actor.channel_id
+
+
+def _subscribe(r: Request) -> str | None:
+    channel = _channel(r)
+    r.ops.state(r.name)  # the pipeline must exist
+    events = str(r.args.get("events") or "all")
+    with transaction(r.services.sessions) as session:
+        _, created = notify_store.subscribe(
+            session=session,
+            pipeline=r.name,
+            channel_id=channel,
+            created_by=r.actor.user_id,
+            events=events,  # type: ignore[arg-type]
+        )
+    verb = "subscribed this channel to" if created else "changed this channel's subscription to"
+    r.public(
+        f"<@{r.actor.user_id}> {verb} *{r.name}*: {_FILTER_WORDS.get(events, events)} are "
+        "posted here, one message per execution kept up to date, events in its thread."
+    )
+    return ""
+
+
+def _unsubscribe(r: Request) -> str | None:
+    channel = _channel(r)
+    with transaction(r.services.sessions) as session:
+        removed = notify_store.unsubscribe(session=session, pipeline=r.name, channel_id=channel)
+    if not removed:
+        ephemeral(r.respond, message=f"This channel is not subscribed to *{r.name}*.")
+        return None
+    r.public(f"<@{r.actor.user_id}> unsubscribed this channel from *{r.name}*.")
+    return ""
+
+
+def _subscriptions(r: Request) -> str | None:
+    channel = _channel(r)
+    with r.services.sessions() as session:
+        rows = notify_store.subscriptions_for_channel(session=session, channel_id=channel)
+    if not rows:
+        text = (
+            "This channel follows no pipeline: "
+            f"`{r.services.settings.command} subscribe NAME` posts one's executions here."
+        )
+    else:
+        lines = [f"*This channel's subscriptions* ({len(rows)}):"]
+        lines += [
+            f"• *{row.pipeline}* — {_FILTER_WORDS.get(row.events, row.events)}" for row in rows[:40]
+        ]
+        if len(rows) > 40:
+            lines.append(f"…and {len(rows) - 40} more.")
+        text = "\n".join(lines)
+    r.private(blocks.notice_blocks(message=text), text)
+    return None
+
+
 HANDLERS: dict[str, Callable[[Request], str | None]] = {
     "help": _help,
     "list": _list,
@@ -478,6 +563,9 @@ HANDLERS: dict[str, Callable[[Request], str | None]] = {
     "enable": _enable,
     "access": _access,
     "audit": _audit,
+    "subscribe": _subscribe,
+    "unsubscribe": _unsubscribe,
+    "subscriptions": _subscriptions,
 }
 
 

@@ -20,7 +20,7 @@ from bot.engine.errors import DeclarationError
 from bot.grammar import Permission
 from bot.ids import ButtonRef
 from bot.services import OpsError
-from handlers.commands import decide_approval
+from handlers.commands import decide_approval, subscribe_on_create
 from handlers.context import Actor, Services, audit, check, explain, user_name
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,10 @@ def register(app: App, services: Services) -> None:
                 return
             audit(services, actor=actor, kind="view", what=what, outcome="ok", pipeline=name)
             verb = "updated" if editing else "created"
+            note = "" if editing else subscribe_on_create(services, pipeline=name, actor=actor)
             reply.tell(
-                f"<@{actor.user_id}> {verb} pipeline *{name}* (version {result['version']}).",
+                f"<@{actor.user_id}> {verb} pipeline *{name}* (version {result['version']})."
+                + note,
                 public=True,
             )
 

@@ -500,3 +500,36 @@ def get_poll(*, session: Session, pipeline: str) -> PipelinePoll | None:
         .where(PipelinePoll.pipeline == pipeline)
         .execution_options(populate_existing=True)
     ).first()
+
+
+# --- notifier helpers --------------------------------------------------------------------------
+
+
+def posted_executions(
+    *, session: Session, execution_ids: list[str]
+) -> dict[tuple[str, str], PostedExecution]:
+    """The parent messages of these executions in every channel, by (channel, execution)."""
+    if not execution_ids:
+        return {}
+    rows = session.exec(
+        select(PostedExecution)
+        .where(col(PostedExecution.execution_id).in_(execution_ids))
+        .execution_options(populate_existing=True)
+    )
+    return {(row.channel_id, row.execution_id): row for row in rows}
+
+
+def queued_reply_payload(
+    *, session: Session, channel_id: str, execution_id: str, event_key: str
+) -> str | None:
+    """The payload a thread reply was queued with (to redraw it once resolved), if still kept."""
+    return session.exec(
+        select(OutboxMessage.payload)
+        .where(
+            OutboxMessage.channel_id == channel_id,
+            OutboxMessage.execution_id == execution_id,
+            OutboxMessage.event_key == event_key,
+            OutboxMessage.kind == "reply",
+        )
+        .order_by(col(OutboxMessage.id))
+    ).first()

@@ -36,3 +36,18 @@ def test_modeled_exceptions_are_client_errors(engine: Any) -> None:
         engine.get_pipeline(name="missing")
     assert isinstance(caught.value, ClientError)
     assert caught.value.response["Error"]["Code"] == "PipelineNotFoundException"
+
+
+def test_change_listeners_hear_api_changes_and_finished_actions(engine: Any) -> None:
+    from tests.helpers import commands_action, wait_for
+
+    heard: list[int] = []
+    engine.add_change_listener(lambda: heard.append(1))
+    engine.create_pipeline(
+        pipeline=pipeline(
+            "heard", [("Source", [source_action()]), ("Build", [commands_action("B", ["true"])])]
+        )
+    )
+    assert heard  # the create itself
+    before = len(heard)
+    wait_for(lambda: len(heard) >= before + 2, what="the finished actions to be heard")

@@ -67,8 +67,7 @@ def test_registry_covers_the_issue_commands_in_help_order() -> None:
         "unsubscribe",
         "subscriptions",
     ]
-    reserved = {spec.name for spec in REGISTRY if not spec.available}
-    assert reserved == {"subscribe", "unsubscribe", "subscriptions"}
+    assert all(spec.available for spec in REGISTRY)
 
 
 @pytest.mark.parametrize(
@@ -614,17 +613,44 @@ def test_access_errors(text: str, fragment: str) -> None:
     assert error.usage is not None and "access NAME" in error.usage
 
 
-# --- reserved ---------------------------------------------------------------------------------
+# --- subscriptions ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", ["subscribe", "unsubscribe", "subscriptions"])
-def test_reserved_commands_parse_with_raw_text(command: str) -> None:
-    parsed = parse(f"{command}  web failures 'it\"s")
-    assert parsed.name == command
-    assert parsed.args == {"text": "web failures 'it\"s"}
-    assert spec_for(command) is not None
-    assert not parsed.spec.available
-    assert args_of(command) == {"text": ""}
+@pytest.mark.parametrize(
+    ("text", "pipeline", "args"),
+    [
+        ("subscribe web", "web", {"events": "all"}),
+        ("subscribe web --events failures", "web", {"events": "failures"}),
+        ("subscribe web --events=Approvals", "web", {"events": "approvals"}),
+        ("unsubscribe web", "web", {}),
+        ("subscriptions", None, {}),
+    ],
+)
+def test_subscription_commands_parse(text: str, pipeline: str | None, args: dict[str, Any]) -> None:
+    parsed = parse(text)
+    assert parsed.pipeline == pipeline
+    assert parsed.args == args
+    assert parsed.spec.available
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("subscribe", "needs NAME"),
+        ("subscribe web --events", "needs `all`"),
+        ("subscribe web --events everything", "not an event filter"),
+        ("subscribe web --events all --events failures", "given twice"),
+        ("subscribe web --digest 09:00", "not available yet"),
+        ("subscribe web --verbose", "Unknown option"),
+        ("subscribe web extra", "Too many arguments"),
+        ("unsubscribe", "needs NAME"),
+        ("subscriptions web", "Too many arguments"),
+    ],
+)
+def test_subscription_command_errors(text: str, fragment: str) -> None:
+    error = error_of(text)
+    assert fragment in error.message
+    assert error.usage is not None
 
 
 # --- suggest / normalize_reason ---------------------------------------------------------------

@@ -14,9 +14,10 @@ import binascii
 import copy
 import functools
 import json
+import logging
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -63,6 +64,7 @@ from storage.models import (
     StageTransition,
 )
 
+log = logging.getLogger(__name__)
 CLIENT_TOKEN = re.compile(r"^[a-zA-Z0-9-]{1,128}$")
 TRANSITION_REASON = re.compile(r"^[a-zA-Z0-9!@ \(\)\.\*\?\-]{1,300}$")
 CALLER = "pipebot"
@@ -164,6 +166,7 @@ class LocalCodePipeline:
             repositories_dir=Path(repositories_dir).resolve(),
             specs=self._specs,
         )
+        self._listeners: list[Callable[[], None]] = []
         self._worker: Worker | None = None
         if run_worker:
             self._worker = Worker(
@@ -171,6 +174,7 @@ class LocalCodePipeline:
                 runtime=self._runtime,
                 poll_seconds=poll_seconds,
                 max_parallel_actions=max_parallel_actions,
+                on_change=self._changed,
             )
             self._worker.start()
             self._runtime.claimant = (self._worker.id, HOST)
@@ -209,6 +213,20 @@ class LocalCodePipeline:
     def _after(self, result: AdvanceResult) -> None:
         if self._worker is not None:
             self._worker.after_commit(result)
+        self._changed()
+
+    def add_change_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every change this process commits (an API call that
+        changed something, a finished action): the notifier wakes at once instead of
+        waiting for its next poll. Listeners must be quick and must not raise."""
+        self._listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener()
+            except Exception:
+                log.exception("a change listener failed")
 
     def _pipeline(self, session: Session, name: str, operation: str, *, lock: bool) -> Pipeline:
         pipeline = store.get_pipeline(session=session, name=name, lock=lock)

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -64,6 +65,7 @@ class Worker:
         poll_seconds: float,
         max_parallel_actions: int,
         stale_after_seconds: float | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.id = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._sessions = sessions
@@ -81,6 +83,7 @@ class Worker:
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="pipebot-engine", daemon=True)
         self._closed = False
+        self._on_change = on_change
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -502,6 +505,8 @@ class Worker:
             if not recorded or not store.other_actions_running(session=session, action=action):
                 result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
         self.after_commit(result)
+        if self._on_change is not None:
+            self._on_change()
 
 
 def _apply_outcome(

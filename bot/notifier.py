@@ -1,0 +1,635 @@
+"""Channel notifications: read subscribed pipelines, queue Slack messages, send them.
+
+One ``Notifier`` per process; only the holder of the ``notifier`` lease ticks, so several
+pipebot processes on one database post each message once. A tick reads each pipeline that
+is due once (ListPipelineExecutions, then GetPipelineState, whatever the number of channels),
+compares each recent execution with what each channel last showed (stored), and queues the
+differences in the outbox, all in one transaction per pipeline. ``flush_outbox`` then sends
+the queue, in order per channel, about one message per channel per second; a failed call
+stays queued and is retried later (never dropped).
+
+Data flows one way: scheduler → pipeline client → notifier → Slack.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Final
+
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web import WebClient
+from sqlmodel import Session
+
+from bot.blocks import fallback_text
+from bot.notify_blocks import (
+    APPROVAL,
+    APPROVAL_RESOLVED,
+    FAILED,
+    FAILURE_RESOLVED,
+    FINISHED,
+    STOPPED,
+    SUPERSEDED,
+    WAITING_FOR_APPROVAL,
+    Event,
+    event_reply,
+    execution_snapshot,
+    parent_message,
+    resolved_reply,
+    snapshot_events,
+)
+from bot.permissions import Permissions
+from bot.services import IN_PROGRESS, OpsError, PipelineOps, run_guarded
+from storage import bot_store, notify_store
+from storage.db import SessionFactory, transaction, utc, utcnow
+from storage.models import OutboxMessage, PostedExecution, Subscription
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME: Final = "notifier"
+RECENT_EXECUTIONS: Final = 5
+IDLE_FACTOR: Final = 6
+MAX_BACKOFF_SECONDS: Final = 300
+CHANNEL_GAP_SECONDS: Final = 1.0
+"""Slack allows about one chat.postMessage per second per channel."""
+WAITING_FOR_PARENT_SECONDS: Final = 2.0
+
+_FAILURE_KINDS: Final = frozenset({FAILED, FAILURE_RESOLVED, FINISHED, STOPPED, SUPERSEDED})
+_APPROVAL_KINDS: Final = frozenset({APPROVAL, APPROVAL_RESOLVED})
+_FAILED_EXECUTION: Final = frozenset({"Failed", "Stopped", "Stopping"})
+_RESOLVED_KINDS: Final = frozenset({APPROVAL_RESOLVED, FAILURE_RESOLVED})
+# Slack answers these for a message that can never go out as it is: retrying would block
+# the channel's queue for good, so the message is given up (logged, kept with its error).
+_PERMANENT_ERRORS: Final = frozenset(
+    {
+        "message_not_found",
+        "cant_update_message",
+        "edit_window_closed",
+        "invalid_blocks",
+        "invalid_blocks_format",
+        "msg_too_long",
+        "msg_blocks_too_long",
+        "no_text",
+        "invalid_arguments",
+    }
+)
+
+
+@dataclass
+class TickStats:
+    """What one tick did: pipelines read, backend calls made, Slack calls queued."""
+
+    pipelines_read: int = 0
+    backend_calls: int = 0
+    posts: int = 0
+    updates: int = 0
+    replies: int = 0
+
+
+def _state_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    return utc(value) if isinstance(value, datetime) else None
+
+
+def _has_approval(snapshot: Mapping[str, Any]) -> bool:
+    return any(
+        action.get("status") == WAITING_FOR_APPROVAL
+        for stage in snapshot.get("stages") or []
+        for action in stage.get("actions") or []
+    )
+
+
+def _wanted(
+    subscription: Subscription, snapshot: Mapping[str, Any], posted: PostedExecution | None
+) -> bool:
+    """Whether the channel sees this execution's parent message (now or already)."""
+    if posted is not None or subscription.events == "all":
+        return True
+    if subscription.events == "failures":
+        return snapshot.get("status") in _FAILED_EXECUTION
+    return _has_approval(snapshot)
+
+
+def _keep_event(subscription: Subscription, event: Event) -> bool:
+    if subscription.events == "failures":
+        return event.kind in _FAILURE_KINDS
+    if subscription.events == "approvals":
+        return event.kind in _APPROVAL_KINDS
+    return True
+
+
+class Notifier:
+    """Posts and keeps current each subscribed channel's execution messages."""
+
+    def __init__(
+        self,
+        *,
+        ops: PipelineOps,
+        sessions: SessionFactory,
+        web_client: WebClient,
+        holder_id: str,
+        clock: Callable[[], datetime] = utcnow,
+        interval_seconds: float = 10.0,
+        permissions: Permissions | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if interval_seconds <= 0:
+            raise ValueError(f"interval_seconds must be positive, not {interval_seconds!r}")
+        self._ops = ops
+        self._sessions = sessions
+        self._web = web_client
+        self.holder_id = holder_id
+        self._clock = clock
+        self._interval = float(interval_seconds)
+        self._permissions = permissions
+        self._sleep = sleep
+        self._last_sent: dict[str, datetime] = {}
+        self._waiting = 0
+
+    # --- the job -----------------------------------------------------------------------------
+
+    def run_once(self) -> TickStats | None:
+        """Tick and send the queue if this process holds the lease; None if another does."""
+        with transaction(self._sessions) as session:
+            held = notify_store.acquire_lease(
+                session=session,
+                name=LEASE_NAME,
+                holder=self.holder_id,
+                now=self._clock(),
+                ttl_seconds=3 * self._interval,
+            )
+        if not held:
+            return None
+        stats = self.tick()
+        # Send what is due; a channel with more queued waits a second between messages,
+        # within one interval at most (the rest goes out on the next run).
+        for _ in range(max(1, int(self._interval))):
+            sent = self.flush_outbox()
+            if sent == 0 and self._waiting == 0:
+                break
+            self._sleep(CHANNEL_GAP_SECONDS)
+        return stats
+
+    def close(self) -> None:
+        """Give the lease up so another process takes over at once (at shutdown)."""
+        with transaction(self._sessions) as session:
+            notify_store.release_lease(session=session, name=LEASE_NAME, holder=self.holder_id)
+
+    def wake_pipeline(self, pipeline: str) -> None:
+        """Read ``pipeline`` on the next tick, however idle it was."""
+        with transaction(self._sessions) as session:
+            poll = notify_store.get_poll(session=session, pipeline=pipeline)
+            if poll is not None and poll.backoff_seconds == 0:
+                notify_store.schedule_poll(
+                    session=session, pipeline=pipeline, next_poll_at=self._clock()
+                )
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def tick(self) -> TickStats:
+        """Read every due pipeline once and queue what changed."""
+        stats = TickStats()
+        now = self._clock()
+        with self._sessions() as session:
+            due = notify_store.due_pipelines(session=session, now=now)
+        for pipeline in due:
+            try:
+                self._tick_pipeline(pipeline, stats)
+            except Exception:  # one broken pipeline must not stop the others
+                log.exception("notifier: reading %s failed", pipeline)
+                self._schedule(pipeline, error="internal error", idle=True)
+        return stats
+
+    def _schedule(self, pipeline: str, *, error: str | None, idle: bool, backoff: int = 0) -> None:
+        now = self._clock()
+        wait = backoff or (self._interval * (IDLE_FACTOR if idle else 1))
+        with transaction(self._sessions) as session:
+            notify_store.schedule_poll(
+                session=session,
+                pipeline=pipeline,
+                next_poll_at=now + timedelta(seconds=wait),
+                backoff_seconds=backoff,
+                error=error,
+                polled_at=now,
+            )
+
+    def _tick_pipeline(self, pipeline: str, stats: TickStats) -> None:
+        stats.pipelines_read += 1
+        try:
+            # The summaries first: the state read after them is never behind them.
+            stats.backend_calls += 1
+            summaries = self._ops.executions(pipeline, RECENT_EXECUTIONS)
+            stats.backend_calls += 1
+            state = self._ops.state(pipeline)
+        except OpsError as exc:
+            if exc.code == "ThrottlingException":
+                with self._sessions() as session:
+                    poll = notify_store.get_poll(session=session, pipeline=pipeline)
+                previous = poll.backoff_seconds if poll is not None else 0
+                backoff = min(max(previous * 2, int(self._interval)), MAX_BACKOFF_SECONDS)
+                log.warning("notifier: %s throttled; next read in %d s", pipeline, backoff)
+                self._schedule(pipeline, error=exc.message, idle=False, backoff=backoff)
+            else:
+                log.warning("notifier: cannot read %s: %s", pipeline, exc.message)
+                self._schedule(pipeline, error=exc.message, idle=True)
+            return
+        busy = any(s.get("status") in IN_PROGRESS for s in summaries)
+        now = self._clock()
+        lookups = _Lookups(self._ops, self._permissions, pipeline, stats)
+        with transaction(self._sessions) as session:
+            subscriptions = notify_store.subscriptions_for_pipeline(
+                session=session, pipeline=pipeline
+            )
+            ids = [str(s.get("pipelineExecutionId")) for s in summaries]
+            posted = notify_store.posted_executions(session=session, execution_ids=ids)
+            for summary in summaries:
+                self._follow_execution(
+                    session,
+                    pipeline=pipeline,
+                    summary=summary,
+                    state=state,
+                    subscriptions=subscriptions,
+                    posted=posted,
+                    lookups=lookups,
+                    stats=stats,
+                    now=now,
+                )
+            notify_store.schedule_poll(
+                session=session,
+                pipeline=pipeline,
+                next_poll_at=now + timedelta(seconds=self._interval * (1 if busy else IDLE_FACTOR)),
+                polled_at=now,
+            )
+
+    def _follow_execution(
+        self,
+        session: Session,
+        *,
+        pipeline: str,
+        summary: Mapping[str, Any],
+        state: Mapping[str, Any],
+        subscriptions: Sequence[Subscription],
+        posted: Mapping[tuple[str, str], PostedExecution],
+        lookups: _Lookups,
+        stats: TickStats,
+        now: datetime,
+    ) -> None:
+        execution_id = str(summary.get("pipelineExecutionId") or "")
+        if not execution_id:
+            return
+        running = summary.get("status") in IN_PROGRESS
+        last_change = _as_datetime(summary.get("lastUpdateTime")) or _as_datetime(
+            summary.get("startTime")
+        )
+        starter: str | None = None
+        starter_read = False
+        for subscription in subscriptions:
+            channel = subscription.channel_id
+            row = posted.get((channel, execution_id))
+            # An execution that ended before the channel subscribed is history, not news.
+            if (
+                row is None
+                and not running
+                and last_change is not None
+                and last_change < utc(subscription.created_at)
+            ):
+                continue
+            if not starter_read:
+                found = bot_store.get_starter(session=session, execution_id=execution_id)
+                starter = found.user_id if found is not None else None
+                starter_read = True
+            previous = json.loads(row.last_state) if row is not None else None
+            snapshot = execution_snapshot(
+                pipeline=pipeline,
+                state=state,
+                summary=summary,
+                started_by=starter,
+                previous=previous,
+            )
+            text = json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
+            digest = _state_hash(text)
+            if row is not None and row.last_state_hash == digest:
+                continue
+            if not _wanted(subscription, snapshot, row):
+                continue
+            _, created = notify_store.upsert_posted_execution(
+                session=session,
+                channel_id=channel,
+                pipeline=pipeline,
+                execution_id=execution_id,
+                last_state=text,
+                last_state_hash=digest,
+                at=now,
+            )
+            message = parent_message(snapshot=snapshot, now=now)
+            notify_store.enqueue(
+                session=session,
+                channel_id=channel,
+                kind="post" if created else "update",
+                payload=json.dumps(message),
+                execution_id=execution_id,
+                at=now,
+            )
+            if created:
+                stats.posts += 1
+            else:
+                stats.updates += 1
+            for event in snapshot_events(before=previous, after=snapshot):
+                if _keep_event(subscription, event):
+                    self._queue_event(
+                        session,
+                        channel=channel,
+                        pipeline=pipeline,
+                        execution_id=execution_id,
+                        event=event,
+                        lookups=lookups,
+                        stats=stats,
+                        now=now,
+                    )
+
+    def _queue_event(
+        self,
+        session: Session,
+        *,
+        channel: str,
+        pipeline: str,
+        execution_id: str,
+        event: Event,
+        lookups: _Lookups,
+        stats: TickStats,
+        now: datetime,
+    ) -> None:
+        resolved = event.kind in _RESOLVED_KINDS or event.kind not in (APPROVAL, FAILED)
+        _, created = notify_store.record_event_once(
+            session=session,
+            channel_id=channel,
+            execution_id=execution_id,
+            event_key=event.key,
+            resolved=resolved,
+            at=now,
+        )
+        if not created:
+            return
+        if event.kind in _RESOLVED_KINDS:
+            target = event.resolves or ""
+            if not notify_store.mark_event_resolved(
+                session=session, channel_id=channel, execution_id=execution_id, event_key=target
+            ):
+                return  # never posted here (filtered), or already resolved
+            original = notify_store.queued_reply_payload(
+                session=session, channel_id=channel, execution_id=execution_id, event_key=target
+            )
+            blocks: list[dict[str, Any]] = (
+                list(json.loads(original).get("blocks") or []) if original else []
+            )
+            outcome = event.outcome or "Resolved"
+            new_blocks = resolved_reply(original_blocks=blocks, outcome=outcome)
+            payload = {"text": fallback_text(blocks=new_blocks), "blocks": new_blocks}
+            notify_store.enqueue(
+                session=session,
+                channel_id=channel,
+                kind="update",
+                payload=json.dumps(payload),
+                execution_id=execution_id,
+                event_key=target,
+                at=now,
+            )
+            stats.updates += 1
+            return
+        approvers: Sequence[str] = ()
+        custom_data: str | None = None
+        external_link: str | None = None
+        log_tail: str | None = None
+        if event.kind == APPROVAL:
+            approvers = lookups.approvers()
+            custom_data, external_link = lookups.approval_config(event.stage, event.action)
+        elif event.kind == FAILED and event.action_execution_id:
+            log_tail = lookups.log_tail(event.action_execution_id)
+        reply = event_reply(
+            event=event,
+            pipeline=pipeline,
+            execution_id=execution_id,
+            approvers=approvers,
+            custom_data=custom_data,
+            external_link=external_link,
+            log_tail=log_tail,
+            now=now,
+        )
+        notify_store.enqueue(
+            session=session,
+            channel_id=channel,
+            kind="reply",
+            payload=json.dumps(reply),
+            execution_id=execution_id,
+            event_key=event.key,
+            at=now,
+        )
+        stats.replies += 1
+
+    # --- sending -----------------------------------------------------------------------------
+
+    def flush_outbox(self, limit: int = 100) -> int:
+        """Send each channel's next due message (one per channel, a second apart); the count."""
+        now = self._clock()
+        self._waiting = 0
+        with self._sessions() as session:
+            due = notify_store.due_outbox(session=session, now=now, limit=limit)
+            for message in due:
+                session.expunge(message)
+        sent = 0
+        for message in due:
+            last = self._last_sent.get(message.channel_id)
+            if last is not None and (now - last).total_seconds() < CHANNEL_GAP_SECONDS:
+                self._waiting += 1
+                continue
+            if self._send(message, now):
+                sent += 1
+        return sent
+
+    def _target_ts(self, message: OutboxMessage) -> tuple[str | None, bool]:
+        """The ts a reply threads under or an update edits; (None, True) while not known yet,
+        (None, False) when there is none to wait for."""
+        with self._sessions() as session:
+            if message.kind == "update" and message.event_key is not None:
+                event = notify_store.get_event(
+                    session=session,
+                    channel_id=message.channel_id,
+                    execution_id=message.execution_id or "",
+                    event_key=message.event_key,
+                )
+                if event is None:
+                    return None, False
+                return event.message_ts, event.message_ts is None
+            parent = notify_store.get_posted_execution(
+                session=session,
+                channel_id=message.channel_id,
+                execution_id=message.execution_id or "",
+            )
+            if parent is None:
+                return None, False
+            return parent.message_ts, parent.message_ts is None
+
+    def _send(self, message: OutboxMessage, now: datetime) -> bool:
+        assert message.id is not None
+        payload = json.loads(message.payload)
+        channel = message.channel_id
+        ts: str | None = None
+        if message.kind != "post":
+            ts, wait = self._target_ts(message)
+            if ts is None:
+                with transaction(self._sessions) as session:
+                    if wait:
+                        notify_store.mark_outbox_failed(
+                            session=session,
+                            message_id=message.id,
+                            error="waiting for the message it refers to",
+                            next_attempt_at=now + timedelta(seconds=WAITING_FOR_PARENT_SECONDS),
+                        )
+                    else:
+                        log.warning(
+                            "notifier: dropping %s %s: nothing to refer to",
+                            message.kind,
+                            message.id,
+                        )
+                        notify_store.mark_outbox_done(
+                            session=session, message_id=message.id, now=now
+                        )
+                return False
+        try:
+            if message.kind == "update" and ts is not None:
+                response = self._web.chat_update(
+                    channel=channel, ts=ts, text=payload.get("text"), blocks=payload.get("blocks")
+                )
+            else:
+                response = self._web.chat_postMessage(
+                    channel=channel,
+                    text=payload.get("text"),
+                    blocks=payload.get("blocks"),
+                    thread_ts=ts,
+                    reply_broadcast=payload.get("reply_broadcast") if ts else None,
+                    unfurl_links=False,
+                    unfurl_media=False,
+                )
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            self._failed(message, exc, now)
+            return False
+        self._last_sent[channel] = now
+        new_ts = str(response.get("ts") or "")
+        with transaction(self._sessions) as session:
+            if message.kind == "post" and message.execution_id and new_ts:
+                notify_store.set_posted_message_ts(
+                    session=session,
+                    channel_id=channel,
+                    execution_id=message.execution_id,
+                    message_ts=new_ts,
+                    at=now,
+                )
+            elif message.kind == "reply" and message.execution_id and message.event_key and new_ts:
+                notify_store.mark_event_posted(
+                    session=session,
+                    channel_id=channel,
+                    execution_id=message.execution_id,
+                    event_key=message.event_key,
+                    message_ts=new_ts,
+                )
+            notify_store.mark_outbox_done(session=session, message_id=message.id, now=now)
+        return True
+
+    def _failed(self, message: OutboxMessage, exc: Exception, now: datetime) -> None:
+        assert message.id is not None
+        code = ""
+        if isinstance(exc, SlackApiError):
+            code = str(exc.response.get("error") or "")
+        error = code or f"{type(exc).__name__}: {exc}"
+        with transaction(self._sessions) as session:
+            backoff = min(2 ** min(message.attempts + 1, 9), MAX_BACKOFF_SECONDS)
+            notify_store.mark_outbox_failed(
+                session=session,
+                message_id=message.id,
+                error=error[:1000],
+                next_attempt_at=now + timedelta(seconds=backoff),
+            )
+            if code in _PERMANENT_ERRORS:
+                log.error(
+                    "notifier: Slack refused %s %s in %s for good (%s); giving it up",
+                    message.kind,
+                    message.id,
+                    message.channel_id,
+                    code,
+                )
+                notify_store.mark_outbox_done(session=session, message_id=message.id, now=now)
+                return
+        log.warning(
+            "notifier: %s %s to %s failed (%s); retrying in %d s",
+            message.kind,
+            message.id,
+            message.channel_id,
+            error,
+            backoff,
+        )
+
+
+class _Lookups:
+    """Reads an event reply needs, made at most once per pipeline per tick and only when an
+    event needs them."""
+
+    def __init__(
+        self, ops: PipelineOps, permissions: Permissions | None, pipeline: str, stats: TickStats
+    ) -> None:
+        self._ops = ops
+        self._permissions = permissions
+        self._pipeline = pipeline
+        self._stats = stats
+        self._approvers: list[str] | None = None
+        self._declaration: dict[str, Any] | None = None
+
+    def approvers(self) -> list[str]:
+        if self._approvers is None:
+            self._approvers = []
+            if self._permissions is not None:
+                lists = self._permissions.access_lists(self._pipeline)
+                chosen = lists.approvers if lists.approving_role == "approvers" else lists.operators
+                self._approvers = list(chosen)
+        return self._approvers
+
+    def approval_config(
+        self, stage: str | None, action: str | None
+    ) -> tuple[str | None, str | None]:
+        if self._declaration is None:
+            self._stats.backend_calls += 1
+            try:
+                self._declaration = dict(
+                    run_guarded(lambda: self._ops.client.get_pipeline(name=self._pipeline))[
+                        "pipeline"
+                    ]
+                )
+            except (OpsError, KeyError, TypeError):
+                self._declaration = {}
+        for stage_decl in self._declaration.get("stages") or []:
+            if stage_decl.get("name") != stage:
+                continue
+            for action_decl in stage_decl.get("actions") or []:
+                if action_decl.get("name") == action:
+                    config = action_decl.get("configuration") or {}
+                    data, link = config.get("CustomData"), config.get("ExternalEntityLink")
+                    return (
+                        data if isinstance(data, str) else None,
+                        link if isinstance(link, str) else None,
+                    )
+        return None, None
+
+    def log_tail(self, action_execution_id: str) -> str | None:
+        self._stats.backend_calls += 1
+        try:
+            return self._ops.action_log(self._pipeline, action_execution_id)
+        except Exception:
+            log.info("notifier: no log for %s", action_execution_id, exc_info=True)
+            return None

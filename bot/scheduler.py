@@ -1,0 +1,67 @@
+"""The background scheduler of ``pipebot serve`` and ``pipebot worker``: the notifier's job.
+
+APScheduler 3.x runs ``Notifier.run_once`` every ``PIPEBOT_POLL_SECONDS``. The job has an
+explicit ID with ``replace_existing``, ``coalesce`` (missed runs collapse into one) and
+``max_instances=1`` (a slow run is never overlapped). Several processes may run a scheduler:
+the notifier's database lease lets one of them tick at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Final
+
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot.notifier import Notifier
+
+log = logging.getLogger(__name__)
+
+JOB_ID: Final = "pipebot-notifier"
+
+
+def _run(notifier: Notifier) -> None:
+    try:
+        notifier.run_once()
+    except Exception:  # logged here with context; the next run tries again
+        log.exception("notifier run failed")
+
+
+def start_scheduler(*, notifier: Notifier, interval_seconds: float) -> BackgroundScheduler:
+    """Start a daemon scheduler running the notifier now and every ``interval_seconds``."""
+    scheduler = BackgroundScheduler(timezone=UTC, daemon=True)
+    scheduler.add_job(
+        _run,
+        trigger="interval",
+        seconds=interval_seconds,
+        args=[notifier],
+        id=JOB_ID,
+        name="channel notifications",
+        replace_existing=True,
+        coalesce=True,
+        max_instances=1,
+        next_run_time=datetime.now(UTC),
+    )
+    scheduler.start()
+    return scheduler
+
+
+def wake(scheduler: BackgroundScheduler) -> None:
+    """Run the notifier at once (e.g. the embedded engine saw a change)."""
+    try:
+        scheduler.modify_job(JOB_ID, next_run_time=datetime.now(UTC))
+    except JobLookupError:
+        log.debug("notifier job not scheduled; nothing to wake")
+
+
+def stop_scheduler(scheduler: BackgroundScheduler, *, notifier: Notifier | None = None) -> None:
+    """Stop the scheduler (waiting for a running job) and give up the notifier's lease."""
+    if scheduler.running:
+        scheduler.shutdown(wait=True)
+    if notifier is not None:
+        try:
+            notifier.close()
+        except Exception:
+            log.warning("could not release the notifier lease", exc_info=True)

@@ -1,0 +1,440 @@
+"""Channel notifications end to end: the embedded engine, the notifier, a recording fake Slack.
+
+The notifier runs with a controlled clock (its ``sleep`` advances it) and is driven by explicit
+``run_once`` calls: no timer is asserted. The engine runs in real time in the background.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from bot import ids
+from bot.app import make_web_client
+from bot.notifier import Notifier, TickStats
+from bot.scheduler import JOB_ID, start_scheduler, stop_scheduler, wake
+from bot.services import PipelineOps
+from bot.settings import Settings
+from storage import notify_store
+from storage.db import make_engine, make_session_factory, transaction
+from storage.models import OutboxMessage
+from tests.fake_slack import Call, FakeSlack
+from tests.helpers import approval_action, commands_action, pipeline, source_action
+from tests.test_slack_app import ADMIN, OTHER, _bot, assert_valid_surfaces, text_of
+
+INTERVAL = 10.0
+
+
+class Clock:
+    """The notifier's clock: starts at the real time, moves only when told (or on sleep)."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    def sleep(self, seconds: float) -> None:
+        self.advance(seconds)
+
+
+class Harness:
+    def __init__(self, engine: Any, database_url: str, fake: FakeSlack) -> None:
+        self.engine = engine
+        self.fake = fake
+        self.clock = Clock()
+        self.db: Engine = make_engine(database_url)
+        self.sessions = make_session_factory(self.db)
+        self.settings = Settings.model_validate(
+            {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": fake.base_url}
+        )
+
+    def notifier(self, holder: str = "process-a") -> Notifier:
+        return Notifier(
+            ops=PipelineOps(client=self.engine, local=True),
+            sessions=self.sessions,
+            web_client=make_web_client(self.settings),
+            holder_id=holder,
+            clock=self.clock,
+            sleep=self.clock.sleep,
+            interval_seconds=INTERVAL,
+        )
+
+    def subscribe(self, pipeline_name: str, channel: str, events: str = "all") -> None:
+        with transaction(self.sessions) as session:
+            notify_store.subscribe(
+                session=session,
+                pipeline=pipeline_name,
+                channel_id=channel,
+                created_by=ADMIN,
+                events=events,  # type: ignore[arg-type]
+            )
+
+    def pump(self, notifier: Notifier, until: Callable[[], bool], what: str) -> None:
+        """Run the notifier an interval apart until ``until()`` holds (or 30 s pass)."""
+        deadline = time.monotonic() + 30
+        while True:
+            self.clock.advance(INTERVAL)
+            notifier.run_once()
+            if until():
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out waiting for {what}")
+            time.sleep(0.05)
+
+    def pending(self) -> list[OutboxMessage]:
+        with self.sessions() as session:
+            return list(
+                session.exec(select(OutboxMessage).where(OutboxMessage.done_at == None))  # noqa: E711
+            )
+
+    def posts(self, channel: str, *, thread: bool | None = None) -> list[Call]:
+        found = [
+            c
+            for c in self.fake.calls_to("chat.postMessage")
+            if c.ok and c.params.get("channel") == channel
+        ]
+        if thread is not None:
+            found = [c for c in found if bool(c.params.get("thread_ts")) == thread]
+        return found
+
+    def updates(self, channel: str, ts: str | None = None) -> list[Call]:
+        return [
+            c
+            for c in self.fake.calls_to("chat.update")
+            if c.ok and c.params.get("channel") == channel and (ts is None or c.params["ts"] == ts)
+        ]
+
+    def replies_with(self, channel: str, fragment: str) -> list[Call]:
+        return [c for c in self.posts(channel, thread=True) if fragment in text_of(c)]
+
+    def execution_status(self, name: str = "web") -> str:
+        summaries = self.engine.list_pipeline_executions(pipelineName=name, maxResults=1)
+        return str(summaries["pipelineExecutionSummaries"][0]["status"])
+
+    def approval_token(self, name: str = "web") -> str | None:
+        state = self.engine.get_pipeline_state(name=name)
+        for stage in state["stageStates"]:
+            for action in stage["actionStates"]:
+                latest = action.get("latestExecution") or {}
+                if latest.get("status") == "InProgress" and latest.get("token"):
+                    return str(latest["token"])
+        return None
+
+    def answer(self, *, approved: bool, name: str = "web") -> None:
+        token = self.approval_token(name)
+        assert token is not None
+        verdict = "Approved" if approved else "Rejected"
+        self.engine.put_approval_result(
+            pipelineName=name,
+            stageName="Gate",
+            actionName="Approve",
+            result={"summary": f"{verdict} from the engine", "status": verdict},
+            token=token,
+        )
+
+
+def release(name: str = "web") -> dict[str, Any]:
+    return pipeline(
+        name,
+        [
+            ("Source", [source_action()]),
+            ("Build", [commands_action("Build", ["cat app.txt"])]),
+            ("Gate", [approval_action("Approve")]),
+        ],
+    )
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeSlack]:
+    with FakeSlack() as server:
+        server.set_user(ADMIN, "admin")
+        server.set_user(OTHER, "other")
+        yield server
+        assert_valid_surfaces(server.calls)
+
+
+@pytest.fixture
+def h(engine: Any, database_url: str, fake: FakeSlack) -> Iterator[Harness]:
+    harness = Harness(engine, database_url, fake)
+    yield harness
+    harness.db.dispose()
+
+
+def buttons_of(call: Call) -> list[str]:
+    return [
+        element.get("action_id", "")
+        for block in call.params.get("blocks") or []
+        if block.get("type") == "actions"
+        for element in block.get("elements") or []
+    ]
+
+
+# --- a full execution ----------------------------------------------------------------------------
+
+
+def test_one_parent_updated_in_place_with_thread_replies_across_a_restart(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())  # starts an execution
+    h.subscribe("web", "C1")
+    first = h.notifier("process-a")
+    h.pump(first, lambda: bool(h.replies_with("C1", "Approval needed")), "the approval reply")
+
+    parents = h.posts("C1", thread=False)
+    assert len(parents) == 1
+    parent_ts = str(parents[0].response["ts"])  # type: ignore[index]
+    approval = h.replies_with("C1", "Approval needed")
+    assert len(approval) == 1
+    assert approval[0].params["thread_ts"] == parent_ts
+    assert approval[0].params.get("reply_broadcast") in (True, "true", "1", 1)
+    assert ids.APPROVE in buttons_of(approval[0]) and ids.REJECT in buttons_of(approval[0])
+    approval_ts = str(approval[0].response["ts"])  # type: ignore[index]
+    assert h.updates("C1", parent_ts), "the parent is updated in place as stages progress"
+
+    # A restart: the old process is gone, a new one (another holder) takes the lease over.
+    first.close()
+    second = h.notifier("process-b")
+    # Answered through the engine directly, not through Slack.
+    h.answer(approved=True)
+    h.pump(
+        second,
+        lambda: bool(h.replies_with("C1", "Succeeded")) and not h.pending(),
+        "the finished reply",
+    )
+
+    assert len(h.posts("C1", thread=False)) == 1, "nothing is posted twice"
+    assert all(c.params["ts"] in (parent_ts, approval_ts) for c in h.updates("C1"))
+    final_parent = h.fake.message("C1", parent_ts)
+    assert final_parent is not None and "Succeeded" in json.dumps(final_parent)
+    resolved = h.updates("C1", approval_ts)
+    assert len(resolved) == 1
+    assert ids.APPROVE not in buttons_of(resolved[0])
+    assert "Approved" in text_of(resolved[0])
+    thread = h.posts("C1", thread=True)
+    assert len(thread) == 2  # the approval, then the end; each once
+    assert all(c.params["thread_ts"] == parent_ts for c in thread)
+
+    # Nothing changes any more: further runs call Slack no more.
+    calls = len(h.fake.calls)
+    for _ in range(3):
+        h.clock.advance(6 * INTERVAL)
+        stats = second.run_once()
+        assert stats is not None and stats.posts == stats.updates == stats.replies == 0
+    assert len(h.fake.calls) == calls
+
+
+def test_pipeline_is_read_once_per_tick_whatever_the_channels(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    for channel in ("C1", "C2", "C3"):
+        h.subscribe("web", channel)
+    notifier = h.notifier()
+    h.clock.advance(INTERVAL)
+    stats = notifier.run_once()
+    assert stats is not None
+    assert stats.pipelines_read == 1
+    assert stats.backend_calls == 2  # ListPipelineExecutions + GetPipelineState
+    assert stats.posts == 3
+    for channel in ("C1", "C2", "C3"):
+        assert len(h.posts(channel, thread=False)) == 1
+
+
+def test_an_idle_pipeline_is_read_less_often(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    notifier = h.notifier()
+    h.pump(notifier, lambda: h.approval_token() is not None, "the approval")
+    h.engine.stop_pipeline_execution(
+        pipelineName="web",
+        pipelineExecutionId=h.engine.list_pipeline_executions(pipelineName="web")[
+            "pipelineExecutionSummaries"
+        ][0]["pipelineExecutionId"],
+        abandon=True,
+        reason="test",
+    )
+    h.pump(notifier, lambda: h.execution_status() == "Stopped" and not h.pending(), "the stop")
+    h.pump(notifier, lambda: bool(h.replies_with("C1", "Stopped")), "the stopped reply")
+    h.clock.advance(INTERVAL)
+    stats = notifier.run_once()
+    assert stats == TickStats()  # idle: not due after one interval
+    h.clock.advance(6 * INTERVAL)
+    stats = notifier.run_once()
+    assert stats is not None and stats.pipelines_read == 1
+
+
+# --- Slack failures ------------------------------------------------------------------------------
+
+
+def test_a_429_is_retried_and_nothing_is_lost(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    h.fake.fail_next("chat.postMessage", status=429, retry_after=1)
+    notifier = h.notifier()
+    h.pump(notifier, lambda: bool(h.posts("C1", thread=False)), "the parent")
+    assert any(c.status == 429 for c in h.fake.calls_to("chat.postMessage"))
+    assert len(h.posts("C1", thread=False)) == 1
+
+
+def test_a_failed_post_stays_queued_and_goes_out_later(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    h.fake.fail_next("chat.postMessage", status=500, times=5)
+    notifier = h.notifier()
+    h.clock.advance(INTERVAL)
+    notifier.run_once()
+    assert not h.posts("C1")
+    pending = h.pending()
+    assert pending and pending[0].kind == "post" and pending[0].attempts >= 1
+    h.pump(
+        notifier,
+        lambda: bool(h.replies_with("C1", "Approval needed")) and not h.pending(),
+        "the parent and the approval",
+    )
+    parents = h.posts("C1", thread=False)
+    assert len(parents) == 1
+    parent_ts = parents[0].response["ts"]  # type: ignore[index]
+    assert all(c.params["ts"] == parent_ts for c in h.updates("C1"))
+
+
+# --- several processes ---------------------------------------------------------------------------
+
+
+def test_two_notifiers_on_one_database_only_one_ticks(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    a, b = h.notifier("process-a"), h.notifier("process-b")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(8):
+            h.clock.advance(INTERVAL)
+            results = list(pool.map(lambda n: n.run_once(), [a, b]))
+            assert sum(r is not None for r in results) == 1
+            if h.replies_with("C1", "Approval needed") and not h.pending():
+                break
+            time.sleep(0.2)
+    assert len(h.posts("C1", thread=False)) == 1
+    assert len(h.replies_with("C1", "Approval needed")) <= 1
+    # The holder gives the lease up: the other takes over at once.
+    holder, other = (a, b) if a.run_once() is not None else (b, a)
+    holder.close()
+    assert other.run_once() is not None
+    assert holder.run_once() is None
+
+
+# --- filters ---------------------------------------------------------------------------------
+
+
+def test_failures_and_approvals_filters(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "CALL", "all")
+    h.subscribe("web", "CFAIL", "failures")
+    h.subscribe("web", "CAPPR", "approvals")
+    notifier = h.notifier()
+    h.pump(
+        notifier,
+        lambda: bool(h.replies_with("CAPPR", "Approval needed")) and not h.pending(),
+        "the approval",
+    )
+    assert not h.posts("CFAIL"), "no failure yet"
+    assert len(h.posts("CAPPR", thread=False)) == 1
+    approval_ts = str(h.replies_with("CAPPR", "Approval needed")[0].response["ts"])  # type: ignore[index]
+
+    h.answer(approved=False)
+    h.pump(
+        notifier,
+        lambda: (
+            h.execution_status() == "Failed"
+            and bool(h.posts("CFAIL", thread=False))
+            and bool(h.updates("CAPPR", approval_ts))
+            and not h.pending()
+        ),
+        "the rejection",
+    )
+    assert len(h.posts("CFAIL", thread=False)) == 1
+    assert h.replies_with("CFAIL", "Stage failed")
+    assert not h.replies_with("CFAIL", "Approval needed")
+    assert "Rejected" in text_of(h.updates("CAPPR", approval_ts)[0])
+    assert not h.replies_with("CAPPR", "Stage failed")
+    assert len(h.posts("CAPPR", thread=True)) == 1  # the approval only
+    assert h.replies_with("CALL", "Approval needed") and h.replies_with("CALL", "Stage failed")
+
+
+# --- commands --------------------------------------------------------------------------------
+
+
+def test_subscription_commands(engine: Any, database_url: str, fake: FakeSlack) -> None:
+    bot = _bot(engine, database_url, fake, admins=ADMIN)
+    bot.engine.create_pipeline(pipeline=release())
+
+    bot.command("subscriptions", name="none")
+    assert "follows no pipeline" in text_of(bot.reply("none"))
+
+    bot.command("subscribe web", name="sub")
+    reply = bot.reply("sub")
+    assert reply.params.get("response_type") == "in_channel"
+    assert "subscribed this channel to *web*" in text_of(reply)
+
+    bot.command("subscribe web --events failures", name="change")
+    assert "changed this channel's subscription" in text_of(bot.reply("change"))
+
+    bot.command("subscriptions", name="list")
+    listing = bot.reply("list")
+    assert listing.params.get("response_type") == "ephemeral"
+    assert "web" in text_of(listing) and "failed and stopped" in text_of(listing)
+
+    bot.command("subscribe web", user=OTHER, name="denied")
+    assert bot.reply("denied").params.get("response_type") == "ephemeral"
+    with bot.services.sessions() as session:
+        rows = notify_store.subscriptions_for_channel(session=session, channel_id="C1")
+        assert [(r.pipeline, r.events) for r in rows] == [("web", "failures")]
+
+    bot.command("subscribe nope", name="missing")
+    assert "no pipeline" in text_of(bot.reply("missing"))
+
+    bot.command("unsubscribe web", name="unsub")
+    assert "unsubscribed this channel from *web*" in text_of(bot.reply("unsub"))
+    bot.command("unsubscribe web", name="again")
+    assert "not subscribed" in text_of(bot.reply("again"))
+
+
+def test_create_subscribes_the_channel(engine: Any, database_url: str, fake: FakeSlack) -> None:
+    bot = _bot(engine, database_url, fake, admins=ADMIN)
+    bot.command("create " + json.dumps({"pipeline": release("made")}))
+    reply = bot.reply()
+    assert "created pipeline" in text_of(reply)
+    assert "subscribed" in text_of(reply)
+    with bot.services.sessions() as session:
+        rows = notify_store.subscriptions_for_pipeline(session=session, pipeline="made")
+        assert [(r.channel_id, r.events) for r in rows] == [("C1", "all")]
+
+
+# --- the scheduler ---------------------------------------------------------------------------
+
+
+def test_scheduler_runs_the_notifier_job_and_wakes_it() -> None:
+    ran = threading.Event()
+
+    class Stub:
+        def run_once(self) -> None:
+            ran.set()
+
+    scheduler = start_scheduler(notifier=cast(Notifier, Stub()), interval_seconds=3600)
+    try:
+        job = scheduler.get_job(JOB_ID)
+        assert job is not None and job.coalesce and job.max_instances == 1
+        assert ran.wait(5), "the first run is at once"
+        ran.clear()
+        wake(scheduler)
+        assert ran.wait(5), "wake runs it again without waiting an interval"
+    finally:
+        stop_scheduler(scheduler)
+    assert not scheduler.running
