@@ -107,16 +107,17 @@ def _worker(settings: Settings) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     client = make_client(settings)
-    notifications = _start_notifications(settings, client) if settings.slack_bot_token else None
-    if notifications is None:
+    notify = bool(settings.slack_bot_token)
+    if not notify:
         log.info("channel notifications are off in this worker: SLACK_BOT_TOKEN is not set")
+    # Source-change polling needs no Slack: the scheduler runs even without a bot token.
+    stop_background = _start_notifications(settings, client, notify=notify)
     log.info("engine worker running; stop with Ctrl-C or SIGTERM")
     try:
         while not stop.wait(1.0):
             pass
     finally:
-        if notifications is not None:
-            notifications()
+        stop_background()
         client.close()
     return 0
 
@@ -168,43 +169,66 @@ def _start_notifications(
     sessions: SessionFactory | None = None,
     web_client: WebClient | None = None,
     permissions: Permissions | None = None,
+    notify: bool = True,
 ) -> Callable[[], None]:
-    """Start the notifier's scheduler; returns the function that stops it."""
+    """Start the background scheduler: the notifier (unless ``notify`` is False) and, on the
+    embedded engine, the source poller. Returns the function that stops it."""
     from bot.app import make_web_client
+    from bot.engine import LocalCodePipeline
     from bot.notifier import Notifier
     from bot.scheduler import start_scheduler, stop_scheduler, wake
     from bot.services import PipelineOps
+    from bot.source_poller import SourcePoller
     from storage.db import make_engine, make_session_factory
 
     engine = None
     if sessions is None:
         engine = make_engine(settings.resolved_database_url)
         sessions = make_session_factory(engine)
-    if permissions is None:
-        from bot.permissions import Permissions
+    holder_id = _holder_id()
+    notifier = None
+    if notify:
+        if permissions is None:
+            from bot.permissions import Permissions
 
-        # Only the access lists are read (to mention approvers), never group members.
-        permissions = Permissions(
-            admins=settings.admins, sessions=sessions, group_members=lambda _group: frozenset()
+            # Only the access lists are read (to mention approvers), never group members.
+            permissions = Permissions(
+                admins=settings.admins, sessions=sessions, group_members=lambda _group: frozenset()
+            )
+        notifier = Notifier(
+            ops=PipelineOps(client=pipeline_client, local=settings.backend == "local"),
+            sessions=sessions,
+            web_client=web_client if web_client is not None else make_web_client(settings),
+            holder_id=holder_id,
+            interval_seconds=settings.poll_seconds,
+            permissions=permissions,
+            approval_reminder_minutes=settings.approval_reminder_minutes,
         )
-    notifier = Notifier(
-        ops=PipelineOps(client=pipeline_client, local=settings.backend == "local"),
-        sessions=sessions,
-        web_client=web_client if web_client is not None else make_web_client(settings),
-        holder_id=_holder_id(),
-        interval_seconds=settings.poll_seconds,
-        permissions=permissions,
+    source_poller = None
+    if settings.backend == "local" and isinstance(pipeline_client, LocalCodePipeline):
+        source_poller = SourcePoller(
+            client=pipeline_client,
+            repositories_dir=settings.resolved_repositories_dir,
+            sessions=sessions,
+            holder_id=holder_id,
+            interval_seconds=settings.poll_seconds,
+        )
+    scheduler = start_scheduler(
+        notifier=notifier, interval_seconds=settings.poll_seconds, source_poller=source_poller
     )
-    scheduler = start_scheduler(notifier=notifier, interval_seconds=settings.poll_seconds)
-    add_listener = getattr(pipeline_client, "add_change_listener", None)
-    if add_listener is not None:
-        add_listener(_throttled(lambda: wake(scheduler), seconds=1.0))
-    log.info(
-        "channel notifications: checking subscribed pipelines every %s s", settings.poll_seconds
-    )
+    if notifier is not None:
+        add_listener = getattr(pipeline_client, "add_change_listener", None)
+        if add_listener is not None:
+            add_listener(_throttled(lambda: wake(scheduler), seconds=1.0))
+        log.info(
+            "channel notifications: checking subscribed pipelines every %s s",
+            settings.poll_seconds,
+        )
+    if source_poller is not None:
+        log.info("source polling: checking pipeline sources every %s s", settings.poll_seconds)
 
     def stop() -> None:
-        stop_scheduler(scheduler, notifier=notifier)
+        stop_scheduler(scheduler, notifier=notifier, source_poller=source_poller)
         if engine is not None:
             engine.dispose()
 

@@ -40,6 +40,7 @@ from bot.notify_blocks import (
     event_reply,
     execution_snapshot,
     parent_message,
+    reminder_reply,
     resolved_reply,
     snapshot_events,
 )
@@ -58,6 +59,13 @@ MAX_BACKOFF_SECONDS: Final = 300
 CHANNEL_GAP_SECONDS: Final = 1.0
 """Slack allows about one chat.postMessage per second per channel."""
 WAITING_FOR_PARENT_SECONDS: Final = 2.0
+APPROVAL_TIMEOUT_MINUTES: Final = 7 * 24 * 60
+"""An approval action's timeout when its declaration sets no ``timeoutInMinutes``."""
+FINAL_REMINDER_SHARE: Final = 0.1
+FINAL_REMINDER_MAX_MINUTES: Final = 15.0
+"""The final reminder goes out when less than this share of the timeout, or this many
+minutes (whichever is smaller), remains."""
+_TIMEOUTS_KEPT: Final = 1024
 
 _FAILURE_KINDS: Final = frozenset({FAILED, FAILURE_RESOLVED, FINISHED, STOPPED, SUPERSEDED})
 _APPROVAL_KINDS: Final = frozenset({APPROVAL, APPROVAL_RESOLVED})
@@ -97,6 +105,15 @@ def _state_hash(text: str) -> str:
 
 def _as_datetime(value: Any) -> datetime | None:
     return utc(value) if isinstance(value, datetime) else None
+
+
+def _parse_iso(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 def _has_approval(snapshot: Mapping[str, Any]) -> bool:
@@ -140,9 +157,14 @@ class Notifier:
         interval_seconds: float = 10.0,
         permissions: Permissions | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        approval_reminder_minutes: int = 60,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"interval_seconds must be positive, not {interval_seconds!r}")
+        if approval_reminder_minutes < 1:
+            raise ValueError(
+                f"approval_reminder_minutes must be at least 1, not {approval_reminder_minutes!r}"
+            )
         self._ops = ops
         self._sessions = sessions
         self._web = web_client
@@ -151,6 +173,10 @@ class Notifier:
         self._interval = float(interval_seconds)
         self._permissions = permissions
         self._sleep = sleep
+        self._reminder_minutes = approval_reminder_minutes
+        # (pipeline, stage, action, since) → the waiting approval's timeout in minutes: the
+        # declaration is read once per approval, not on every tick while it waits.
+        self._timeouts: dict[tuple[str, str, str, str], int] = {}
         self._last_sent: dict[str, datetime] = {}
         self._waiting = 0
 
@@ -316,44 +342,173 @@ class Notifier:
             )
             text = json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
             digest = _state_hash(text)
-            if row is not None and row.last_state_hash == digest:
+            shown = row is not None
+            if (row is None or row.last_state_hash != digest) and _wanted(
+                subscription, snapshot, row
+            ):
+                self._show_execution(
+                    session,
+                    subscription=subscription,
+                    pipeline=pipeline,
+                    execution_id=execution_id,
+                    snapshot=snapshot,
+                    previous=previous,
+                    text=text,
+                    digest=digest,
+                    lookups=lookups,
+                    stats=stats,
+                    now=now,
+                )
+                shown = True
+            if shown and subscription.events != "failures":
+                self._queue_reminders(
+                    session,
+                    channel=channel,
+                    pipeline=pipeline,
+                    execution_id=execution_id,
+                    snapshot=snapshot,
+                    lookups=lookups,
+                    stats=stats,
+                    now=now,
+                )
+
+    def _show_execution(
+        self,
+        session: Session,
+        *,
+        subscription: Subscription,
+        pipeline: str,
+        execution_id: str,
+        snapshot: Mapping[str, Any],
+        previous: Mapping[str, Any] | None,
+        text: str,
+        digest: str,
+        lookups: _Lookups,
+        stats: TickStats,
+        now: datetime,
+    ) -> None:
+        """Queue the parent message (post or update) and the new thread events."""
+        channel = subscription.channel_id
+        _, created = notify_store.upsert_posted_execution(
+            session=session,
+            channel_id=channel,
+            pipeline=pipeline,
+            execution_id=execution_id,
+            last_state=text,
+            last_state_hash=digest,
+            at=now,
+        )
+        message = parent_message(snapshot=snapshot, now=now)
+        notify_store.enqueue(
+            session=session,
+            channel_id=channel,
+            kind="post" if created else "update",
+            payload=json.dumps(message),
+            execution_id=execution_id,
+            at=now,
+        )
+        if created:
+            stats.posts += 1
+        else:
+            stats.updates += 1
+        for event in snapshot_events(before=previous, after=snapshot):
+            if _keep_event(subscription, event):
+                self._queue_event(
+                    session,
+                    channel=channel,
+                    pipeline=pipeline,
+                    execution_id=execution_id,
+                    event=event,
+                    lookups=lookups,
+                    stats=stats,
+                    now=now,
+                )
+
+    def _queue_reminders(
+        self,
+        session: Session,
+        *,
+        channel: str,
+        pipeline: str,
+        execution_id: str,
+        snapshot: Mapping[str, Any],
+        lookups: _Lookups,
+        stats: TickStats,
+        now: datetime,
+    ) -> None:
+        """Remind the approvers of each approval this channel was asked that still waits:
+        once after the reminder delay, once more shortly before it times out. The event keys
+        make each reminder go out once, whichever tick or process sees it."""
+        for event in snapshot_events(before=None, after=snapshot):
+            if event.kind != APPROVAL or not event.stage or not event.action:
                 continue
-            if not _wanted(subscription, snapshot, row):
+            since = _as_datetime(_parse_iso(event.since))
+            if since is None:
                 continue
-            _, created = notify_store.upsert_posted_execution(
+            waited = (now - since).total_seconds() / 60
+            asked = notify_store.get_event(
+                session=session, channel_id=channel, execution_id=execution_id, event_key=event.key
+            )
+            if asked is None or asked.resolved:
+                continue  # never asked here (or not yet), or answered already
+            timeout = self._approval_timeout(pipeline, event, lookups)
+            final_at = timeout - min(timeout * FINAL_REMINDER_SHARE, FINAL_REMINDER_MAX_MINUTES)
+            final = waited >= final_at
+            if not final and waited < self._reminder_minutes:
+                continue
+            first_key = f"reminder:1:{event.key}"
+            key = f"reminder:final:{event.key}" if final else first_key
+            _, created = notify_store.record_event_once(
                 session=session,
                 channel_id=channel,
-                pipeline=pipeline,
                 execution_id=execution_id,
-                last_state=text,
-                last_state_hash=digest,
+                event_key=key,
+                resolved=True,
                 at=now,
             )
-            message = parent_message(snapshot=snapshot, now=now)
+            if not created:
+                continue
+            if final:
+                # The final one stands for both: no first reminder after it.
+                notify_store.record_event_once(
+                    session=session,
+                    channel_id=channel,
+                    execution_id=execution_id,
+                    event_key=first_key,
+                    resolved=True,
+                    at=now,
+                )
+            reply = reminder_reply(
+                pipeline=pipeline,
+                execution_id=execution_id,
+                stage=event.stage,
+                action=event.action,
+                approvers=lookups.approvers(),
+                waited_minutes=int(waited),
+                final=final,
+                now=now,
+            )
             notify_store.enqueue(
                 session=session,
                 channel_id=channel,
-                kind="post" if created else "update",
-                payload=json.dumps(message),
+                kind="reply",
+                payload=json.dumps(reply),
                 execution_id=execution_id,
+                event_key=key,
                 at=now,
             )
-            if created:
-                stats.posts += 1
-            else:
-                stats.updates += 1
-            for event in snapshot_events(before=previous, after=snapshot):
-                if _keep_event(subscription, event):
-                    self._queue_event(
-                        session,
-                        channel=channel,
-                        pipeline=pipeline,
-                        execution_id=execution_id,
-                        event=event,
-                        lookups=lookups,
-                        stats=stats,
-                        now=now,
-                    )
+            stats.replies += 1
+
+    def _approval_timeout(self, pipeline: str, event: Event, lookups: _Lookups) -> int:
+        """The waiting approval's timeout in minutes (its declaration's, else 7 days)."""
+        cache_key = (pipeline, event.stage or "", event.action or "", event.since or "")
+        found = self._timeouts.get(cache_key)
+        if found is None:
+            found = lookups.action_timeout(event.stage, event.action) or APPROVAL_TIMEOUT_MINUTES
+            if len(self._timeouts) >= _TIMEOUTS_KEPT:
+                self._timeouts.clear()
+            self._timeouts[cache_key] = found
+        return found
 
     def _queue_event(
         self,
@@ -600,9 +755,7 @@ class _Lookups:
                 self._approvers = list(chosen)
         return self._approvers
 
-    def approval_config(
-        self, stage: str | None, action: str | None
-    ) -> tuple[str | None, str | None]:
+    def _action_declaration(self, stage: str | None, action: str | None) -> Mapping[str, Any]:
         if self._declaration is None:
             self._stats.backend_calls += 1
             try:
@@ -618,13 +771,25 @@ class _Lookups:
                 continue
             for action_decl in stage_decl.get("actions") or []:
                 if action_decl.get("name") == action:
-                    config = action_decl.get("configuration") or {}
-                    data, link = config.get("CustomData"), config.get("ExternalEntityLink")
-                    return (
-                        data if isinstance(data, str) else None,
-                        link if isinstance(link, str) else None,
-                    )
-        return None, None
+                    return dict(action_decl)
+        return {}
+
+    def approval_config(
+        self, stage: str | None, action: str | None
+    ) -> tuple[str | None, str | None]:
+        config = self._action_declaration(stage, action).get("configuration") or {}
+        data, link = config.get("CustomData"), config.get("ExternalEntityLink")
+        return (
+            data if isinstance(data, str) else None,
+            link if isinstance(link, str) else None,
+        )
+
+    def action_timeout(self, stage: str | None, action: str | None) -> int | None:
+        """The action's ``timeoutInMinutes``, None when its declaration sets none."""
+        timeout = self._action_declaration(stage, action).get("timeoutInMinutes")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            return None
+        return int(timeout)
 
     def log_tail(self, action_execution_id: str) -> str | None:
         self._stats.backend_calls += 1

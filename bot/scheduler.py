@@ -1,25 +1,30 @@
-"""The background scheduler of ``pipebot serve`` and ``pipebot worker``: the notifier's job.
+"""The background scheduler of ``pipebot serve`` and ``pipebot worker``: the notifier's job
+and, on the embedded engine, the source poller's job.
 
-APScheduler 3.x runs ``Notifier.run_once`` every ``PIPEBOT_POLL_SECONDS``. The job has an
+APScheduler 3.x runs ``Notifier.run_once`` and ``SourcePoller.run_once`` every
+``PIPEBOT_POLL_SECONDS``. Each job has an
 explicit ID with ``replace_existing``, ``coalesce`` (missed runs collapse into one) and
 ``max_instances=1`` (a slow run is never overlapped). Several processes may run a scheduler:
-the notifier's database lease lets one of them tick at a time.
+each job's database lease lets one of them run it at a time.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.notifier import Notifier
+if TYPE_CHECKING:
+    from bot.notifier import Notifier
+    from bot.source_poller import SourcePoller
 
 log = logging.getLogger(__name__)
 
 JOB_ID: Final = "pipebot-notifier"
+SOURCE_POLLER_JOB_ID: Final = "pipebot-source-poller"
 
 
 def _run(notifier: Notifier) -> None:
@@ -29,21 +34,48 @@ def _run(notifier: Notifier) -> None:
         log.exception("notifier run failed")
 
 
-def start_scheduler(*, notifier: Notifier, interval_seconds: float) -> BackgroundScheduler:
-    """Start a daemon scheduler running the notifier now and every ``interval_seconds``."""
+def _poll(poller: SourcePoller) -> None:
+    try:
+        poller.run_once()
+    except Exception:  # logged here with context; the next run tries again
+        log.exception("source polling failed")
+
+
+def start_scheduler(
+    *,
+    notifier: Notifier | None,
+    interval_seconds: float,
+    source_poller: SourcePoller | None = None,
+) -> BackgroundScheduler:
+    """Start a daemon scheduler running the notifier and/or the source poller (when given)
+    now and every ``interval_seconds``."""
     scheduler = BackgroundScheduler(timezone=UTC, daemon=True)
-    scheduler.add_job(
-        _run,
-        trigger="interval",
-        seconds=interval_seconds,
-        args=[notifier],
-        id=JOB_ID,
-        name="channel notifications",
-        replace_existing=True,
-        coalesce=True,
-        max_instances=1,
-        next_run_time=datetime.now(UTC),
-    )
+    if notifier is not None:
+        scheduler.add_job(
+            _run,
+            trigger="interval",
+            seconds=interval_seconds,
+            args=[notifier],
+            id=JOB_ID,
+            name="channel notifications",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC),
+        )
+    if source_poller is not None:
+        scheduler.add_job(
+            _poll,
+            trigger="interval",
+            seconds=interval_seconds,
+            args=[source_poller],
+            id=SOURCE_POLLER_JOB_ID,
+            name="source-change polling",
+            replace_existing=True,
+            coalesce=True,
+            max_instances=1,
+            next_run_time=datetime.now(UTC),
+        )
     scheduler.start()
     return scheduler
 
@@ -56,8 +88,13 @@ def wake(scheduler: BackgroundScheduler) -> None:
         log.debug("notifier job not scheduled; nothing to wake")
 
 
-def stop_scheduler(scheduler: BackgroundScheduler, *, notifier: Notifier | None = None) -> None:
-    """Stop the scheduler (waiting for a running job) and give up the notifier's lease."""
+def stop_scheduler(
+    scheduler: BackgroundScheduler,
+    *,
+    notifier: Notifier | None = None,
+    source_poller: SourcePoller | None = None,
+) -> None:
+    """Stop the scheduler (waiting for a running job) and give up the jobs' leases."""
     if scheduler.running:
         scheduler.shutdown(wait=True)
     if notifier is not None:
@@ -65,3 +102,8 @@ def stop_scheduler(scheduler: BackgroundScheduler, *, notifier: Notifier | None 
             notifier.close()
         except Exception:
             log.warning("could not release the notifier lease", exc_info=True)
+    if source_poller is not None:
+        try:
+            source_poller.close()
+        except Exception:
+            log.warning("could not release the source poller's lease", exc_info=True)

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
         default=1.0, gt=0, le=60, alias="PIPEBOT_ENGINE_POLL_SECONDS"
     )
     poll_seconds: float = Field(default=10.0, gt=0, le=3600, alias="PIPEBOT_POLL_SECONDS")
+    approval_reminder_minutes: int = Field(
+        default=60, ge=1, alias="PIPEBOT_APPROVAL_REMINDER_MINUTES"
+    )
     engine_max_parallel_actions: int = Field(
         default=16, ge=1, le=256, alias="PIPEBOT_ENGINE_MAX_PARALLEL_ACTIONS"
     )

@@ -21,14 +21,15 @@ from sqlmodel import select
 from bot import ids
 from bot.app import make_web_client
 from bot.notifier import Notifier, TickStats
+from bot.permissions import Permissions
 from bot.scheduler import JOB_ID, start_scheduler, stop_scheduler, wake
 from bot.services import PipelineOps
 from bot.settings import Settings
-from storage import notify_store
+from storage import bot_store, notify_store
 from storage.db import make_engine, make_session_factory, transaction
 from storage.models import OutboxMessage
 from tests.fake_slack import Call, FakeSlack
-from tests.helpers import approval_action, commands_action, pipeline, source_action
+from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for
 from tests.test_slack_app import ADMIN, OTHER, _bot, assert_valid_surfaces, text_of
 
 INTERVAL = 10.0
@@ -61,7 +62,7 @@ class Harness:
             {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": fake.base_url}
         )
 
-    def notifier(self, holder: str = "process-a") -> Notifier:
+    def notifier(self, holder: str = "process-a", **extra: Any) -> Notifier:
         return Notifier(
             ops=PipelineOps(client=self.engine, local=True),
             sessions=self.sessions,
@@ -70,6 +71,7 @@ class Harness:
             clock=self.clock,
             sleep=self.clock.sleep,
             interval_seconds=INTERVAL,
+            **extra,
         )
 
     def subscribe(self, pipeline_name: str, channel: str, events: str = "all") -> None:
@@ -238,12 +240,16 @@ def test_pipeline_is_read_once_per_tick_whatever_the_channels(h: Harness) -> Non
     h.engine.create_pipeline(pipeline=release())
     for channel in ("C1", "C2", "C3"):
         h.subscribe("web", channel)
+    # Wait for the approval first, so the tick's reads do not depend on how far it got.
+    wait_for(lambda: h.approval_token() is not None, what="the approval")
     notifier = h.notifier()
     h.clock.advance(INTERVAL)
     stats = notifier.run_once()
     assert stats is not None
     assert stats.pipelines_read == 1
-    assert stats.backend_calls == 2  # ListPipelineExecutions + GetPipelineState
+    # ListPipelineExecutions + GetPipelineState, and GetPipeline once for the approval's
+    # details: the same three whatever the number of channels.
+    assert stats.backend_calls == 3
     assert stats.posts == 3
     for channel in ("C1", "C2", "C3"):
         assert len(h.posts(channel, thread=False)) == 1
@@ -366,6 +372,123 @@ def test_failures_and_approvals_filters(h: Harness) -> None:
     assert not h.replies_with("CAPPR", "Stage failed")
     assert len(h.posts("CAPPR", thread=True)) == 1  # the approval only
     assert h.replies_with("CALL", "Approval needed") and h.replies_with("CALL", "Stage failed")
+
+
+# --- approval reminders ------------------------------------------------------------------------
+
+
+def _with_approver(h: Harness, name: str = "web") -> Permissions:
+    with transaction(h.sessions) as session:
+        bot_store.add_access(
+            session=session, pipeline=name, role="approvers", subject=OTHER, added_by=ADMIN
+        )
+    return Permissions(
+        admins=frozenset({ADMIN}), sessions=h.sessions, group_members=lambda _: frozenset()
+    )
+
+
+def _reminders(h: Harness, channel: str) -> list[Call]:
+    return h.replies_with(channel, "Reminder:")
+
+
+def test_a_waiting_approval_is_reminded_once_then_once_before_it_times_out(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    h.subscribe("web", "CFAIL", "failures")
+    first = h.notifier("process-a", permissions=_with_approver(h))
+    h.pump(
+        first,
+        lambda: bool(h.replies_with("C1", "Approval needed")) and not h.pending(),
+        "the approval reply",
+    )
+    parent_ts = str(h.posts("C1", thread=False)[0].response["ts"])  # type: ignore[index]
+    h.clock.advance(30 * 60)
+    first.run_once()
+    assert not _reminders(h, "C1"), "not yet: the approval has waited less than an hour"
+
+    h.clock.advance(31 * 60)
+    first.run_once()
+    reminders = _reminders(h, "C1")
+    assert len(reminders) == 1
+    assert reminders[0].params["thread_ts"] == parent_ts
+    assert f"<@{OTHER}>" in text_of(reminders[0])
+    assert "times out soon" not in text_of(reminders[0])
+    h.clock.advance(INTERVAL)
+    first.run_once()
+    assert len(_reminders(h, "C1")) == 1, "reminded once"
+
+    # A restart: the reminder is not sent again.
+    first.close()
+    second = h.notifier("process-b", permissions=_with_approver(h))
+    h.clock.advance(2 * 60 * 60)
+    second.run_once()
+    assert len(_reminders(h, "C1")) == 1
+
+    # The default timeout is 7 days: the final reminder comes in its last 15 minutes, once.
+    h.clock.advance((7 * 24 * 60 - 15 - 3 * 60) * 60 + 60)
+    second.run_once()
+    reminders = _reminders(h, "C1")
+    assert len(reminders) == 2
+    final = reminders[1]
+    assert "times out soon" in text_of(final) and f"<@{OTHER}>" in text_of(final)
+    assert final.params["thread_ts"] == parent_ts
+    assert final.params.get("reply_broadcast") in (True, "true", "1", 1)
+    h.clock.advance(INTERVAL)
+    second.run_once()
+    assert len(_reminders(h, "C1")) == 2
+    assert not h.posts("CFAIL"), "a failures channel is not reminded of approvals"
+
+
+def test_the_final_reminder_follows_the_declared_timeout(h: Harness) -> None:
+    h.engine.create_pipeline(
+        pipeline=pipeline(
+            "web",
+            [
+                ("Source", [source_action()]),
+                ("Gate", [approval_action("Approve", timeoutInMinutes=20)]),
+            ],
+        )
+    )
+    h.subscribe("web", "CAPPR", "approvals")
+    notifier = h.notifier()
+    h.pump(
+        notifier,
+        lambda: bool(h.replies_with("CAPPR", "Approval needed")) and not h.pending(),
+        "the approval reply",
+    )
+    h.clock.advance(10 * 60)
+    notifier.run_once()
+    assert not _reminders(h, "CAPPR")
+    # 20 minutes: the final reminder when less than 2 minutes (10%) remain.
+    h.clock.advance(9 * 60)
+    notifier.run_once()
+    reminders = _reminders(h, "CAPPR")
+    assert len(reminders) == 1 and "times out soon" in text_of(reminders[0])
+    # The first reminder (after 60 minutes) never comes after the final one.
+    h.clock.advance(60 * 60)
+    notifier.run_once()
+    assert len(_reminders(h, "CAPPR")) == 1
+
+
+def test_an_answered_approval_gets_no_reminder(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    notifier = h.notifier(approval_reminder_minutes=5)
+    h.pump(
+        notifier,
+        lambda: bool(h.replies_with("C1", "Approval needed")) and not h.pending(),
+        "the approval reply",
+    )
+    h.answer(approved=True)
+    h.pump(
+        notifier,
+        lambda: bool(h.replies_with("C1", "Succeeded")) and not h.pending(),
+        "the finished reply",
+    )
+    for _ in range(3):
+        h.clock.advance(7 * 24 * 60 * 60 / 3)
+        notifier.run_once()
+    assert not _reminders(h, "C1")
 
 
 # --- commands --------------------------------------------------------------------------------

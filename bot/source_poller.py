@@ -1,0 +1,225 @@
+"""Source-change polling on the embedded engine (``PollForSourceChanges``).
+
+Every ``PIPEBOT_POLL_SECONDS`` the scheduler calls ``SourcePoller.poll_once``: for each pipeline,
+each CodeCommit / CodeStarSourceConnection action of the first stage whose configuration does
+not say ``PollForSourceChanges: "false"`` (absent means poll, as AWS does for CodeCommit) has its
+branch tip read; a tip other than the one last seen starts one execution of the pipeline with
+trigger ``PollForSourceChanges`` (one per pipeline per poll, however many sources changed).
+
+"Last seen" is kept in memory per (pipeline, action) and initialised on first sight from
+GetPipelineState's ``currentRevision`` (the revision the last run captured), so a restart does
+not rebuild an already-built commit. Without one, the tip at first sight counts as seen, unless
+the pipeline never ran. With several processes only the holder of the ``source-poller`` lease
+polls.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final
+
+from bot.engine import LocalCodePipeline
+from bot.engine.providers.git import (
+    CODECOMMIT,
+    CODESTAR,
+    SourceError,
+    branch_tip,
+    repository_path,
+)
+from bot.engine.states import TriggerType
+from storage import notify_store
+from storage.db import SessionFactory, transaction, utcnow
+
+log = logging.getLogger(__name__)
+
+LEASE_NAME: Final = "source-poller"
+POLLED_PROVIDERS: Final = frozenset({CODECOMMIT, CODESTAR})
+_NEVER: Final = ""  # "seen" value of an action whose pipeline never captured a revision
+
+
+def polls_for_changes(configuration: Mapping[str, Any]) -> bool:
+    """``PollForSourceChanges`` is on unless it says "false" (case-insensitive); absent = on."""
+    return str(configuration.get("PollForSourceChanges", "true")).strip().lower() != "false"
+
+
+class SourcePoller:
+    """Starts an execution when a polled source's branch has a new commit."""
+
+    def __init__(
+        self,
+        *,
+        client: LocalCodePipeline,
+        repositories_dir: Path,
+        sessions: SessionFactory | None = None,
+        holder_id: str = "source-poller",
+        interval_seconds: float = 10.0,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if interval_seconds <= 0:
+            raise ValueError(f"interval_seconds must be positive, not {interval_seconds!r}")
+        self._client = client
+        self._repositories_dir = repositories_dir
+        self._sessions = sessions
+        self.holder_id = holder_id
+        self._interval = float(interval_seconds)
+        self._clock = clock
+        self._seen: dict[tuple[str, str], str] = {}
+        self._warned: set[tuple[str, str, str]] = set()
+
+    # --- the job -----------------------------------------------------------------------------
+
+    def run_once(self) -> list[str] | None:
+        """Poll if this process holds the lease (always, without sessions); None if another does."""
+        if self._sessions is not None:
+            with transaction(self._sessions) as session:
+                held = notify_store.acquire_lease(
+                    session=session,
+                    name=LEASE_NAME,
+                    holder=self.holder_id,
+                    now=self._clock(),
+                    ttl_seconds=3 * self._interval,
+                )
+            if not held:
+                return None
+        return self.poll_once()
+
+    def close(self) -> None:
+        """Give the lease up so another process takes over at once (at shutdown)."""
+        if self._sessions is None:
+            return
+        with transaction(self._sessions) as session:
+            notify_store.release_lease(session=session, name=LEASE_NAME, holder=self.holder_id)
+
+    def poll_once(self) -> list[str]:
+        """Check every pipeline once; return the IDs of the executions started."""
+        started: list[str] = []
+        for name in self._pipeline_names():
+            try:
+                execution_id = self._poll_pipeline(name)
+            except Exception as exc:  # one pipeline never stops the others
+                self._warn_once(name, "", f"cannot poll pipeline {name!r}: {exc}", exc_info=True)
+                continue
+            if execution_id is not None:
+                started.append(execution_id)
+        return started
+
+    # --- one pipeline ------------------------------------------------------------------------
+
+    def _pipeline_names(self) -> list[str]:
+        names: list[str] = []
+        token: str | None = None
+        while True:
+            params: dict[str, Any] = {"nextToken": token} if token else {}
+            page = self._client.list_pipelines(**params)
+            names += [p["name"] for p in page.get("pipelines", [])]
+            token = page.get("nextToken")
+            if not token:
+                return names
+
+    def _poll_pipeline(self, name: str) -> str | None:
+        declaration = self._client.get_pipeline(name=name)["pipeline"]
+        stages = declaration.get("stages") or []
+        if not stages:
+            return None
+        actions = [
+            action
+            for action in stages[0].get("actions", [])
+            if action.get("actionTypeId", {}).get("provider") in POLLED_PROVIDERS
+            and polls_for_changes(action.get("configuration") or {})
+        ]
+        if not actions:
+            return None
+        state: _FirstSight | None = None
+        changed: list[tuple[str, str]] = []  # (action name, new tip)
+        for action in actions:
+            action_name = str(action["name"])
+            key = (name, action_name)
+            if key not in self._seen:
+                if state is None:
+                    state = _FirstSight(self._client, name, stages[0]["name"])
+                captured = state.revision(action_name)
+                if captured is not None:
+                    self._seen[key] = captured
+            tip = self._tip(
+                name,
+                action_name,
+                action.get("actionTypeId", {}).get("provider", ""),
+                action.get("configuration") or {},
+            )
+            if key not in self._seen:
+                assert state is not None
+                # No captured revision: a pipeline that never ran is due a first run; otherwise
+                # the tip at first sight counts as seen (unknown tip: the next one readable is new).
+                self._seen[key] = _NEVER if tip is None or not state.ever_ran() else tip
+            if tip is not None and tip != self._seen[key]:
+                changed.append((action_name, tip))
+        if not changed:
+            return None
+        detail = ", ".join(f"{action_name}@{tip[:7]}" for action_name, tip in changed)
+        response = self._client.start_from_trigger(
+            name=name, trigger=TriggerType.POLL_FOR_SOURCE_CHANGES, trigger_detail=detail
+        )
+        for action_name, tip in changed:
+            self._seen[(name, action_name)] = tip
+        execution_id = str(response["pipelineExecutionId"])
+        log.info("source change on %s (%s): started execution %s", name, detail, execution_id)
+        return execution_id
+
+    def _tip(
+        self, pipeline: str, action: str, provider: str, configuration: Mapping[str, Any]
+    ) -> str | None:
+        """The branch tip's SHA; None (warned once per message) if it cannot be read."""
+        try:
+            repository = repository_path(
+                repositories_dir=self._repositories_dir,
+                provider=provider,
+                configuration=configuration,
+            )
+            branch = str(configuration.get("BranchName") or "main")
+            return branch_tip(repository=repository, branch=branch).revision_id
+        except SourceError as exc:
+            self._warn_once(pipeline, action, exc.summary)
+            return None
+
+    def _warn_once(
+        self, pipeline: str, action: str, message: str, *, exc_info: bool = False
+    ) -> None:
+        key = (pipeline, action, message)
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        where = f"{pipeline}/{action}" if action else pipeline
+        log.warning("source polling skipped %s: %s", where, message, exc_info=exc_info)
+
+
+class _FirstSight:
+    """What a pipeline's history says about its sources (read lazily, once per poll)."""
+
+    def __init__(self, client: LocalCodePipeline, name: str, first_stage: str) -> None:
+        self._client = client
+        self._name = name
+        self._first_stage = first_stage
+        self._revisions: dict[str, str] | None = None
+        self._ever_ran: bool | None = None
+
+    def revision(self, action: str) -> str | None:
+        if self._revisions is None:
+            self._revisions = {}
+            state = self._client.get_pipeline_state(name=self._name)
+            for stage in state.get("stageStates", []):
+                if stage.get("stageName") != self._first_stage:
+                    continue
+                for action_state in stage.get("actionStates", []):
+                    revision = (action_state.get("currentRevision") or {}).get("revisionId")
+                    if revision:
+                        self._revisions[str(action_state["actionName"])] = str(revision)
+        return self._revisions.get(action)
+
+    def ever_ran(self) -> bool:
+        if self._ever_ran is None:
+            page = self._client.list_pipeline_executions(pipelineName=self._name, maxResults=1)
+            self._ever_ran = bool(page.get("pipelineExecutionSummaries"))
+        return self._ever_ran
