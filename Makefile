@@ -38,6 +38,7 @@ test: lint typecheck pytest
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py
 	$(BIN)/python benchmarks/ack.py
+	$(BIN)/python benchmarks/notifier.py --pipelines 100 --changed 10
 
 clean:
 	rm -rf $(VENV) .pipebot .mypy_cache .ruff_cache .pytest_cache

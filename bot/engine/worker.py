@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +85,8 @@ class Worker:
         self._thread = threading.Thread(target=self._loop, name="pipebot-engine", daemon=True)
         self._closed = False
         self._on_change = on_change
+        self._sweep_seconds = max(30.0, 10 * poll_seconds)
+        self._last_sweep = 0.0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -204,9 +207,17 @@ class Worker:
                 )
         self._recover(first=False)
         self._kill_abandoned()
+        # Every change is advanced by the call or the runner that made it, in its own
+        # transaction; the scan advances pipelines with approvals falling due, and sweeps all
+        # active pipelines only now and then, as a safety net. Sweeping every poll costs a
+        # write transaction per active pipeline and starves everyone else of SQLite's lock.
+        sweep = time.monotonic() - self._last_sweep >= self._sweep_seconds
         with self._sessions() as session:
-            pipeline_ids = set(store.pipeline_ids_with_active_executions(session=session))
-            pipeline_ids |= set(store.pipelines_with_due_approvals(session=session, now=now))
+            pipeline_ids = set(store.pipelines_with_due_approvals(session=session, now=now))
+            if sweep:
+                pipeline_ids |= set(store.pipeline_ids_with_active_executions(session=session))
+        if sweep:
+            self._last_sweep = time.monotonic()
         for pipeline_id in sorted(pipeline_ids):
             self.advance_pipeline(pipeline_id=pipeline_id)
         with self._sessions() as session:
