@@ -399,13 +399,14 @@ class Notifier:
             at=now,
         )
         message = parent_message(snapshot=snapshot, now=now)
-        notify_store.enqueue(
-            session=session,
-            channel_id=channel,
-            kind="post" if created else "update",
-            payload=json.dumps(message),
-            execution_id=execution_id,
-            at=now,
+        _enqueue(
+            session,
+            channel,
+            "post" if created else "update",
+            message,
+            execution_id,
+            key=None,
+            now=now,
         )
         if created:
             stats.posts += 1
@@ -488,15 +489,7 @@ class Notifier:
                 final=final,
                 now=now,
             )
-            notify_store.enqueue(
-                session=session,
-                channel_id=channel,
-                kind="reply",
-                payload=json.dumps(reply),
-                execution_id=execution_id,
-                event_key=key,
-                at=now,
-            )
+            _enqueue(session, channel, "reply", reply, execution_id, key=key, now=now)
             stats.replies += 1
 
     def _approval_timeout(self, pipeline: str, event: Event, lookups: _Lookups) -> int:
@@ -548,15 +541,7 @@ class Notifier:
             outcome = event.outcome or "Resolved"
             new_blocks = resolved_reply(original_blocks=blocks, outcome=outcome)
             payload = {"text": fallback_text(blocks=new_blocks), "blocks": new_blocks}
-            notify_store.enqueue(
-                session=session,
-                channel_id=channel,
-                kind="update",
-                payload=json.dumps(payload),
-                execution_id=execution_id,
-                event_key=target,
-                at=now,
-            )
+            _enqueue(session, channel, "update", payload, execution_id, key=target, now=now)
             stats.updates += 1
             return
         approvers: Sequence[str] = ()
@@ -578,15 +563,7 @@ class Notifier:
             log_tail=log_tail,
             now=now,
         )
-        notify_store.enqueue(
-            session=session,
-            channel_id=channel,
-            kind="reply",
-            payload=json.dumps(reply),
-            execution_id=execution_id,
-            event_key=event.key,
-            at=now,
-        )
+        _enqueue(session, channel, "reply", reply, execution_id, key=event.key, now=now)
         stats.replies += 1
 
     # --- sending -----------------------------------------------------------------------------
@@ -798,3 +775,25 @@ class _Lookups:
         except Exception:
             log.info("notifier: no log for %s", action_execution_id, exc_info=True)
             return None
+
+
+def _enqueue(
+    session: Session,
+    channel: str,
+    kind: str,
+    payload: Mapping[str, Any],
+    execution_id: str,
+    *,
+    key: str | None,
+    now: datetime,
+) -> None:
+    """Queue one Slack call for this execution in the outbox (sent in order per channel)."""
+    notify_store.enqueue(
+        session=session,
+        channel_id=channel,
+        kind=kind,  # type: ignore[arg-type]
+        payload=json.dumps(payload),
+        execution_id=execution_id,
+        event_key=key,
+        at=now,
+    )

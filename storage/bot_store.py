@@ -15,12 +15,11 @@ Timestamps come back naive from SQLite: pass them through ``storage.db.utc``.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
-from sqlalchemy import Insert
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, SQLModel, col, delete, select
+from sqlmodel import Session, col, delete, select
 
+from storage.common import check_choice, dialect_insert, insert_ignoring_conflict
 from storage.db import utcnow
 from storage.models import (
     AuditEntry,
@@ -39,39 +38,6 @@ AUDIT_KINDS: Final[tuple[AuditKind, ...]] = ("command", "click", "view")
 AUDIT_OUTCOMES: Final[tuple[AuditOutcome, ...]] = ("ok", "refused", "error")
 
 
-def _insert(session: Session, model: type[SQLModel]) -> Any:
-    """The dialect's INSERT (the generic one has no ON CONFLICT)."""
-    dialect = session.get_bind().dialect.name
-    table = model.__table__  # type: ignore[attr-defined]
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise NotImplementedError(f"unsupported database dialect: {dialect}")
-
-
-def _insert_ignoring_conflict(
-    session: Session, model: type[SQLModel], values: dict[str, Any]
-) -> bool:
-    """Insert one row unless it collides with a unique key; True if it was inserted.
-
-    RETURNING tells the two apart (an INSERT's rowcount is not reliable on every driver).
-    """
-    table = model.__table__  # type: ignore[attr-defined]
-    statement: Insert = (
-        _insert(session, model)
-        .values(**values)
-        .on_conflict_do_nothing()
-        .returning(*table.primary_key.columns)
-    )
-    return session.execute(statement).first() is not None
-
-
-def _check(value: str, allowed: tuple[str, ...], what: str) -> None:
-    if value not in allowed:
-        raise ValueError(f"{what} must be one of {', '.join(allowed)}, not {value!r}")
-
-
 # --- access lists ------------------------------------------------------------------------------
 
 
@@ -85,8 +51,8 @@ def add_access(
     at: datetime | None = None,
 ) -> bool:
     """Add ``subject`` to the pipeline's ``role`` list; False if it was already there."""
-    _check(role, ROLES, "role")
-    return _insert_ignoring_conflict(
+    check_choice(role, ROLES, "role")
+    return insert_ignoring_conflict(
         session,
         PipelineAccess,
         {
@@ -101,7 +67,7 @@ def add_access(
 
 def remove_access(*, session: Session, pipeline: str, role: Role, subject: str) -> bool:
     """Remove ``subject`` from the pipeline's ``role`` list; False if it was not there."""
-    _check(role, ROLES, "role")
+    check_choice(role, ROLES, "role")
     result = session.execute(
         delete(PipelineAccess).where(
             col(PipelineAccess.pipeline) == pipeline,
@@ -122,7 +88,7 @@ def list_access(
         .order_by(col(PipelineAccess.role), col(PipelineAccess.id))
     )
     if role is not None:
-        _check(role, ROLES, "role")
+        check_choice(role, ROLES, "role")
         statement = statement.where(PipelineAccess.role == role)
     return list(session.exec(statement))
 
@@ -150,7 +116,7 @@ def set_policy(
         "updated_at": at or utcnow(),
     }
     statement = (
-        _insert(session, PipelinePolicy)
+        dialect_insert(session, PipelinePolicy)
         .values(**values)
         .on_conflict_do_update(
             index_elements=["pipeline"],
@@ -188,8 +154,8 @@ def append_audit(
     detail: str | None = None,
     at: datetime | None = None,
 ) -> AuditEntry:
-    _check(kind, AUDIT_KINDS, "kind")
-    _check(outcome, AUDIT_OUTCOMES, "outcome")
+    check_choice(kind, AUDIT_KINDS, "kind")
+    check_choice(outcome, AUDIT_OUTCOMES, "outcome")
     entry = AuditEntry(
         at=at or utcnow(),
         user_id=user_id,
@@ -244,7 +210,7 @@ def record_click_once(
     can answer "already approved by <@U…> at …" and do nothing. Safe across processes: a
     concurrent second click waits for the first transaction and then sees its row.
     """
-    created = _insert_ignoring_conflict(
+    created = insert_ignoring_conflict(
         session,
         ClickRecord,
         {"key": key, "user_id": user_id, "at": at or utcnow(), "outcome": outcome},
@@ -288,7 +254,7 @@ def record_starter(
     at: datetime | None = None,
 ) -> bool:
     """Remember who started ``execution_id``; the first record stands (False if one existed)."""
-    return _insert_ignoring_conflict(
+    return insert_ignoring_conflict(
         session,
         ExecutionStarter,
         {

@@ -26,7 +26,7 @@ from typing import Any, Final, Literal, cast
 from sqlalchemy import CursorResult, Result, func, or_, update
 from sqlmodel import Session, col, delete, select
 
-from storage.bot_store import _check, _insert, _insert_ignoring_conflict
+from storage.common import check_choice, dialect_insert, insert_ignoring_conflict
 from storage.db import utc, utcnow
 from storage.models import (
     OutboxMessage,
@@ -69,10 +69,10 @@ def subscribe(
     at: datetime | None = None,
 ) -> tuple[Subscription, bool]:
     """Subscribe the channel, or replace its filter and digest time; returns (row, created)."""
-    _check(events, EVENT_FILTERS, "events")
+    check_choice(events, EVENT_FILTERS, "events")
     if digest_time is not None and not _DIGEST_TIME.fullmatch(digest_time):
         raise ValueError(f"digest time must be HH:MM (00:00 to 23:59), not {digest_time!r}")
-    created = _insert_ignoring_conflict(
+    created = insert_ignoring_conflict(
         session,
         Subscription,
         {
@@ -161,7 +161,7 @@ def upsert_posted_execution(
 ) -> tuple[PostedExecution, bool]:
     """Record what the parent message shows now; returns (row, created: queue the post)."""
     now = _at(at)
-    created = _insert_ignoring_conflict(
+    created = insert_ignoring_conflict(
         session,
         PostedExecution,
         {
@@ -226,7 +226,7 @@ def record_event_once(
     ``resolved=True`` suits replies without buttons ("finished"): nothing to replace later.
     Safe across processes, like ``bot_store.record_click_once``.
     """
-    created = _insert_ignoring_conflict(
+    created = insert_ignoring_conflict(
         session,
         PostedEvent,
         {
@@ -320,7 +320,7 @@ def enqueue(
     at: datetime | None = None,
 ) -> OutboxMessage:
     """Queue a Slack call (``payload`` is JSON text) behind the channel's earlier ones."""
-    _check(kind, OUTBOX_KINDS, "kind")
+    check_choice(kind, OUTBOX_KINDS, "kind")
     now = _at(at)
     message = OutboxMessage(
         channel_id=channel_id,
@@ -406,7 +406,7 @@ def acquire_lease(
         raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds!r}")
     now = utc(now)
     table = SchedulerLease.__table__  # type: ignore[attr-defined]
-    insert = _insert(session, SchedulerLease).values(
+    insert = dialect_insert(session, SchedulerLease).values(
         name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_seconds)
     )
     statement = insert.on_conflict_do_update(
@@ -484,7 +484,7 @@ def schedule_poll(
     if polled_at is None:
         del updated["last_polled_at"]
     session.execute(
-        _insert(session, PipelinePoll)
+        dialect_insert(session, PipelinePoll)
         .values(**values)
         .on_conflict_do_update(index_elements=["pipeline"], set_=updated)
     )
