@@ -1,21 +1,26 @@
 """Notifier benchmark: the cost of one notifier tick over many subscribed pipelines.
 
-N pipelines (default 1,000) on the embedded engine (SQLite), each Source + a Manual approval,
-so every first execution waits at its approval ("InProgress": read on every tick). Each
-pipeline is subscribed from its own channel (one channel per pipeline: the notifier sends
-about one message per channel per second, so N channels let the initial posts go out in a few
-flushes instead of N seconds). The notifier runs on an injected clock (its sleep advances the
-clock) against a recording fake Slack (`tests.fake_slack.FakeSlack`); backend calls are counted
-by a proxy around the engine client.
+N pipelines (default 1,000) on the embedded engine (SQLite), each with an execution in
+progress, so each would be "busy" (read every tick) for a notifier without change tokens:
+- C of them ("staged", default 100): Source -> Build -> Deploy, where Build and Deploy are
+  Commands actions that wait for a gate file each (`while [ ! -e gate ]; do sleep ...`);
+- the others: Source -> a Manual approval, waiting.
+Each pipeline is subscribed from its own channel (the notifier sends about one message per
+channel per second, so N channels let the initial posts go out in a few flushes instead of N
+seconds). The notifier runs on an injected clock (its sleep advances the clock) against a
+recording fake Slack (`tests.fake_slack.FakeSlack`); backend calls are counted by a proxy
+around the engine client.
 
 After a first tick and a flush until the outbox is empty (the initial posts), it measures:
-(a) ticks with no change, all N pipelines due (the clock moved on by one poll interval; the
-    waiting executions make every pipeline "busy", read each interval): wall time (target
+(a) ticks with no change (the clock moved on by one poll interval): wall time (target
     <= 0.5 s) and Slack calls (target: zero);
-(b) one tick after 100 approvals (put_approval_result between ticks): the Slack calls by kind
-    (chat.postMessage top level, chat.update on parents, chat.update on approval replies,
-    threaded replies) and the tick time;
-(c) backend calls per tick per pipeline, by operation.
+(b) one tick after C executions changed: the Build gate opens, each staged execution's Build
+    succeeds and its Deploy starts (no thread event): Slack calls by kind (target: exactly C
+    chat.update calls, on the C parent messages, and nothing else);
+(c) one tick after C approvals (put_approval_result; the executions then succeed): Slack
+    calls by kind (the parent updates, the approval replies whose buttons give way to the
+    outcome, the "finished" replies);
+(d) backend calls per tick per pipeline, by operation.
 
 Run: `.venv/bin/python benchmarks/notifier.py [--pipelines 1000] [--changed 100]`.
 """
@@ -105,19 +110,37 @@ def progress(what: str, done: int, total: int, started: float) -> None:
     print(f"  {what}: {done}/{total} ({time.perf_counter() - started:.1f} s)", flush=True)
 
 
-def create_pipelines(client: LocalCodePipeline, names: list[str]) -> None:
-    from tests.helpers import approval_action, pipeline, source_action
+def wait_for_file(path: Path) -> str:
+    return f"while [ ! -e '{path}' ]; do sleep 0.2; done"
+
+
+def create_pipelines(
+    client: LocalCodePipeline, names: list[str], *, staged: set[str], gates: Path
+) -> None:
+    from tests.helpers import approval_action, commands_action, pipeline, source_action
 
     started = time.perf_counter()
     step = max(1, len(names) // 10)
     for i, name in enumerate(names, 1):
-        declaration = pipeline(
-            name,
-            [("Source", [source_action("app")]), ("Approve", [approval_action("Release")])],
-        )
-        client.create_pipeline(pipeline=declaration)  # starts its first execution
+        if name in staged:
+            stages = [
+                ("Source", [source_action("app")]),
+                ("Build", [commands_action("Build", [wait_for_file(gates / "build")])]),
+                ("Deploy", [commands_action("Deploy", [wait_for_file(gates / "deploy")])]),
+            ]
+        else:
+            stages = [("Source", [source_action("app")]), ("Approve", [approval_action("Release")])]
+        client.create_pipeline(pipeline=pipeline(name, stages))  # starts its first execution
         if i % step == 0 or i == len(names):
             progress("created", i, len(names), started)
+
+
+def stage_running(client: LocalCodePipeline, name: str, stage_name: str) -> bool:
+    for stage in client.get_pipeline_state(name=name)["stageStates"]:
+        if stage["stageName"] == stage_name:
+            latest = stage.get("latestExecution") or {}
+            return bool(latest.get("status") == "InProgress")
+    return False
 
 
 def approval_token(client: LocalCodePipeline, name: str) -> str | None:
@@ -201,8 +224,45 @@ def show_stats(stats: TickStats | None) -> str:
     if stats is None:
         return "no tick (lease not held)"
     return (
-        f"read {stats.pipelines_read}, backend calls {stats.backend_calls}, queued: "
+        f"read {stats.pipelines_read}, backend calls {stats.backend_calls} "
+        f"({stats.token_reads} change-token read), queued: "
         f"posts {stats.posts}, updates {stats.updates}, replies {stats.replies}"
+    )
+
+
+def measure_tick(
+    notifier: Notifier,
+    clock: Clock,
+    sessions: Any,
+    fake: FakeSlack,
+    counting: CountingClient,
+    parents: set[str],
+) -> tuple[collections.Counter[str], TickStats | None, collections.Counter[str]]:
+    """One run_once an interval on, then the outbox drained; Slack calls by kind."""
+    clock.advance(INTERVAL)
+    before = len(fake.calls)
+    counting.counts.clear()
+    started = time.perf_counter()
+    stats = notifier.run_once()
+    whole = time.perf_counter() - started
+    left = pending_outbox(sessions)
+    extra = drain(notifier, clock, sessions, limit=100_000) if left else 0
+    slack = fake.calls[before:]
+    kinds = classify(slack, parents)
+    print(f"  run_once (tick + sending) {whole:.3f} s; {show_stats(stats)}")
+    if left:
+        print(f"  {left} message(s) left after run_once, sent in {extra} more flushes")
+    print(f"  Slack calls {len(slack)}: {show(kinds)}")
+    return kinds, stats, collections.Counter(counting.counts)
+
+
+def per_read(stats: TickStats | None, counts: collections.Counter[str]) -> None:
+    if stats is None or not stats.pipelines_read:
+        return
+    reads = stats.pipelines_read
+    print(
+        f"  backend calls: {sum(counts.values())} for {reads} pipelines read "
+        f"({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
     )
 
 
@@ -225,7 +285,12 @@ def main() -> int:
     n = args.pipelines
     names = [f"bench-{i:04d}" for i in range(n)]
     channels = {name: f"C{i:08d}" for i, name in enumerate(names)}
+    step = max(1, n // args.changed) if args.changed else n
+    staged = names[::step][: args.changed] if args.changed else []
+    approvals = [name for name in names if name not in set(staged)][: args.changed]
     tmp = Path(tempfile.mkdtemp(prefix="pipebot-notifier-bench-")).resolve()
+    gates = tmp / "gates"
+    gates.mkdir()
     fake: FakeSlack | None = None
     client: LocalCodePipeline | None = None
     db = None
@@ -242,15 +307,21 @@ def main() -> int:
             repositories_dir=repos,
             run_worker=True,
             poll_seconds=0.2,
+            max_parallel_actions=len(staged) + 16,
         )
         engine_client = client
-        print(f"setup: {n} pipelines (Source + Manual approval), python {sys.version.split()[0]}")
-        create_pipelines(client, names)
+        print(
+            f"setup: {n} pipelines ({len(staged)} Source -> Build -> Deploy waiting on gate "
+            f"files, {n - len(staged)} Source -> Manual approval), "
+            f"python {sys.version.split()[0]}"
+        )
+        create_pipelines(client, names, staged=set(staged), gates=gates)
         wait_all(
-            names,
+            [name for name in names if name not in set(staged)],
             lambda name: approval_token(engine_client, name) is not None,
             "waiting at the approval",
         )
+        wait_all(staged, lambda name: stage_running(engine_client, name, "Build"), "building")
         setup_seconds = time.perf_counter() - total_started
 
         db = make_engine(database_url)
@@ -299,15 +370,13 @@ def main() -> int:
             f"{show(classify(initial, parents))}"
         )
 
-        # (a) no change: the clock moves one interval on, so every busy pipeline is due.
-        print(f"\n(a) {NO_CHANGE_TICKS} ticks with no change, all pipelines due")
+        # (a) no change: the clock moves one interval on; every pipeline has an execution
+        # in progress, so without change tokens every one would be read.
+        print(f"\n(a) {NO_CHANGE_TICKS} ticks with no change ({n} pipelines, all busy)")
         no_change: list[float] = []
         per_pipeline: collections.Counter[str] = collections.Counter()
-        reads = 0
         for i in range(NO_CHANGE_TICKS):
             clock.advance(INTERVAL)
-            with sessions() as session:
-                due = len(notify_store.due_pipelines(session=session, now=clock()))
             before = len(fake.calls)
             counting.counts.clear()
             started = time.perf_counter()
@@ -316,23 +385,40 @@ def main() -> int:
             slack = fake.calls[before:]
             no_change.append(tick_times[-1])
             per_pipeline.update(counting.counts)
-            reads += stats.pipelines_read if stats else 0
             print(
-                f"  tick {i + 1}: due {due}, tick {tick_times[-1]:.3f} s, run_once {whole:.3f} s, "
+                f"  tick {i + 1}: tick {tick_times[-1]:.3f} s, run_once {whole:.3f} s, "
                 f"Slack calls {len(slack)} ({show(classify(slack, parents))}); {show_stats(stats)}"
             )
         median = statistics.median(no_change)
         verdict = "OK" if median <= TARGET_TICK_SECONDS else "OVER TARGET"
         print(
             f"  median tick {median:.3f} s for {n} pipelines "
-            f"({median / n * 1000:.2f} ms per pipeline; target <= {TARGET_TICK_SECONDS} s: "
+            f"({median / n * 1000:.3f} ms per pipeline; target <= {TARGET_TICK_SECONDS} s: "
             f"{verdict})"
         )
+        print(
+            f"  backend calls per tick per pipeline: "
+            f"{sum(per_pipeline.values()) / NO_CHANGE_TICKS / n:.4f} "
+            f"({show(per_pipeline)} over {NO_CHANGE_TICKS} ticks)"
+        )
 
-        # (b) approve some executions between two ticks: each finishes (Succeeded).
-        changed = names[:: max(1, n // args.changed)][: args.changed] if args.changed else []
-        print(f"\n(b) one tick after approving {len(changed)} executions")
-        for name in changed:
+        # (b) the Build gate opens: each staged execution moves from Build to Deploy.
+        print(f"\n(b) one tick after {len(staged)} executions moved from Build to Deploy")
+        (gates / "build").touch()
+        wait_all(staged, lambda name: stage_running(engine_client, name, "Deploy"), "deploying")
+        kinds, stats_b, counts_b = measure_tick(notifier, clock, sessions, fake, counting, parents)
+        parent_updates = kinds["chat.update (parent message)"]
+        others = sum(kinds.values()) - parent_updates
+        verdict = "OK" if parent_updates == len(staged) and others == 0 else "NOT AS EXPECTED"
+        print(
+            f"  chat.update on parents: {parent_updates}, other Slack calls: {others} "
+            f"(target: exactly {len(staged)} chat.update and nothing else: {verdict})"
+        )
+        per_read(stats_b, counts_b)
+
+        # (c) approvals: each approved execution finishes (Succeeded).
+        print(f"\n(c) one tick after approving {len(approvals)} executions")
+        for name in approvals:
             token = approval_token(client, name)
             assert token is not None, name
             client.put_approval_result(
@@ -347,49 +433,17 @@ def main() -> int:
             summaries = engine_client.list_pipeline_executions(pipelineName=name, maxResults=1)
             return bool(summaries["pipelineExecutionSummaries"][0]["status"] == "Succeeded")
 
-        wait_all(changed, succeeded, "Succeeded", timeout=120)
-        clock.advance(INTERVAL)
-        before = len(fake.calls)
-        counting.counts.clear()
-        started = time.perf_counter()
-        stats = notifier.run_once()
-        whole = time.perf_counter() - started
-        left = pending_outbox(sessions)
-        extra = drain(notifier, clock, sessions, limit=2 * n + 10) if left else 0
-        slack = fake.calls[before:]
-        kinds = classify(slack, parents)
-        per_pipeline_b = collections.Counter(counting.counts)
+        wait_all(approvals, succeeded, "Succeeded", timeout=120)
+        kinds, stats_c, counts_c = measure_tick(notifier, clock, sessions, fake, counting, parents)
+        each = max(1, len(approvals))
         print(
-            f"  tick {tick_times[-1]:.3f} s, run_once (tick + sending) {whole:.3f} s; "
-            f"{show_stats(stats)}"
+            f"  per approved execution: {kinds['chat.update (parent message)'] / each:.2f} "
+            f"parent update, {kinds['chat.update (thread reply)'] / each:.2f} "
+            f"approval reply update, {kinds['chat.postMessage (thread reply)'] / each:.2f} "
+            "new reply"
         )
-        if left:
-            print(f"  {left} message(s) left after run_once, sent in {extra} more flushes")
-        print(f"  Slack calls {len(slack)}: {show(kinds)}")
-        parent_updates = kinds["chat.update (parent message)"]
-        updated_parents = {
-            str(c.params.get("channel")) for c in slack if str(c.params.get("ts")) in parents
-        }
-        expected = {channels[name] for name in changed}
-        print(
-            f"  parent updates: {parent_updates} (expected {len(changed)}; "
-            f"{'all in the approved pipelines' if updated_parents == expected else 'MISMATCH'})"
-        )
-
-        # (c) backend calls per tick per pipeline.
-        print("\n(c) backend calls per tick per pipeline")
-        if reads:
-            print(
-                f"  no change ({reads} reads): {sum(per_pipeline.values()) / reads:.2f} "
-                f"({', '.join(f'{k} {v / reads:.2f}' for k, v in sorted(per_pipeline.items()))})"
-            )
-        if stats is not None and stats.pipelines_read:
-            r = stats.pipelines_read
-            total = sum(per_pipeline_b.values())
-            print(
-                f"  with {len(changed)} changed ({r} reads): {total / r:.2f} "
-                f"({', '.join(f'{k} {v / r:.3f}' for k, v in sorted(per_pipeline_b.items()))})"
-            )
+        per_read(stats_c, counts_c)
+        (gates / "deploy").touch()
         print(f"\ntotal run time {time.perf_counter() - total_started:.1f} s")
         return 0
     finally:

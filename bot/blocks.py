@@ -28,6 +28,31 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from bot.block_kit import (
+    ESCAPES as _ESCAPES,
+)
+from bot.block_kit import (
+    MESSAGE_BLOCKS_MAX,
+    SECTION_TEXT_MAX,
+    Block,
+    escape,
+)
+from bot.block_kit import actions as _actions
+from bot.block_kit import button as _button
+from bot.block_kit import clip as _clip
+from bot.block_kit import clip_mrkdwn as _clip_mrkdwn
+from bot.block_kit import code as _code
+from bot.block_kit import confirm_dialog as _confirm
+from bot.block_kit import context as _context
+from bot.block_kit import defuse as _defuse
+from bot.block_kit import divider as _divider
+from bot.block_kit import esc as _esc
+from bot.block_kit import fence as _fence
+from bot.block_kit import header as _header
+from bot.block_kit import one_line as _one_line
+from bot.block_kit import plain as _plain
+from bot.block_kit import section as _section
+from bot.block_kit import text_size as _text_size
 from bot.ids import (
     APPROVE,
     COMMENT_BLOCK,
@@ -87,20 +112,9 @@ __all__ = [
     "stop_modal",
 ]
 
-Block = dict[str, Any]
 
 # --------------------------------------------------------------------------- Slack's limits
 
-SECTION_TEXT_MAX = 3000
-HEADER_TEXT_MAX = 150
-BUTTON_TEXT_MAX = 75
-BUTTON_VALUE_MAX = 2000
-CONFIRM_TITLE_MAX = 100
-CONFIRM_TEXT_MAX = 300
-CONFIRM_BUTTON_MAX = 30
-CONTEXT_ELEMENTS_MAX = 10
-ACTIONS_ELEMENTS_MAX = 25
-MESSAGE_BLOCKS_MAX = 50
 VIEW_BLOCKS_MAX = 100
 VIEW_TITLE_MAX = 24
 VIEW_BUTTON_MAX = 24
@@ -166,79 +180,9 @@ _HEX_REVISION = re.compile(r"[0-9a-fA-F]{7,64}")
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _GROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
-_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
-_FENCE = re.compile("`{3,}")
-_GRAVE = "\u02cb"  # modifier letter grave accent: looks like a backtick, closes no fence
 
 
 # --------------------------------------------------------------------------- text helpers
-
-
-def escape(text: str) -> str:
-    """Escape the three characters mrkdwn treats as markup (``&``, ``<``, ``>``)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int) -> str:
-    """Plain text cut to ``limit`` characters, with an ellipsis when cut."""
-    if len(text) <= limit:
-        return text
-    return text[: max(limit - 1, 0)] + "…"
-
-
-def _esc(text: str, limit: int) -> str:
-    """Escape ``text`` and cut it so the *escaped* result is at most ``limit`` characters.
-
-    Cutting after escaping could split an entity (``&am``); this never does.
-    """
-    escaped = escape(text)
-    if len(escaped) <= limit:
-        return escaped
-    out: list[str] = []
-    size = 0
-    for char in text:
-        piece = _ESCAPES.get(char, char)
-        if size + len(piece) > limit - 1:
-            break
-        out.append(piece)
-        size += len(piece)
-    return "".join(out) + "…"
-
-
-def _clip_mrkdwn(text: str, limit: int) -> str:
-    """Cut trusted mrkdwn without splitting a ``<...>`` token, an entity or a code fence."""
-    if len(text) <= limit:
-        return text
-    cut = text[: max(limit - 5, 0)]
-    opened = cut.rfind("<")
-    if opened > cut.rfind(">"):
-        cut = cut[:opened]
-    amp = cut.rfind("&")
-    if amp > cut.rfind(";"):
-        cut = cut[:amp]
-    if cut.count("```") % 2:
-        cut += "```"
-    return cut + "…"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _code(text: str, limit: int = 80) -> str:
-    """Inline code for identifiers; backticks would end the span, so they are replaced."""
-    plain = text.replace("`", "'")
-    return f"`{_esc(plain, limit)}`"
-
-
-def _fence(text: str) -> str:
-    """Escaped text safe inside a ``` block: runs of 3+ backticks (which would close it)
-    become look-alike characters of the same length."""
-    return _defuse(escape(text))
-
-
-def _defuse(text: str) -> str:
-    return _FENCE.sub(lambda m: _GRAVE * len(m[0]), text)
 
 
 def _name(value: Any, limit: int = _NAME_MAX) -> str:
@@ -345,97 +289,6 @@ def _when(when: datetime | None, now: datetime) -> str:
 
 
 # --------------------------------------------------------------------------- block builders
-
-
-def _plain(text: str, limit: int) -> dict[str, Any]:
-    return {"type": "plain_text", "text": _clip(text, limit) or " ", "emoji": True}
-
-
-def _mrkdwn(text: str) -> dict[str, Any]:
-    return {"type": "mrkdwn", "text": text}
-
-
-def _header(text: str) -> Block:
-    return {"type": "header", "text": _plain(_one_line(text) or "pipebot", HEADER_TEXT_MAX)}
-
-
-def _section(text: str) -> Block:
-    """A section of mrkdwn; callers escape; the cut is a safety net."""
-    return {"type": "section", "text": _mrkdwn(_clip_mrkdwn(text, SECTION_TEXT_MAX) or " ")}
-
-
-def _context(*texts: str) -> Block:
-    return {
-        "type": "context",
-        "elements": [
-            _mrkdwn(_clip_mrkdwn(t, SECTION_TEXT_MAX)) for t in texts[:CONTEXT_ELEMENTS_MAX]
-        ],
-    }
-
-
-def _divider() -> Block:
-    return {"type": "divider"}
-
-
-def _confirm(*, title: str, text: str, confirm: str, style: str | None = None) -> dict[str, Any]:
-    dialog: dict[str, Any] = {
-        "title": _plain(title, CONFIRM_TITLE_MAX),
-        "text": _plain(text, CONFIRM_TEXT_MAX),
-        "confirm": _plain(confirm, CONFIRM_BUTTON_MAX),
-        "deny": _plain("Cancel", CONFIRM_BUTTON_MAX),
-    }
-    if style:
-        dialog["style"] = style
-    return dialog
-
-
-def _button(
-    *,
-    text: str,
-    action_id: str,
-    ref: ButtonRef,
-    style: str | None = None,
-    confirm: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    """A button carrying ``ref``; None when the encoded ref would not fit a value (2000)."""
-    value = ref.encode()
-    if len(value) > BUTTON_VALUE_MAX:
-        return None
-    button: dict[str, Any] = {
-        "type": "button",
-        "text": _plain(text, BUTTON_TEXT_MAX),
-        "action_id": action_id,
-        "value": value,
-    }
-    if style:
-        button["style"] = style
-    if confirm:
-        button["confirm"] = confirm
-    return button
-
-
-def _actions(buttons: Sequence[dict[str, Any] | None]) -> list[Block]:
-    """Actions blocks for the buttons (at most 25 per block); none when no button is left."""
-    present = [b for b in buttons if b is not None]
-    return [
-        {"type": "actions", "elements": present[i : i + ACTIONS_ELEMENTS_MAX]}
-        for i in range(0, len(present), ACTIONS_ELEMENTS_MAX)
-    ]
-
-
-def _text_size(value: Any) -> int:
-    """Characters of text in all text objects below ``value``: what Slack's total limit counts."""
-    if isinstance(value, Mapping):
-        size = 0
-        if value.get("type") in ("plain_text", "mrkdwn") and isinstance(value.get("text"), str):
-            size += len(value["text"])
-        for key, item in value.items():
-            if key != "text" or not isinstance(item, str):
-                size += _text_size(item)
-        return size
-    if isinstance(value, list | tuple):
-        return sum(_text_size(item) for item in value)
-    return 0
 
 
 def _fill(

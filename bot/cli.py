@@ -203,6 +203,7 @@ def _start_notifications(
             interval_seconds=settings.poll_seconds,
             permissions=permissions,
             approval_reminder_minutes=settings.approval_reminder_minutes,
+            digest_zone=settings.digest_zone,
         )
     source_poller = None
     if settings.backend == "local" and isinstance(pipeline_client, LocalCodePipeline):

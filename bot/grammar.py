@@ -221,13 +221,14 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         "subscribe",
         (),
         "Post a pipeline's executions, approvals and failures to this channel.",
-        "subscribe NAME [--events all|failures|approvals]",
-        "subscribe web-release --events failures",
+        "subscribe NAME [--events all|failures|approvals] [--digest HH:MM|off]",
+        "subscribe web-release --events failures --digest 09:00",
         Permission.OPERATE,
         notes="One message per execution, kept up to date, with approvals and failures in its "
         "thread. `--events failures` posts failed and stopped executions only, `--events "
         "approvals` approval requests and their outcome; subscribing again changes the filter. "
-        "A daily digest (`--digest HH:MM`) is not available yet.",
+        "`--digest 09:00` also posts a daily digest here at that time (executions, success "
+        "rate, median duration over the last 24 hours); `--digest off` stops it.",
     ),
     CommandSpec(
         "unsubscribe",
@@ -748,32 +749,58 @@ def _parse_audit(p: _Parser) -> _Result:
 _EVENT_FILTERS: Final = ("all", "failures", "approvals")
 
 
+_DIGEST_TIME: Final = re.compile(r"(?:[01]?\d|2[0-3]):[0-5]\d")
+
+
+def _option_value(p: _Parser, token: _Token, option: str, needs: str) -> str:
+    """The value of ``--option value`` or ``--option=value``."""
+    if token.value.lower().startswith(option + "="):
+        return token.value[len(option) + 1 :]
+    value_token = p.next()
+    if value_token is None:
+        raise p.fail(f"`{option}` needs {needs} after it.")
+    return value_token.value
+
+
 def _parse_subscribe(p: _Parser) -> _Result:
     name = p.name(p.next())
     events: str | None = None
+    digest: str | None = None
     while (token := p.next()) is not None:
         option = token.value.lower()
-        if option == "--events":
-            value_token = p.next()
-            if value_token is None:
-                raise p.fail("`--events` needs `all`, `failures` or `approvals` after it.")
-            value = value_token.value.lower()
-        elif option.startswith("--events="):
-            value = option[len("--events=") :]
+        if option == "--events" or option.startswith("--events="):
+            if events is not None:
+                raise p.fail("`--events` is given twice.")
+            value = _option_value(p, token, "--events", "`all`, `failures` or `approvals`")
+            value = value.lower()
+            if value not in _EVENT_FILTERS:
+                raise p.fail(
+                    f"`{_show(value)}` is not an event filter: use `all`, `failures` or "
+                    "`approvals`."
+                )
+            events = value
         elif option == "--digest" or option.startswith("--digest="):
-            raise p.fail("The daily digest (`--digest`) is not available yet.")
+            if digest is not None:
+                raise p.fail("`--digest` is given twice.")
+            value = _option_value(p, token, "--digest", "a time like `09:00`, or `off`").lower()
+            if value == "off":
+                digest = "off"
+            elif _DIGEST_TIME.fullmatch(value):
+                hours, minutes = value.split(":")
+                digest = f"{int(hours):02d}:{minutes}"
+            else:
+                raise p.fail(
+                    f"`{_show(value)}` is not a time of day: use 24-hour `HH:MM` "
+                    "(like `09:00` or `17:30`), or `off` to stop the digest."
+                )
         elif _is_option(token):
             raise p.unexpected_option(token)
         else:
             raise p.fail(f"Too many arguments: `{_show(token.value)}` was not expected.")
-        if events is not None:
-            raise p.fail("`--events` is given twice.")
-        if value not in _EVENT_FILTERS:
-            raise p.fail(
-                f"`{_show(value)}` is not an event filter: use `all`, `failures` or `approvals`."
-            )
-        events = value
-    return name, {"events": events or "all"}
+    options: dict[str, Any] = {"events": events}
+    if digest is not None:
+        options["digest"] = digest
+    return name, options
 
 
 _PARSERS: Final[Mapping[str, Callable[[_Parser], _Result]]] = {

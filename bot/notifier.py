@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
+from zoneinfo import ZoneInfo
 
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import WebClient
@@ -37,6 +38,7 @@ from bot.notify_blocks import (
     SUPERSEDED,
     WAITING_FOR_APPROVAL,
     Event,
+    digest_message,
     event_reply,
     execution_snapshot,
     parent_message,
@@ -55,6 +57,9 @@ log = logging.getLogger(__name__)
 LEASE_NAME: Final = "notifier"
 RECENT_EXECUTIONS: Final = 5
 IDLE_FACTOR: Final = 6
+QUIET_RECHECK_SECONDS: Final = 24 * 60 * 60
+"""Where the backend keeps change tokens, an unchanged pipeline is read again only when a
+reminder falls due, or after this long."""
 MAX_BACKOFF_SECONDS: Final = 300
 CHANNEL_GAP_SECONDS: Final = 1.0
 """Slack allows about one chat.postMessage per second per channel."""
@@ -66,6 +71,7 @@ FINAL_REMINDER_MAX_MINUTES: Final = 15.0
 """The final reminder goes out when less than this share of the timeout, or this many
 minutes (whichever is smaller), remains."""
 _TIMEOUTS_KEPT: Final = 1024
+_UTC_ZONE: Final = ZoneInfo("UTC")
 
 _FAILURE_KINDS: Final = frozenset({FAILED, FAILURE_RESOLVED, FINISHED, STOPPED, SUPERSEDED})
 _APPROVAL_KINDS: Final = frozenset({APPROVAL, APPROVAL_RESOLVED})
@@ -90,10 +96,12 @@ _PERMANENT_ERRORS: Final = frozenset(
 
 @dataclass
 class TickStats:
-    """What one tick did: pipelines read, backend calls made, Slack calls queued."""
+    """What one tick did: pipelines read, backend calls made (``token_reads`` of them the
+    one read of every pipeline's change token), Slack calls queued."""
 
     pipelines_read: int = 0
     backend_calls: int = 0
+    token_reads: int = 0
     posts: int = 0
     updates: int = 0
     replies: int = 0
@@ -158,6 +166,7 @@ class Notifier:
         permissions: Permissions | None = None,
         sleep: Callable[[float], None] = time.sleep,
         approval_reminder_minutes: int = 60,
+        digest_zone: ZoneInfo = _UTC_ZONE,
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"interval_seconds must be positive, not {interval_seconds!r}")
@@ -174,6 +183,7 @@ class Notifier:
         self._permissions = permissions
         self._sleep = sleep
         self._reminder_minutes = approval_reminder_minutes
+        self._digest_zone = digest_zone
         # (pipeline, stage, action, since) → the waiting approval's timeout in minutes: the
         # declaration is read once per approval, not on every tick while it waits.
         self._timeouts: dict[tuple[str, str, str, str], int] = {}
@@ -195,6 +205,7 @@ class Notifier:
         if not held:
             return None
         stats = self.tick()
+        self.queue_digests(stats)
         # Send what is due; a channel with more queued waits a second between messages,
         # within one interval at most (the rest goes out on the next run).
         for _ in range(max(1, int(self._interval))):
@@ -221,20 +232,42 @@ class Notifier:
     # --- reading -----------------------------------------------------------------------------
 
     def tick(self) -> TickStats:
-        """Read every due pipeline once and queue what changed."""
+        """Read every due pipeline once and queue what changed.
+
+        On the embedded engine one query first tells which pipelines changed since their
+        last read (change tokens): only those, and those with a reminder due, are read. On
+        AWS, pipelines with an execution in progress are read every tick, idle ones every
+        ``IDLE_FACTOR`` ticks."""
         stats = TickStats()
         now = self._clock()
+        tokens: dict[str, str] | None = None
+        try:
+            tokens = self._ops.change_tokens()
+            if tokens is not None:
+                stats.backend_calls += 1
+                stats.token_reads += 1
+        except OpsError as exc:
+            log.warning("notifier: cannot read change tokens: %s", exc.message)
         with self._sessions() as session:
-            due = notify_store.due_pipelines(session=session, now=now)
+            due = notify_store.due_pipelines(session=session, now=now, tokens=tokens)
         for pipeline in due:
+            token = None if tokens is None else tokens.get(pipeline)
             try:
-                self._tick_pipeline(pipeline, stats)
+                self._tick_pipeline(pipeline, stats, token=token)
             except Exception:  # one broken pipeline must not stop the others
                 log.exception("notifier: reading %s failed", pipeline)
-                self._schedule(pipeline, error="internal error", idle=True)
+                self._schedule(pipeline, error="internal error", idle=True, token=token)
         return stats
 
-    def _schedule(self, pipeline: str, *, error: str | None, idle: bool, backoff: int = 0) -> None:
+    def _schedule(
+        self,
+        pipeline: str,
+        *,
+        error: str | None,
+        idle: bool,
+        backoff: int = 0,
+        token: str | None = None,
+    ) -> None:
         now = self._clock()
         wait = backoff or (self._interval * (IDLE_FACTOR if idle else 1))
         with transaction(self._sessions) as session:
@@ -245,9 +278,20 @@ class Notifier:
                 backoff_seconds=backoff,
                 error=error,
                 polled_at=now,
+                change_token=token,
             )
 
-    def _tick_pipeline(self, pipeline: str, stats: TickStats) -> None:
+    def _next_read(
+        self, *, now: datetime, busy: bool, token: str | None, reminder_due: datetime | None
+    ) -> datetime:
+        if token is not None:  # the change token tells when to read again
+            wait = float(QUIET_RECHECK_SECONDS)
+        else:
+            wait = self._interval * (1 if busy else IDLE_FACTOR)
+        next_read = now + timedelta(seconds=wait)
+        return next_read if reminder_due is None else max(now, min(next_read, reminder_due))
+
+    def _tick_pipeline(self, pipeline: str, stats: TickStats, *, token: str | None) -> None:
         stats.pipelines_read += 1
         try:
             # The summaries first: the state read after them is never behind them.
@@ -265,11 +309,12 @@ class Notifier:
                 self._schedule(pipeline, error=exc.message, idle=False, backoff=backoff)
             else:
                 log.warning("notifier: cannot read %s: %s", pipeline, exc.message)
-                self._schedule(pipeline, error=exc.message, idle=True)
+                self._schedule(pipeline, error=exc.message, idle=True, token=token)
             return
         busy = any(s.get("status") in IN_PROGRESS for s in summaries)
         now = self._clock()
         lookups = _Lookups(self._ops, self._permissions, pipeline, stats)
+        reminder_due: datetime | None = None
         with transaction(self._sessions) as session:
             subscriptions = notify_store.subscriptions_for_pipeline(
                 session=session, pipeline=pipeline
@@ -277,7 +322,7 @@ class Notifier:
             ids = [str(s.get("pipelineExecutionId")) for s in summaries]
             posted = notify_store.posted_executions(session=session, execution_ids=ids)
             for summary in summaries:
-                self._follow_execution(
+                due = self._follow_execution(
                     session,
                     pipeline=pipeline,
                     summary=summary,
@@ -288,11 +333,15 @@ class Notifier:
                     stats=stats,
                     now=now,
                 )
+                reminder_due = _earliest(reminder_due, due)
             notify_store.schedule_poll(
                 session=session,
                 pipeline=pipeline,
-                next_poll_at=now + timedelta(seconds=self._interval * (1 if busy else IDLE_FACTOR)),
+                next_poll_at=self._next_read(
+                    now=now, busy=busy, token=token, reminder_due=reminder_due
+                ),
                 polled_at=now,
+                change_token=token,
             )
 
     def _follow_execution(
@@ -307,10 +356,13 @@ class Notifier:
         lookups: _Lookups,
         stats: TickStats,
         now: datetime,
-    ) -> None:
+    ) -> datetime | None:
+        """Queue what each channel has not seen of this execution; returns when one of its
+        approval reminders falls due next (None if none will)."""
         execution_id = str(summary.get("pipelineExecutionId") or "")
         if not execution_id:
-            return
+            return None
+        reminder_due: datetime | None = None
         running = summary.get("status") in IN_PROGRESS
         last_change = _as_datetime(summary.get("lastUpdateTime")) or _as_datetime(
             summary.get("startTime")
@@ -361,7 +413,7 @@ class Notifier:
                 )
                 shown = True
             if shown and subscription.events != "failures":
-                self._queue_reminders(
+                due = self._queue_reminders(
                     session,
                     channel=channel,
                     pipeline=pipeline,
@@ -371,6 +423,8 @@ class Notifier:
                     stats=stats,
                     now=now,
                 )
+                reminder_due = _earliest(reminder_due, due)
+        return reminder_due
 
     def _show_execution(
         self,
@@ -436,30 +490,102 @@ class Notifier:
         lookups: _Lookups,
         stats: TickStats,
         now: datetime,
-    ) -> None:
+    ) -> datetime | None:
         """Remind the approvers of each approval this channel was asked that still waits:
         once after the reminder delay, once more shortly before it times out. The event keys
-        make each reminder go out once, whichever tick or process sees it."""
+        make each reminder go out once, whichever tick or process sees it. Returns when the
+        next reminder falls due (None if none will)."""
+        next_due: datetime | None = None
         for event in snapshot_events(before=None, after=snapshot):
             if event.kind != APPROVAL or not event.stage or not event.action:
                 continue
             since = _as_datetime(_parse_iso(event.since))
             if since is None:
                 continue
-            waited = (now - since).total_seconds() / 60
             asked = notify_store.get_event(
                 session=session, channel_id=channel, execution_id=execution_id, event_key=event.key
             )
             if asked is None or asked.resolved:
                 continue  # never asked here (or not yet), or answered already
+            first_key = f"reminder:1:{event.key}"
+            final_key = f"reminder:final:{event.key}"
+
+            def sent(key: str) -> bool:
+                found = notify_store.get_event(
+                    session=session, channel_id=channel, execution_id=execution_id, event_key=key
+                )
+                return found is not None
+
+            if sent(final_key):
+                continue  # the final one stands for both: nothing more to send
             timeout = self._approval_timeout(pipeline, event, lookups)
             final_at = timeout - min(timeout * FINAL_REMINDER_SHARE, FINAL_REMINDER_MAX_MINUTES)
-            final = waited >= final_at
-            if not final and waited < self._reminder_minutes:
+            first_at = min(float(self._reminder_minutes), final_at)
+            waited = (now - since).total_seconds() / 60
+            first_sent = sent(first_key)
+            if waited >= final_at:
+                keys = [final_key] if first_sent else [final_key, first_key]
+                self._remind(
+                    session,
+                    channel=channel,
+                    pipeline=pipeline,
+                    execution_id=execution_id,
+                    event=event,
+                    keys=keys,
+                    waited=waited,
+                    final=True,
+                    lookups=lookups,
+                    stats=stats,
+                    now=now,
+                )
                 continue
-            first_key = f"reminder:1:{event.key}"
-            key = f"reminder:final:{event.key}" if final else first_key
-            _, created = notify_store.record_event_once(
+            if not first_sent and waited >= first_at:
+                self._remind(
+                    session,
+                    channel=channel,
+                    pipeline=pipeline,
+                    execution_id=execution_id,
+                    event=event,
+                    keys=[first_key],
+                    waited=waited,
+                    final=False,
+                    lookups=lookups,
+                    stats=stats,
+                    now=now,
+                )
+                first_sent = True
+            due = since + timedelta(minutes=final_at if first_sent else first_at)
+            next_due = _earliest(next_due, due)
+        return next_due
+
+    def _remind(
+        self,
+        session: Session,
+        *,
+        channel: str,
+        pipeline: str,
+        execution_id: str,
+        event: Event,
+        keys: Sequence[str],
+        waited: float,
+        final: bool,
+        lookups: _Lookups,
+        stats: TickStats,
+        now: datetime,
+    ) -> None:
+        """Record the reminder's keys (the first names the reply) and queue it once."""
+        _, created = notify_store.record_event_once(
+            session=session,
+            channel_id=channel,
+            execution_id=execution_id,
+            event_key=keys[0],
+            resolved=True,
+            at=now,
+        )
+        if not created:
+            return  # another tick or process sent it
+        for key in keys[1:]:
+            notify_store.record_event_once(
                 session=session,
                 channel_id=channel,
                 execution_id=execution_id,
@@ -467,30 +593,18 @@ class Notifier:
                 resolved=True,
                 at=now,
             )
-            if not created:
-                continue
-            if final:
-                # The final one stands for both: no first reminder after it.
-                notify_store.record_event_once(
-                    session=session,
-                    channel_id=channel,
-                    execution_id=execution_id,
-                    event_key=first_key,
-                    resolved=True,
-                    at=now,
-                )
-            reply = reminder_reply(
-                pipeline=pipeline,
-                execution_id=execution_id,
-                stage=event.stage,
-                action=event.action,
-                approvers=lookups.approvers(),
-                waited_minutes=int(waited),
-                final=final,
-                now=now,
-            )
-            _enqueue(session, channel, "reply", reply, execution_id, key=key, now=now)
-            stats.replies += 1
+        reply = reminder_reply(
+            pipeline=pipeline,
+            execution_id=execution_id,
+            stage=event.stage or "",
+            action=event.action or "",
+            approvers=lookups.approvers(),
+            waited_minutes=int(waited),
+            final=final,
+            now=now,
+        )
+        _enqueue(session, channel, "reply", reply, execution_id, key=keys[0], now=now)
+        stats.replies += 1
 
     def _approval_timeout(self, pipeline: str, event: Event, lookups: _Lookups) -> int:
         """The waiting approval's timeout in minutes (its declaration's, else 7 days)."""
@@ -565,6 +679,63 @@ class Notifier:
         )
         _enqueue(session, channel, "reply", reply, execution_id, key=event.key, now=now)
         stats.replies += 1
+
+    # --- daily digests -----------------------------------------------------------------------
+
+    def queue_digests(self, stats: TickStats | None = None) -> int:
+        """Queue each channel's daily digest whose time (in the digest time zone) has come
+        and that was not sent today: one message per channel and time, whatever the number
+        of pipelines in it; each pipeline read once. Returns the digests queued."""
+        now = self._clock()
+        local = now.astimezone(self._digest_zone)
+        today, time_of_day = local.date().isoformat(), local.strftime("%H:%M")
+        with self._sessions() as session:
+            due = notify_store.due_digests(session=session, today=today, time_of_day=time_of_day)
+        groups: dict[tuple[str, str], list[Subscription]] = {}
+        for subscription in due:
+            key = (subscription.channel_id, subscription.digest_time or "")
+            groups.setdefault(key, []).append(subscription)
+        read: dict[str, Sequence[Mapping[str, Any]] | str] = {}
+        since = now - timedelta(hours=24)
+        for subscription in due:
+            if subscription.pipeline in read:
+                continue
+            if stats is not None:
+                stats.backend_calls += 1
+            try:
+                read[subscription.pipeline] = self._ops.executions_since(
+                    subscription.pipeline, since
+                )
+            except OpsError as exc:
+                read[subscription.pipeline] = exc.message
+        queued = 0
+        for (channel, _), subscriptions in groups.items():
+            with transaction(self._sessions) as session:
+                claimed = [
+                    s
+                    for s in subscriptions
+                    if s.id is not None
+                    and notify_store.claim_digest(
+                        session=session, subscription_id=s.id, today=today
+                    )
+                ]
+                if not claimed:
+                    continue  # another tick or process sent it
+                message = digest_message(
+                    channel_pipelines=[(s.pipeline, read[s.pipeline]) for s in claimed], now=now
+                )
+                notify_store.enqueue(
+                    session=session,
+                    channel_id=channel,
+                    kind="post",
+                    payload=json.dumps(message),
+                    event_key=f"digest:{today}",
+                    at=now,
+                )
+            queued += 1
+            if stats is not None:
+                stats.posts += 1
+        return queued
 
     # --- sending -----------------------------------------------------------------------------
 
@@ -775,6 +946,14 @@ class _Lookups:
         except Exception:
             log.info("notifier: no log for %s", action_execution_id, exc_info=True)
             return None
+
+
+def _earliest(first: datetime | None, second: datetime | None) -> datetime | None:
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
 
 
 def _enqueue(

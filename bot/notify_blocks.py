@@ -44,6 +44,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+from bot.block_kit import ESCAPES, MESSAGE_BLOCKS_MAX, SECTION_TEXT_MAX, Block
+from bot.block_kit import actions as _actions
+from bot.block_kit import button as _button
+from bot.block_kit import clip as _clip
+from bot.block_kit import clip_mrkdwn as _clip_mrkdwn
+from bot.block_kit import code as _code
+from bot.block_kit import confirm_dialog as _confirm
+from bot.block_kit import context as _context
+from bot.block_kit import defuse as _defuse
+from bot.block_kit import esc as _esc
+from bot.block_kit import fence as _fence
+from bot.block_kit import header as _header
+from bot.block_kit import one_line as _one_line
+from bot.block_kit import section as _section
+from bot.block_kit import text_size as _text_size
 from bot.blocks import (
     MESSAGE_TEXT_BUDGET,
     OUTCOME_MAX,
@@ -77,7 +92,6 @@ __all__ = [
     "snapshot_events",
 ]
 
-Block = dict[str, Any]
 
 # Event kinds. The two *_RESOLVED kinds are not replies of their own: they tell the
 # scheduler to call ``resolved_reply`` on the reply whose key is ``Event.resolves``.
@@ -95,12 +109,6 @@ WAITING_FOR_APPROVAL: Final = "WaitingForApproval"
 WAITING_TO_ENTER: Final = "WaitingToEnter"
 """A stage this execution is queued to enter (it is among the stage's inbound executions)."""
 
-_SECTION_MAX = 3000
-_HEADER_MAX = 150
-_BUTTON_TEXT_MAX = 75
-_BUTTON_VALUE_MAX = 2000
-_CONFIRM_TEXT_MAX = 300
-_MAX_BLOCKS = 50
 _NAME_MAX = 100
 _SUMMARY_MAX = 300
 _MESSAGE_MAX = 100
@@ -133,45 +141,13 @@ _LABEL = {
 }
 _NO_STATUS = "⚪"
 _SAFE_URL = re.compile(r"https?://[^\s<>|]+")
-_FENCE = re.compile("`{3,}")
-_GRAVE = "\u02cb"  # looks like a backtick, closes no code block
-_ESCAPES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 
 
 # --------------------------------------------------------------------------- small helpers
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())
-
-
-def _esc(text: str, limit: int) -> str:
-    """Escaped for mrkdwn and cut so the escaped result fits ``limit`` (no split entity)."""
-    out: list[str] = []
-    size = 0
-    escaped = escape(text)
-    if len(escaped) <= limit:
-        return escaped
-    for char in text:
-        piece = _ESCAPES.get(char, char)
-        if size + len(piece) > limit - 1:
-            break
-        out.append(piece)
-        size += len(piece)
-    return "".join(out) + "…"
-
-
 def _name(value: Any, limit: int = _NAME_MAX) -> str:
     return _esc(_one_line(str(value)) if value is not None else "?", limit)
-
-
-def _code(text: str, limit: int = 80) -> str:
-    plain = text.replace("`", "'")
-    return f"`{_esc(plain, limit)}`"
 
 
 def _short(execution_id: str) -> str:
@@ -229,99 +205,6 @@ def _commit_message(summary: Any) -> str | None:
     return _clip(first, 200) if first else None
 
 
-def _plain(text: str, limit: int) -> dict[str, Any]:
-    return {"type": "plain_text", "text": _clip(text, limit) or " ", "emoji": True}
-
-
-def _clip_mrkdwn(text: str, limit: int) -> str:
-    """Cut mrkdwn built here without splitting a ``<...>`` token, an entity or a code block."""
-    if len(text) <= limit:
-        return text
-    cut = text[: max(limit - 5, 0)]
-    opened = cut.rfind("<")
-    if opened > cut.rfind(">"):
-        cut = cut[:opened]
-    amp = cut.rfind("&")
-    if amp > cut.rfind(";"):
-        cut = cut[:amp]
-    if cut.count("```") % 2:
-        cut += "```"
-    return cut + "…"
-
-
-def _header(text: str) -> Block:
-    return {"type": "header", "text": _plain(_one_line(text) or "pipebot", _HEADER_MAX)}
-
-
-def _section(text: str) -> Block:
-    return {
-        "type": "section",
-        "text": {"type": "mrkdwn", "text": _clip_mrkdwn(text, _SECTION_MAX) or " "},
-    }
-
-
-def _context(*texts: str) -> Block:
-    return {
-        "type": "context",
-        "elements": [
-            {"type": "mrkdwn", "text": _clip_mrkdwn(t, _SECTION_MAX) or " "} for t in texts[:10]
-        ],
-    }
-
-
-def _confirm(*, title: str, text: str, confirm: str) -> dict[str, Any]:
-    return {
-        "title": _plain(title, 100),
-        "text": _plain(text, _CONFIRM_TEXT_MAX),
-        "confirm": _plain(confirm, 30),
-        "deny": _plain("Cancel", 30),
-    }
-
-
-def _button(
-    *,
-    text: str,
-    action_id: str,
-    ref: ButtonRef,
-    style: str | None = None,
-    confirm: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
-    value = ref.encode()
-    if len(value) > _BUTTON_VALUE_MAX:
-        return None
-    button: dict[str, Any] = {
-        "type": "button",
-        "text": _plain(text, _BUTTON_TEXT_MAX),
-        "action_id": action_id,
-        "value": value,
-    }
-    if style:
-        button["style"] = style
-    if confirm:
-        button["confirm"] = confirm
-    return button
-
-
-def _actions(buttons: Sequence[dict[str, Any] | None]) -> list[Block]:
-    present = [b for b in buttons if b is not None]
-    return [{"type": "actions", "elements": present}] if present else []
-
-
-def _text_size(value: Any) -> int:
-    """Characters in all text objects below ``value`` (what Slack's total limit counts)."""
-    if isinstance(value, Mapping):
-        size = 0
-        if value.get("type") in ("plain_text", "mrkdwn") and isinstance(value.get("text"), str):
-            size += len(value["text"])
-        for key, item in value.items():
-            if key != "text" or not isinstance(item, str):
-                size += _text_size(item)
-        return size
-    if isinstance(value, list | tuple):
-        return sum(_text_size(item) for item in value)
-    return 0
-
-
 def _pack_lines(lines: Sequence[str], *, max_blocks: int, budget: int, more: str) -> list[Block]:
     """Sections of whole lines (each section at most 3000 characters) within the block and
     text budgets; when lines are left over, a context note ``more`` (``{n}`` = how many)."""
@@ -330,8 +213,8 @@ def _pack_lines(lines: Sequence[str], *, max_blocks: int, budget: int, more: str
         texts: list[str] = []
         used = 0
         for taken, raw in enumerate(lines):
-            line = _clip_mrkdwn(raw, _SECTION_MAX)
-            if texts and len(texts[-1]) + 1 + len(line) <= _SECTION_MAX:
+            line = _clip_mrkdwn(raw, SECTION_TEXT_MAX)
+            if texts and len(texts[-1]) + 1 + len(line) <= SECTION_TEXT_MAX:
                 if used + 1 + len(line) > room:
                     return texts, taken
                 texts[-1] += "\n" + line
@@ -357,11 +240,6 @@ def _mentions(subjects: Sequence[str]) -> str:
     return ", ".join(shown) + (f" and {extra} more" if extra > 0 else "")
 
 
-def _fence(text: str) -> str:
-    """Escaped, and runs of 3+ backticks (which would close the block) made harmless."""
-    return _FENCE.sub(lambda m: _GRAVE * len(m[0]), escape(text))
-
-
 def _log_tail(raw: str, room: int) -> tuple[str, bool]:
     """The end of ``raw`` for a code block in at most ``room`` characters, whole lines where
     possible; and whether anything was cut."""
@@ -381,12 +259,12 @@ def _log_tail(raw: str, room: int) -> tuple[str, bool]:
         return "\n".join(reversed(kept)), True
     chars: list[str] = []
     for char in reversed(lines[-1]):
-        piece = _ESCAPES.get(char, char)
+        piece = ESCAPES.get(char, char)
         if size + len(piece) > room:
             break
         chars.append(piece)
         size += len(piece)
-    return _FENCE.sub(lambda m: _GRAVE * len(m[0]), "".join(reversed(chars))), True
+    return _defuse("".join(reversed(chars))), True
 
 
 def _message(blocks: list[Block], **extra: Any) -> dict[str, Any]:
@@ -613,7 +491,7 @@ def parent_message(*, snapshot: Mapping[str, Any], now: datetime) -> dict[str, A
 
     footer = _context(f"Execution {_code(execution_id)}")
     stages: list[Mapping[str, Any]] = list(snapshot.get("stages") or [])
-    max_blocks = _MAX_BLOCKS - len(blocks) - 1
+    max_blocks = MESSAGE_BLOCKS_MAX - len(blocks) - 1
     budget = MESSAGE_TEXT_BUDGET - OUTCOME_MAX - _text_size(blocks) - _text_size(footer)
     if not stages:
         middle = [_section("_No stage has run yet._")]
@@ -1011,13 +889,17 @@ def reminder_reply(
 # --------------------------------------------------------------------------- digest
 
 
-def _pipeline_digest(name: str, summaries: Sequence[Mapping[str, Any]], since: datetime) -> str:
+def _pipeline_digest(
+    name: str, summaries: Sequence[Mapping[str, Any]] | str, since: datetime
+) -> str:
+    head = f"*{_name(name)}*"
+    if isinstance(summaries, str):
+        return f"{head} · :warning: could not be read: {_esc(summaries, 200)}"
     recent = [
         s
         for s in summaries
         if (_aware(s.get("startTime")) or datetime.min.replace(tzinfo=UTC)) >= since
     ]
-    head = f"*{_name(name)}*"
     if not recent:
         return f"{head} · no executions"
     counts: dict[str, int] = {}
@@ -1050,12 +932,13 @@ def _pipeline_digest(name: str, summaries: Sequence[Mapping[str, Any]], since: d
 
 def digest_message(
     *,
-    channel_pipelines: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+    channel_pipelines: Sequence[tuple[str, Sequence[Mapping[str, Any]] | str]],
     now: datetime,
 ) -> dict[str, Any]:
     """The daily digest of a channel: per pipeline, its executions started in the last 24
     hours (ListPipelineExecutions summaries, any order), their success rate (succeeded
-    among finished, superseded left out) and the median duration of successful ones."""
+    among finished, superseded left out) and the median duration of successful ones; a
+    string instead of summaries says why the pipeline could not be read."""
     since = now - timedelta(hours=24)
     blocks: list[Block] = [_header("Daily pipeline digest")]
     footer = _context(f"Executions started since {slack_date(since)}")
@@ -1065,7 +948,7 @@ def digest_message(
         lines = [_pipeline_digest(name, summaries, since) for name, summaries in channel_pipelines]
         middle = _pack_lines(
             lines,
-            max_blocks=_MAX_BLOCKS - 2,
+            max_blocks=MESSAGE_BLOCKS_MAX - 2,
             budget=MESSAGE_TEXT_BUDGET - _text_size(blocks) - _text_size(footer),
             more="…and {n} more pipelines.",
         )

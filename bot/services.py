@@ -29,6 +29,7 @@ from botocore.exceptions import (
 
 from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
 from bot.engine.errors import DeclarationError
+from storage.db import utc
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -198,6 +199,41 @@ class PipelineOps:
                 ]
             )
         )
+
+    def executions_since(
+        self, name: str, since: datetime, *, limit: int = 1000
+    ) -> list[dict[str, Any]]:
+        """The pipeline's executions started at or after ``since`` (newest first, at most
+        ``limit``), page by page until an older one shows up."""
+
+        def read() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            token: str | None = None
+            while len(found) < limit:
+                page = self._client.list_pipeline_executions(
+                    pipelineName=name,
+                    maxResults=min(100, limit - len(found)),
+                    **({"nextToken": token} if token else {}),
+                )
+                for summary in page["pipelineExecutionSummaries"]:
+                    started = summary.get("startTime")
+                    if isinstance(started, datetime) and utc(started) < since:
+                        return found
+                    found.append(summary)
+                token = page.get("nextToken")
+                if not token:
+                    break
+            return found[:limit]
+
+        return run_guarded(read)
+
+    def change_tokens(self) -> dict[str, str] | None:
+        """Each pipeline's change token where the backend keeps them (the embedded engine),
+        one read for all pipelines; None on AWS, where only reading a pipeline tells."""
+        tokens = getattr(self._client, "change_tokens", None)
+        if not callable(tokens):
+            return None
+        return dict(run_guarded(tokens))
 
     def declaration_text(self, name: str) -> str:
         pipeline = run_guarded(lambda: self._client.get_pipeline(name=name)["pipeline"])

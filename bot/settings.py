@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -45,6 +46,7 @@ class Settings(BaseSettings):
     approval_reminder_minutes: int = Field(
         default=60, ge=1, alias="PIPEBOT_APPROVAL_REMINDER_MINUTES"
     )
+    digest_timezone: str = Field(default="UTC", alias="PIPEBOT_DIGEST_TIMEZONE")
     engine_max_parallel_actions: int = Field(
         default=16, ge=1, le=256, alias="PIPEBOT_ENGINE_MAX_PARALLEL_ACTIONS"
     )
@@ -87,6 +89,22 @@ class Settings(BaseSettings):
         elif value.startswith("postgresql:"):
             value = "postgresql+psycopg:" + value.removeprefix("postgresql:")
         return value
+
+    @field_validator("digest_timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                "must be an IANA time zone name such as UTC, Europe/Berlin or America/New_York"
+            ) from None
+        return value
+
+    @property
+    def digest_zone(self) -> ZoneInfo:
+        """The time zone of the daily digests' HH:MM."""
+        return ZoneInfo(self.digest_timezone)
 
     @field_validator("slack_bot_token")
     @classmethod

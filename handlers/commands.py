@@ -29,7 +29,7 @@ from bot.ids import ButtonRef
 from bot.services import OpsError, request_token
 from handlers.context import Actor, Services, audit, check, ephemeral, explain, user_name
 from storage import bot_store, notify_store
-from storage.db import transaction, utc
+from storage.db import transaction, utc, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -496,20 +496,39 @@ def _channel(r: Request) -> str:
 def _subscribe(r: Request) -> str | None:
     channel = _channel(r)
     r.ops.state(r.name)  # the pipeline must exist
-    events = str(r.args.get("events") or "all")
+    events = r.args.get("events")
+    digest = r.args.get("digest")
+    zone = r.services.settings.digest_zone
+    local_now = utcnow().astimezone(zone)
+    today = local_now.date().isoformat()
+    digest_time: str | notify_store.Keep | None = notify_store.KEEP
+    if digest is not None:
+        digest_time = None if digest == "off" else str(digest)
     with transaction(r.services.sessions) as session:
-        _, created = notify_store.subscribe(
+        row, created = notify_store.subscribe(
             session=session,
             pipeline=r.name,
             channel_id=channel,
             created_by=r.actor.user_id,
-            events=events,  # type: ignore[arg-type]
+            events=notify_store.KEEP if events is None else events,
+            digest_time=digest_time,
+            # A time already past today: the first digest goes out tomorrow.
+            digest_sent_on=today
+            if isinstance(digest_time, str) and digest_time <= local_now.strftime("%H:%M")
+            else None,
         )
     verb = "subscribed this channel to" if created else "changed this channel's subscription to"
-    r.public(
-        f"<@{r.actor.user_id}> {verb} *{r.name}*: {_FILTER_WORDS.get(events, events)} are "
-        "posted here, one message per execution kept up to date, events in its thread."
+    if not created and events is None and digest is None:
+        verb = "kept this channel's subscription to"
+    text = (
+        f"<@{r.actor.user_id}> {verb} *{r.name}*: {_FILTER_WORDS.get(row.events, row.events)} "
+        "are posted here, one message per execution kept up to date, events in its thread."
     )
+    if row.digest_time is not None:
+        text += f" A digest of the last 24 hours is posted daily at {row.digest_time} ({zone.key})."
+    elif digest == "off":
+        text += " No daily digest."
+    r.public(text)
     return ""
 
 
@@ -535,8 +554,11 @@ def _subscriptions(r: Request) -> str | None:
         )
     else:
         lines = [f"*This channel's subscriptions* ({len(rows)}):"]
+        zone = r.services.settings.digest_zone.key
         lines += [
-            f"• *{row.pipeline}* — {_FILTER_WORDS.get(row.events, row.events)}" for row in rows[:40]
+            f"• *{row.pipeline}* — {_FILTER_WORDS.get(row.events, row.events)}"
+            + (f"; daily digest at {row.digest_time} ({zone})" if row.digest_time else "")
+            for row in rows[:40]
         ]
         if len(rows) > 40:
             lines.append(f"…and {len(rows) - 40} more.")

@@ -102,6 +102,11 @@ class SessionFactory:
     def writer(self) -> Session:
         return self._writes()
 
+    @property
+    def writer_maker(self) -> sessionmaker[Session]:
+        """The factory of write sessions (for session event listeners)."""
+        return self._writes
+
 
 def make_session_factory(engine: Engine) -> SessionFactory:
     return SessionFactory(engine)

@@ -11,9 +11,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import func, text, update
+from sqlalchemy import event, func, text, update
+from sqlalchemy.orm import UOWTransaction
 from sqlmodel import Session, SQLModel, col, delete, select
 
+from storage.db import SessionFactory, utc
 from storage.models import (
     ActionExecution,
     EngineWorker,
@@ -25,6 +27,59 @@ from storage.models import (
 )
 
 ACTIVE_EXECUTION_STATUSES = ("InProgress", "Stopping")
+_CHANGED_KEY = "pipebot_changed_pipelines"
+_PIPELINE_ROWS = (PipelineExecution, StageExecution, ActionExecution, StageTransition)
+
+
+# --- change feed -------------------------------------------------------------------------------
+
+
+def track_changes(factory: SessionFactory) -> None:
+    """Make every write transaction of ``factory`` bump ``change_seq`` of each pipeline whose
+    declaration, executions, stages, actions or transitions it changed, once, at commit.
+
+    Readers (the notifier) compare ``change_tokens`` with what they last read and skip the
+    pipelines that did not change. Bulk statements that bypass the ORM (an action's claim,
+    a pipeline's deletion) change nothing a reader shows, or remove the pipeline.
+    """
+    event.listen(factory.writer_maker, "after_flush", _collect_changes)
+    event.listen(factory.writer_maker, "before_commit", _bump_changes)
+
+
+def _collect_changes(session: Session, _flush: UOWTransaction) -> None:
+    changed: set[int] = session.info.setdefault(_CHANGED_KEY, set())
+    # ``session.dirty`` holds every row an attribute was set on, even to the same value (a
+    # sweep that found nothing to do): only a net change counts.
+    dirty = [row for row in session.dirty if session.is_modified(row)]
+    for row in (*session.new, *dirty, *session.deleted):
+        if isinstance(row, _PIPELINE_ROWS):
+            changed.add(row.pipeline_id)
+        elif isinstance(row, Pipeline) and row.id is not None and row not in session.deleted:
+            changed.add(row.id)
+
+
+def _bump_changes(session: Session) -> None:
+    session.flush()  # the last changes are collected before the count moves
+    changed: set[int] | None = session.info.pop(_CHANGED_KEY, None)
+    if not changed:
+        return
+    session.execute(
+        update(Pipeline)
+        .where(col(Pipeline.id).in_(sorted(changed)))
+        .values(change_seq=col(Pipeline.change_seq) + 1)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def change_tokens(*, session: Session) -> dict[str, str]:
+    """Every pipeline's change token: equal tokens mean nothing changed in between (the row's
+    ID and creation time are part of it, so a pipeline deleted and created again under its
+    name differs, even where SQLite hands out the same ID again)."""
+    statement = select(Pipeline.name, Pipeline.id, Pipeline.created_at, Pipeline.change_seq)
+    return {
+        name: f"{pk}.{utc(created).timestamp():.6f}.{seq}"
+        for name, pk, created, seq in session.execute(statement)
+    }
 
 
 def add_row(*, session: Session, row: SQLModel) -> None:
@@ -308,8 +363,10 @@ def unclaimed_actions(*, session: Session, limit: int = 200) -> list[int]:
 
 
 def claimed_in_progress_actions(*, session: Session) -> list[ActionExecution]:
-    statement = select(ActionExecution).where(
-        ActionExecution.status == "InProgress", col(ActionExecution.claimed_by).is_not(None)
+    statement = (
+        select(ActionExecution)
+        .where(ActionExecution.status == "InProgress", col(ActionExecution.claimed_by).is_not(None))
+        .execution_options(populate_existing=True)  # as committed now, not as read before
     )
     return list(session.exec(statement))
 

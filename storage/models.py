@@ -11,7 +11,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Column, DateTime, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    text,
+)
 from sqlmodel import Field, SQLModel
 
 
@@ -41,6 +51,12 @@ class Pipeline(SQLModel, table=True):
     tags: str = Field(sa_column=_text(nullable=False))
     created_at: datetime = Field(sa_column=_ts())
     updated_at: datetime = Field(sa_column=_ts())
+    change_seq: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, server_default=text("0"))
+    )
+    """Bumped by every committed transaction that changes the pipeline or its executions
+    (``storage.engine_store.track_changes``): readers skip a pipeline whose count is as
+    they last saw it."""
 
 
 class PipelineVersion(SQLModel, table=True):
@@ -275,6 +291,8 @@ class Subscription(SQLModel, table=True):
     channel_id: str = Field(max_length=32)
     events: str = Field(max_length=16)
     digest_time: str | None = Field(default=None, max_length=5)
+    digest_sent_on: str | None = Field(default=None, max_length=10)
+    """The local date (YYYY-MM-DD) of the last digest sent, so a day gets one."""
     created_by: str = Field(max_length=32)
     created_at: datetime = Field(sa_column=_ts())
 
@@ -352,3 +370,6 @@ class PipelinePoll(SQLModel, table=True):
     next_poll_at: datetime = Field(sa_column=_ts())
     backoff_seconds: int = 0
     last_error: str | None = Field(default=None, sa_column=_text())
+    change_token: str | None = Field(default=None, max_length=64)
+    """The backend's change token when last read (embedded engine only): a pipeline
+    whose token is unchanged is not read again until ``next_poll_at``."""

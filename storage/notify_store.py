@@ -20,7 +20,9 @@ naive from SQLite: pass them through ``storage.db.utc``.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any, Final, Literal, cast
 
 from sqlalchemy import CursorResult, Result, func, or_, update
@@ -58,40 +60,68 @@ def _rowcount(result: Result[Any]) -> int:
 # --- subscriptions -----------------------------------------------------------------------------
 
 
+class Keep(Enum):
+    """``KEEP``: leave a subscription's setting as it is."""
+
+    KEEP = "keep"
+
+
+KEEP: Final = Keep.KEEP
+
+
 def subscribe(
     *,
     session: Session,
     pipeline: str,
     channel_id: str,
     created_by: str,
-    events: EventFilter = "all",
-    digest_time: str | None = None,
+    events: EventFilter | Keep = KEEP,
+    digest_time: str | Keep | None = KEEP,
+    digest_sent_on: str | None = None,
     at: datetime | None = None,
 ) -> tuple[Subscription, bool]:
-    """Subscribe the channel, or replace its filter and digest time; returns (row, created)."""
-    check_choice(events, EVENT_FILTERS, "events")
-    if digest_time is not None and not _DIGEST_TIME.fullmatch(digest_time):
+    """Subscribe the channel, or change its filter and digest; returns (row, created).
+
+    A setting given as ``KEEP`` stays as it is (a new subscription gets every event and no
+    digest). ``digest_sent_on`` (YYYY-MM-DD, with a new ``digest_time``) marks that day's
+    digest as sent, when the time has passed already: the first goes out the next day.
+    """
+    if not isinstance(events, Keep):
+        check_choice(events, EVENT_FILTERS, "events")
+    if isinstance(digest_time, str) and not _DIGEST_TIME.fullmatch(digest_time):
         raise ValueError(f"digest time must be HH:MM (00:00 to 23:59), not {digest_time!r}")
+    changes: dict[str, Any] = {}
+    if not isinstance(events, Keep):
+        changes["events"] = events
+    if not isinstance(digest_time, Keep):
+        changes["digest_time"] = digest_time
+        changes["digest_sent_on"] = digest_sent_on if digest_time is not None else None
     created = insert_ignoring_conflict(
         session,
         Subscription,
         {
             "pipeline": pipeline,
             "channel_id": channel_id,
-            "events": events,
-            "digest_time": digest_time,
+            "events": "all",
+            "digest_time": None,
+            "digest_sent_on": None,
             "created_by": created_by,
             "created_at": _at(at),
+            **changes,
         },
     )
     where = (col(Subscription.pipeline) == pipeline, col(Subscription.channel_id) == channel_id)
-    if not created:
-        session.execute(
-            update(Subscription).where(*where).values(events=events, digest_time=digest_time)
-        )
+    if not created and changes:
+        session.execute(update(Subscription).where(*where).values(**changes))
     row = session.exec(
         select(Subscription).where(*where).execution_options(populate_existing=True)
     ).one()
+    # Read the pipeline on the next tick, changed or not: the channel sees it as it is now.
+    session.execute(
+        update(PipelinePoll)
+        .where(col(PipelinePoll.pipeline) == pipeline)
+        .values(next_poll_at=_at(at), change_token=None)
+    )
     return row, created
 
 
@@ -135,6 +165,43 @@ def subscribed_pipelines(*, session: Session) -> list[str]:
 
 
 # --- parent messages ---------------------------------------------------------------------------
+
+
+def due_digests(*, session: Session, today: str, time_of_day: str) -> list[Subscription]:
+    """Subscriptions whose digest time (HH:MM, local) has come today (YYYY-MM-DD, local)
+    and whose digest for today has not been sent; by channel, time, pipeline."""
+    statement = (
+        select(Subscription)
+        .where(
+            col(Subscription.digest_time).is_not(None),
+            col(Subscription.digest_time) <= time_of_day,
+            or_(
+                col(Subscription.digest_sent_on).is_(None),
+                col(Subscription.digest_sent_on) != today,
+            ),
+        )
+        .order_by(
+            col(Subscription.channel_id), col(Subscription.digest_time), col(Subscription.pipeline)
+        )
+    )
+    return list(session.exec(statement))
+
+
+def claim_digest(*, session: Session, subscription_id: int, today: str) -> bool:
+    """Mark today's digest of the subscription as sent; False if it was already (by another
+    tick or process): the caller queues the digest only on True, in the same transaction."""
+    result = session.execute(
+        update(Subscription)
+        .where(
+            col(Subscription.id) == subscription_id,
+            or_(
+                col(Subscription.digest_sent_on).is_(None),
+                col(Subscription.digest_sent_on) != today,
+            ),
+        )
+        .values(digest_sent_on=today)
+    )
+    return _rowcount(result) == 1
 
 
 def get_posted_execution(
@@ -439,22 +506,31 @@ def get_lease(*, session: Session, name: str) -> SchedulerLease | None:
 # --- poll bookkeeping --------------------------------------------------------------------------
 
 
-def due_pipelines(*, session: Session, now: datetime, limit: int | None = None) -> list[str]:
-    """Subscribed pipelines due for a read: never read first, then the longest overdue."""
+def due_pipelines(
+    *,
+    session: Session,
+    now: datetime,
+    tokens: Mapping[str, str] | None = None,
+    limit: int | None = None,
+) -> list[str]:
+    """Subscribed pipelines due for a read: never read, due by their schedule, or, when the
+    backend keeps change tokens (``tokens``: pipeline -> token), changed since their last
+    read. Never read first, then the longest overdue, then the changed ones."""
     subscribed = select(Subscription.pipeline).distinct().subquery()
-    statement = (
-        select(subscribed.c.pipeline)
-        .outerjoin(PipelinePoll, col(PipelinePoll.pipeline) == subscribed.c.pipeline)
-        .where(
-            or_(
-                col(PipelinePoll.pipeline).is_(None),
-                col(PipelinePoll.next_poll_at) <= utc(now),
-            )
-        )
-        .order_by(col(PipelinePoll.next_poll_at).asc().nulls_first(), subscribed.c.pipeline)
-        .limit(limit)
-    )
-    return [name for name in session.execute(statement).scalars()]
+    statement = select(
+        subscribed.c.pipeline, PipelinePoll.next_poll_at, PipelinePoll.change_token
+    ).outerjoin(PipelinePoll, col(PipelinePoll.pipeline) == subscribed.c.pipeline)
+    now = utc(now)
+    due: list[tuple[int, datetime, str]] = []
+    for name, next_poll_at, token in session.execute(statement):
+        if next_poll_at is None:
+            due.append((0, now, name))
+        elif utc(next_poll_at) <= now:
+            due.append((1, utc(next_poll_at), name))
+        elif tokens is not None and tokens.get(name) != token:
+            due.append((2, utc(next_poll_at), name))
+    due.sort()
+    return [name for _, _, name in due[:limit]]
 
 
 def schedule_poll(
@@ -465,11 +541,13 @@ def schedule_poll(
     backoff_seconds: int = 0,
     error: str | None = None,
     polled_at: datetime | None = None,
+    change_token: str | None = None,
 ) -> PipelinePoll:
     """Set when the pipeline is read next (and the backoff and error that led to it).
 
-    ``polled_at`` records a read; leave it out to move ``next_poll_at`` alone (e.g. to wake
-    the pipeline at once on a change).
+    ``polled_at`` records a read, with the ``change_token`` it saw (None where the backend
+    keeps none); leave it out to move ``next_poll_at`` alone (e.g. to wake the pipeline at
+    once on a change).
     """
     if backoff_seconds < 0:
         raise ValueError(f"backoff_seconds must not be negative, not {backoff_seconds!r}")
@@ -479,10 +557,12 @@ def schedule_poll(
         "backoff_seconds": backoff_seconds,
         "last_error": error,
         "last_polled_at": None if polled_at is None else utc(polled_at),
+        "change_token": change_token,
     }
     updated = {name: value for name, value in values.items() if name != "pipeline"}
     if polled_at is None:
         del updated["last_polled_at"]
+        del updated["change_token"]
     session.execute(
         dialect_insert(session, PipelinePoll)
         .values(**values)

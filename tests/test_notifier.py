@@ -51,6 +51,13 @@ class Clock:
         self.advance(seconds)
 
 
+class NoFeedOps(PipelineOps):
+    """The engine seen as AWS sees it: no change tokens, only reads tell what changed."""
+
+    def change_tokens(self) -> dict[str, str] | None:
+        return None
+
+
 class Harness:
     def __init__(self, engine: Any, database_url: str, fake: FakeSlack) -> None:
         self.engine = engine
@@ -62,9 +69,12 @@ class Harness:
             {"SLACK_BOT_TOKEN": "xoxb-test", "SLACK_API_URL": fake.base_url}
         )
 
-    def notifier(self, holder: str = "process-a", **extra: Any) -> Notifier:
+    def notifier(
+        self, holder: str = "process-a", *, change_feed: bool = True, **extra: Any
+    ) -> Notifier:
+        ops_class = PipelineOps if change_feed else NoFeedOps
         return Notifier(
-            ops=PipelineOps(client=self.engine, local=True),
+            ops=ops_class(client=self.engine, local=True),
             sessions=self.sessions,
             web_client=make_web_client(self.settings),
             holder_id=holder,
@@ -247,18 +257,47 @@ def test_pipeline_is_read_once_per_tick_whatever_the_channels(h: Harness) -> Non
     stats = notifier.run_once()
     assert stats is not None
     assert stats.pipelines_read == 1
-    # ListPipelineExecutions + GetPipelineState, and GetPipeline once for the approval's
-    # details: the same three whatever the number of channels.
-    assert stats.backend_calls == 3
+    # The change tokens of all pipelines, then ListPipelineExecutions + GetPipelineState,
+    # and GetPipeline once for the approval's details: the same four whatever the number of
+    # channels.
+    assert stats.token_reads == 1
+    assert stats.backend_calls == 4
     assert stats.posts == 3
     for channel in ("C1", "C2", "C3"):
         assert len(h.posts(channel, thread=False)) == 1
 
 
-def test_an_idle_pipeline_is_read_less_often(h: Harness) -> None:
+def test_an_unchanged_pipeline_is_not_read_until_it_changes(h: Harness) -> None:
     h.engine.create_pipeline(pipeline=release())
     h.subscribe("web", "C1")
-    notifier = h.notifier()
+    notifier = h.notifier(approval_reminder_minutes=10_000)
+    h.pump(notifier, lambda: bool(h.replies_with("C1", "Approval needed")), "the approval")
+    quiet = TickStats(token_reads=1, backend_calls=1)
+    for _ in range(50):  # until the engine has settled and everything was read
+        h.clock.advance(INTERVAL)
+        if notifier.run_once() == quiet:
+            break
+        time.sleep(0.05)
+    for _ in range(3):  # an execution waits at its approval, yet nothing changed: no read
+        h.clock.advance(INTERVAL)
+        assert notifier.run_once() == quiet
+    h.engine.disable_stage_transition(
+        pipelineName="web", stageName="Build", transitionType="Inbound", reason="freeze"
+    )
+    h.clock.advance(INTERVAL)
+    stats = notifier.run_once()
+    assert stats is not None and stats.pipelines_read == 1
+    # A new subscriber gets the pipeline read at once, changed or not.
+    h.subscribe("web", "C2")
+    h.clock.advance(INTERVAL)
+    stats = notifier.run_once()
+    assert stats is not None and stats.pipelines_read == 1 and stats.posts == 1
+
+
+def test_an_idle_pipeline_is_read_less_often_without_change_tokens(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    notifier = h.notifier(change_feed=False)
     h.pump(notifier, lambda: h.approval_token() is not None, "the approval")
     h.engine.stop_pipeline_execution(
         pipelineName="web",
@@ -520,6 +559,18 @@ def test_subscription_commands(engine: Any, database_url: str, fake: FakeSlack) 
         rows = notify_store.subscriptions_for_channel(session=session, channel_id="C1")
         assert [(r.pipeline, r.events) for r in rows] == [("web", "failures")]
 
+    bot.command("subscribe web --digest 09:30", name="digest")
+    assert "daily at 09:30 (UTC)" in text_of(bot.reply("digest"))
+    bot.command("subscriptions", name="list2")
+    assert "daily digest at 09:30 (UTC)" in text_of(bot.reply("list2"))
+    refused = bot.command("subscribe web --digest 25:00", name="bad")
+    assert "not a time of day" in refused.body  # a usage error is answered in the ack
+    bot.command("subscribe web --digest off", name="off")
+    assert "No daily digest" in text_of(bot.reply("off"))
+    with bot.services.sessions() as session:
+        rows = notify_store.subscriptions_for_channel(session=session, channel_id="C1")
+        assert [(r.events, r.digest_time) for r in rows] == [("failures", None)]
+
     bot.command("subscribe nope", name="missing")
     assert "no pipeline" in text_of(bot.reply("missing"))
 
@@ -538,6 +589,72 @@ def test_create_subscribes_the_channel(engine: Any, database_url: str, fake: Fak
     with bot.services.sessions() as session:
         rows = notify_store.subscriptions_for_pipeline(session=session, pipeline="made")
         assert [(r.channel_id, r.events) for r in rows] == [("C1", "all")]
+
+
+# --- daily digest ----------------------------------------------------------------------------
+
+
+def test_daily_digest_goes_out_once_a_day_at_its_time(h: Harness) -> None:
+    from zoneinfo import ZoneInfo
+
+    quick = pipeline(
+        "quick", [("Source", [source_action()]), ("Build", [commands_action("B", ["true"])])]
+    )
+    h.engine.create_pipeline(pipeline=quick)
+    h.engine.create_pipeline(pipeline=release())
+    wait_for(lambda: h.execution_status("quick") == "Succeeded", what="quick to succeed")
+    h.engine.start_pipeline_execution(name="quick")
+    wait_for(
+        lambda: (
+            [
+                s["status"]
+                for s in h.engine.list_pipeline_executions(pipelineName="quick")[
+                    "pipelineExecutionSummaries"
+                ]
+            ]
+            == ["Succeeded", "Succeeded"]
+        ),
+        what="the second run",
+    )
+    zone = ZoneInfo("Asia/Tokyo")  # the digest's HH:MM is local to this zone
+    with transaction(h.sessions) as session:
+        for name in ("quick", "web"):
+            notify_store.subscribe(
+                session=session,
+                pipeline=name,
+                channel_id="CDIGEST",
+                created_by=ADMIN,
+                events="failures",
+                digest_time="09:00",
+            )
+    # One minute before the next 09:00 in Tokyo (within 24 hours of the runs).
+    local = datetime.now(UTC).astimezone(zone)
+    nine = local.replace(hour=9, minute=0, second=0, microsecond=0)
+    if nine <= local:
+        nine += timedelta(days=1)
+    h.clock.now = (nine - timedelta(minutes=1)).astimezone(UTC)
+    first = h.notifier(digest_zone=zone)
+    second = h.notifier("process-b", digest_zone=zone)
+
+    def digests() -> list[Call]:
+        return [
+            c for c in h.posts("CDIGEST", thread=False) if "Daily pipeline digest" in text_of(c)
+        ]
+
+    assert first.queue_digests() == 0
+    h.clock.advance(60)
+    assert first.queue_digests() == 1
+    assert second.queue_digests() == 0, "another process finds it sent"
+    first.flush_outbox()
+    sent = digests()
+    assert len(sent) == 1
+    body = text_of(sent[0])
+    assert "*quick* \\u00b7 2 executions \\u00b7 100% success (2/2)" in body
+    assert "*web* \\u00b7 1 execution" in body
+    h.clock.advance(6 * 3600)
+    assert first.queue_digests() == 0, "once a day"
+    h.clock.advance(18 * 3600)
+    assert first.queue_digests() == 1, "the next day again"
 
 
 # --- the scheduler ---------------------------------------------------------------------------

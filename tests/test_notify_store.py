@@ -91,8 +91,63 @@ def test_subscribe_creates_then_replaces_filter_and_digest(sessions: SessionFact
             session=session, pipeline="web", channel_id="C1", created_by="U3", events="approvals"
         )
         assert not created
-        assert (row.events, row.digest_time) == ("approvals", None)
+        # What is not given stays: the digest time.
+        assert (row.events, row.digest_time) == ("approvals", "09:00")
         assert (row.created_by, utc(row.created_at)) == ("U1", T0)
+        row, _ = notify_store.subscribe(
+            session=session, pipeline="web", channel_id="C1", created_by="U3", digest_time=None
+        )
+        assert (row.events, row.digest_time) == ("approvals", None)
+
+
+def test_daily_digest_is_due_once_a_day(sessions: SessionFactory) -> None:
+    with transaction(sessions) as session:
+        for pipeline, channel, time_of_day in [
+            ("web", "C1", "09:00"),
+            ("api", "C1", "09:00"),
+            ("db", "C2", "17:30"),
+            ("ops", "C3", None),
+        ]:
+            notify_store.subscribe(
+                session=session,
+                pipeline=pipeline,
+                channel_id=channel,
+                created_by="U1",
+                digest_time=time_of_day,
+            )
+        # Set after today's time: today's counts as sent, the first goes out tomorrow.
+        notify_store.subscribe(
+            session=session,
+            pipeline="late",
+            channel_id="C4",
+            created_by="U1",
+            digest_time="08:00",
+            digest_sent_on="2026-11-28",
+        )
+
+    def due(today: str, time_of_day: str) -> list[tuple[str, str]]:
+        with sessions() as session:
+            rows = notify_store.due_digests(session=session, today=today, time_of_day=time_of_day)
+            return [(r.channel_id, r.pipeline) for r in rows]
+
+    assert due("2026-11-28", "08:59") == []
+    assert due("2026-11-28", "09:00") == [("C1", "api"), ("C1", "web")]
+    assert due("2026-11-28", "23:59") == [("C1", "api"), ("C1", "web"), ("C2", "db")]
+    with transaction(sessions) as session:
+        rows = notify_store.due_digests(session=session, today="2026-11-28", time_of_day="09:00")
+        claimed = [
+            notify_store.claim_digest(
+                session=session, subscription_id=r.id or 0, today="2026-11-28"
+            )
+            for r in rows
+        ]
+        assert claimed == [True, True]
+        # A second claim (another tick or process) gets nothing.
+        assert not notify_store.claim_digest(
+            session=session, subscription_id=rows[0].id or 0, today="2026-11-28"
+        )
+    assert due("2026-11-28", "23:59") == [("C2", "db")]
+    assert due("2026-11-29", "09:00") == [("C1", "api"), ("C1", "web"), ("C4", "late")]
 
 
 def test_subscribe_refuses_unknown_filter_or_bad_digest_time(sessions: SessionFactory) -> None:

@@ -157,6 +157,7 @@ class LocalCodePipeline:
                 "The pipebot database is not at the latest schema: run `pipebot migrate` first."
             )
         self._sessions = make_session_factory(self._engine)
+        store.track_changes(self._sessions)
         self._data_dir = Path(data_dir).resolve()
         self._data_dir.mkdir(parents=True, exist_ok=True)
         self._region = region
@@ -220,6 +221,13 @@ class LocalCodePipeline:
         changed something, a finished action): the notifier wakes at once instead of
         waiting for its next poll. Listeners must be quick and must not raise."""
         self._listeners.append(listener)
+
+    def change_tokens(self) -> dict[str, str]:
+        """Each pipeline's change token (not a CodePipeline operation): a token equal to one
+        read before means nothing of the pipeline, its executions, stages, actions or
+        transitions changed since, whichever process changed it. One query for all."""
+        with self._sessions() as session:
+            return store.change_tokens(session=session)
 
     def _changed(self) -> None:
         for listener in list(self._listeners):

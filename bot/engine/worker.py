@@ -286,6 +286,16 @@ class Worker:
         now = utcnow()
         touched: set[int] = set()
         to_kill: list[str] = []
+        # Lock the pipelines first, in ID order, as every other writer does (pipeline, then
+        # its rows): a commit bumps each pipeline's change count, and taking the pipeline
+        # row after its actions' rows could deadlock with a writer holding it.
+        pipeline_ids = {
+            action.pipeline_id
+            for action in store.claimed_in_progress_actions(session=session)
+            if action.claimed_by in worker_ids
+        }
+        for pipeline_id in sorted(pipeline_ids):
+            store.get_pipeline_by_id(session=session, pipeline_id=pipeline_id, lock=True)
         for action in store.claimed_in_progress_actions(session=session):
             if action.claimed_by not in worker_ids:
                 continue
