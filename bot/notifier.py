@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -59,7 +60,7 @@ RECENT_EXECUTIONS: Final = 5
 IDLE_FACTOR: Final = 6
 QUIET_RECHECK_SECONDS: Final = 24 * 60 * 60
 """Where the backend keeps change tokens, an unchanged pipeline is read again only when a
-reminder falls due, or after this long."""
+reminder falls due, or after this long (plus up to an hour, spread by name)."""
 MAX_BACKOFF_SECONDS: Final = 300
 CHANNEL_GAP_SECONDS: Final = 1.0
 """Slack allows about one chat.postMessage per second per channel."""
@@ -282,10 +283,17 @@ class Notifier:
             )
 
     def _next_read(
-        self, *, now: datetime, busy: bool, token: str | None, reminder_due: datetime | None
+        self,
+        *,
+        pipeline: str,
+        now: datetime,
+        busy: bool,
+        token: str | None,
+        reminder_due: datetime | None,
     ) -> datetime:
         if token is not None:  # the change token tells when to read again
-            wait = float(QUIET_RECHECK_SECONDS)
+            # Spread over an hour by name: pipelines read together are not re-read together.
+            wait = float(QUIET_RECHECK_SECONDS + zlib.crc32(pipeline.encode()) % 3600)
         else:
             wait = self._interval * (1 if busy else IDLE_FACTOR)
         next_read = now + timedelta(seconds=wait)
@@ -338,7 +346,7 @@ class Notifier:
                 session=session,
                 pipeline=pipeline,
                 next_poll_at=self._next_read(
-                    now=now, busy=busy, token=token, reminder_due=reminder_due
+                    pipeline=pipeline, now=now, busy=busy, token=token, reminder_due=reminder_due
                 ),
                 polled_at=now,
                 change_token=token,
@@ -574,18 +582,8 @@ class Notifier:
         now: datetime,
     ) -> None:
         """Record the reminder's keys (the first names the reply) and queue it once."""
-        _, created = notify_store.record_event_once(
-            session=session,
-            channel_id=channel,
-            execution_id=execution_id,
-            event_key=keys[0],
-            resolved=True,
-            at=now,
-        )
-        if not created:
-            return  # another tick or process sent it
-        for key in keys[1:]:
-            notify_store.record_event_once(
+        for index, key in enumerate(keys):
+            _, created = notify_store.record_event_once(
                 session=session,
                 channel_id=channel,
                 execution_id=execution_id,
@@ -593,6 +591,8 @@ class Notifier:
                 resolved=True,
                 at=now,
             )
+            if index == 0 and not created:
+                return  # another tick or process sent it
         reply = reminder_reply(
             pipeline=pipeline,
             execution_id=execution_id,
