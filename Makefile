@@ -4,7 +4,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 
-.PHONY: run test lint typecheck pytest bench migrate clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: run sandbox test lint typecheck pytest bench migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,9 +16,23 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# No Slack credentials: the sandbox (a local stand-in for Slack in the browser). With
+# SLACK_BOT_TOKEN: the real Slack app (Socket Mode with SLACK_APP_TOKEN, else HTTP).
 run: $(STAMP)
 	$(BIN)/pipebot migrate
-	$(BIN)/pipebot demo
+	@if [ -n "$${SLACK_BOT_TOKEN:-}" ]; then \
+		exec $(BIN)/pipebot serve; \
+	else \
+		exec $(BIN)/pipebot sandbox; \
+	fi
+
+sandbox: $(STAMP)
+	$(BIN)/pipebot sandbox
+
+# The browser test drives Debian's Chromium (never a downloaded browser build).
+$(CHROMIUM):
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji
 
 migrate: $(STAMP)
 	$(BIN)/pipebot migrate
@@ -30,7 +46,7 @@ typecheck: $(STAMP)
 
 # One pytest run covers SQLite and PostgreSQL: storage and engine tests are
 # parametrized over both (TEST_DATABASE_URL points at the PostgreSQL server).
-pytest: $(STAMP)
+pytest: $(STAMP) $(CHROMIUM)
 	$(BIN)/pytest -q -p no:cacheprovider
 
 test: lint typecheck pytest

@@ -1,4 +1,5 @@
-"""``pipebot`` (also ``python -m bot``): migrate, run the demo, run the engine worker."""
+"""``pipebot`` (also ``python -m bot``): migrate, serve Slack, run the sandbox or the terminal
+demo, run the engine worker."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import ClientError
@@ -17,6 +20,7 @@ from bot.logging_setup import configure_logging
 from bot.settings import ConfigurationError, Settings, load_settings
 
 if TYPE_CHECKING:
+    from slack_bolt import App
     from slack_sdk.web import WebClient
 
     from bot.permissions import Permissions
@@ -51,6 +55,18 @@ def _parser() -> argparse.ArgumentParser:
         default="ask",
         help="answer the approval gate: ask on a terminal (default), or approve/reject at once",
     )
+    sandbox = sub.add_parser(
+        "sandbox",
+        help="run the bot against a local stand-in for Slack in the browser (no Slack "
+        "workspace needed), with the demo pipeline on the embedded engine",
+    )
+    sandbox.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default 127.0.0.1; the page can drive pipelines, so "
+        "expose it only where you trust everyone who can reach it)",
+    )
+    sandbox.add_argument("--port", type=int, default=None, help="port (default $PORT, 3000)")
     sub.add_parser("worker", help="run the embedded engine's worker until stopped")
     sub.add_parser(
         "serve",
@@ -77,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _worker(settings)
         if args.command == "serve":
             return _serve(settings)
+        if args.command == "sandbox":
+            return _sandbox(settings, host=args.host, port=args.port or settings.port)
     except KeyboardInterrupt:
         return 130
     return 2
@@ -236,11 +254,57 @@ def _start_notifications(
     return stop
 
 
-def _serve(settings: Settings) -> int:
-    from bot.app import build_app, build_services, make_web_client, serve
+@dataclass(frozen=True)
+class RunningBot:
+    """A started bot: the Bolt app and what it runs on."""
+
+    app: App
+    pipeline_client: Any
+    sessions: SessionFactory
+
+
+@contextmanager
+def _running_bot(settings: Settings) -> Iterator[RunningBot]:
+    """Build the bot from ``settings`` (backend, database, Web API client, Bolt app) and
+    start its background work (notifications, source polling); stop it all on exit.
+    ``serve`` and ``sandbox`` both run the bot through this one factory."""
+    from bot.app import build_app, build_services, make_web_client
     from bot.pipelines import make_client
-    from bot.settings import require_slack
     from storage.db import make_engine, make_session_factory
+
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    pipeline_client = make_client(settings, run_worker=settings.run_worker)
+    try:
+        web_client = make_web_client(settings)
+        services = build_services(
+            settings=settings,
+            pipeline_client=pipeline_client,
+            sessions=sessions,
+            web_client=web_client,
+        )
+        app = build_app(settings=settings, services=services, web_client=web_client)
+        stop_notifications = _start_notifications(
+            settings,
+            pipeline_client,
+            sessions=sessions,
+            web_client=web_client,
+            permissions=services.permissions,
+        )
+        try:
+            yield RunningBot(app=app, pipeline_client=pipeline_client, sessions=sessions)
+        finally:
+            stop_notifications()
+    finally:
+        close = getattr(pipeline_client, "close", None)
+        if close is not None:
+            close()
+        engine.dispose()
+
+
+def _serve(settings: Settings) -> int:
+    from bot.app import serve
+    from bot.settings import require_slack
 
     try:
         require_slack(settings)
@@ -251,34 +315,22 @@ def _serve(settings: Settings) -> int:
         _migrate(settings)
     else:
         settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
-    engine = make_engine(settings.resolved_database_url)
-    sessions = make_session_factory(engine)
-    pipeline_client = make_client(settings, run_worker=settings.run_worker)
-    web_client = make_web_client(settings)
-    services = build_services(
-        settings=settings,
-        pipeline_client=pipeline_client,
-        sessions=sessions,
-        web_client=web_client,
-    )
-    app = build_app(settings=settings, services=services, web_client=web_client)
-    stop_notifications = _start_notifications(
-        settings,
-        pipeline_client,
-        sessions=sessions,
-        web_client=web_client,
-        permissions=services.permissions,
-    )
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        serve(settings=settings, app=app)
-    finally:
-        stop_notifications()
-        close = getattr(pipeline_client, "close", None)
-        if close is not None:
-            close()
-        engine.dispose()
+    with _running_bot(settings) as bot:
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        serve(settings=settings, app=bot.app)
     return 0
+
+
+def _sandbox(settings: Settings, *, host: str, port: int) -> int:
+    from sandbox.runner import run
+
+    if not _local_only(settings, "The sandbox"):
+        return 2
+    if not 0 < port < 65536:
+        print(f"--port must be between 1 and 65535 (got {port}).", file=sys.stderr)
+        return 2
+    _migrate(settings)
+    return run(settings, host=host, port=port, start_bot=_running_bot, out=sys.stdout)
 
 
 def _demo(settings: Settings, *, approve: str) -> int:

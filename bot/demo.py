@@ -50,7 +50,7 @@ DEMO_FILES: dict[str, str] = {
 }
 
 
-def _git(repo: Path, *args: str) -> None:
+def _git(repo: Path, *args: str) -> str:
     env = {
         **os.environ,
         "GIT_AUTHOR_NAME": "pipebot demo",
@@ -58,7 +58,10 @@ def _git(repo: Path, *args: str) -> None:
         "GIT_COMMITTER_NAME": "pipebot demo",
         "GIT_COMMITTER_EMAIL": "demo@pipebot.invalid",
     }
-    subprocess.run(["git", *args], cwd=repo, env=env, check=True, capture_output=True)
+    result = subprocess.run(
+        ["git", *args], cwd=repo, env=env, check=True, capture_output=True, text=True
+    )
+    return result.stdout.strip()
 
 
 def ensure_demo_repository(repositories_dir: Path) -> Path:
@@ -77,12 +80,15 @@ def ensure_demo_repository(repositories_dir: Path) -> Path:
     return repo
 
 
-def push_change(repositories_dir: Path, *, message: str) -> None:
-    """Commit an edit to the demo app (what a developer's push would do)."""
+def push_change(repositories_dir: Path, *, message: str) -> str:
+    """Commit an edit to the demo app's home page (what a developer's push would do); returns
+    the new commit's SHA. ``message`` is the commit message and the paragraph added."""
     repo = ensure_demo_repository(repositories_dir)
     page = repo / "src" / "index.html"
-    page.write_text(page.read_text().replace("</h1>", "</h1><p>" + message + "</p>", 1))
+    paragraph = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    page.write_text(page.read_text().replace("</h1>", "</h1><p>" + paragraph + "</p>", 1))
     _git(repo, "commit", "-q", "-am", message)
+    return _git(repo, "rev-parse", "HEAD")
 
 
 def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:

@@ -1,0 +1,184 @@
+"""The sandbox in a real headless Chromium: the newcomer's story from the README.
+
+Type ``/pipeline start demo`` in #releases, watch the parent message move through the stages,
+open the thread, click Approve, confirm, see Succeeded. Screenshots for the README are
+written to ``docs/screenshots/``. Chromium is Debian's (``make test`` installs it); with
+``CI=true`` a missing Chromium fails the test instead of skipping it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_sandbox import REPO, SandboxProcess, running_sandbox
+
+CHROMIUM = os.environ.get("PIPEBOT_TEST_CHROMIUM", "/usr/bin/chromium")
+SCREENSHOTS = REPO / "docs" / "screenshots"
+# A closed network: without these Chromium waits on connections it will never get.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TIMEOUT_MS = 60_000
+
+pytestmark = pytest.mark.slow
+
+
+def _chromium() -> str:
+    if Path(CHROMIUM).exists():
+        return CHROMIUM
+    found = shutil.which("chromium")
+    if found:
+        return found
+    message = f"Chromium is not installed at {CHROMIUM} (make test installs Debian's chromium)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
+    with running_sandbox(tmp_path / "data") as running:
+        yield running
+
+
+@pytest.fixture
+def page(tmp_path: Path) -> Iterator[Any]:
+    executable = _chromium()
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"),
+            executable_path=executable,
+            args=CHROMIUM_ARGS,
+            headless=True,
+            viewport={"width": 1280, "height": 860},
+        )
+        try:
+            browser_page = context.new_page()
+            browser_page.set_default_timeout(TIMEOUT_MS)
+            errors: list[str] = []
+            browser_page.on("pageerror", lambda error: errors.append(str(error)))
+            yield browser_page
+            assert errors == [], errors
+        finally:
+            context.close()
+
+
+def _parent(page: Any, execution: str) -> Any:
+    """The parent message of one execution in #releases (its header names it)."""
+    return page.locator("#timeline .msg").filter(
+        has=page.locator("h3", has_text=f"demo · {execution[:8]}")
+    )
+
+
+def _approve_in_thread(page: Any, execution: str) -> None:
+    from playwright.sync_api import expect
+
+    parent = _parent(page, execution)
+    parent.locator("[data-thread]").click()
+    approve = (
+        page.locator("#thread .msg")
+        .filter(has_text=f"Execution {execution[:8]}")
+        .locator('button[data-action="pipebot.approve"]')
+    )
+    expect(approve).to_be_visible(timeout=TIMEOUT_MS)
+    approve.click()
+    dialog = page.locator("dialog#confirm")
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("Approve")
+    page.locator("#confirm-ok").click()
+
+
+def test_start_follow_approve_in_the_browser(sandbox: SandboxProcess, page: Any) -> None:
+    from playwright.sync_api import expect
+
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.goto(sandbox.url)
+    # First start: pipebot created the demo pipeline from #releases, which started its first
+    # execution; it waits for approval (the Approval stage holds one execution at a time).
+    expect(page.locator("#timeline")).to_contain_text("created pipeline demo")
+    first_parent = page.locator("#timeline .msg").filter(has=page.locator("h3")).first
+    expect(first_parent).to_contain_text("Waiting for approval")
+    first = re.search(r"Execution\s+(\S{36})", first_parent.inner_text())
+    assert first is not None
+
+    page.fill("#message", "/pipeline start demo")
+    page.press("#message", "Enter")
+    started = page.locator("#timeline .msg", has_text="started demo: execution")
+    expect(started).to_be_visible()
+    match = re.search(r"execution\s+([0-9a-f-]{36})", started.inner_text())
+    assert match is not None
+    execution = match.group(1)
+    parent = _parent(page, execution)
+    expect(parent).to_contain_text("Staging · Succeeded")
+    page.screenshot(path=str(SCREENSHOTS / "channel.png"))
+
+    _approve_in_thread(page, first.group(1))  # lets the new execution into Approval
+    expect(_parent(page, first.group(1))).to_contain_text("Succeeded")
+    expect(parent).to_contain_text("Waiting for approval")
+
+    parent.locator("[data-thread]").click()
+    approve = page.locator("#thread .msg").filter(has_text=f"Execution {execution[:8]}")
+    expect(approve.locator('button[data-action="pipebot.approve"]')).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "thread.png"))
+    approve.locator('button[data-action="pipebot.approve"]').click()
+    expect(page.locator("dialog#confirm")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "confirm.png"))
+    page.locator("#confirm-ok").click()
+
+    header = parent.locator(".sk-text").first
+    expect(header).to_contain_text("Succeeded")
+    expect(parent).to_contain_text("Production · Succeeded")
+    expect(page.locator("#thread")).to_contain_text("Approved")
+    page.screenshot(path=str(SCREENSHOTS / "succeeded.png"))
+
+    page.click("#nav-home")
+    expect(page.locator("#home")).to_contain_text("demo")
+    page.screenshot(path=str(SCREENSHOTS / "home.png"))
+    production = sandbox.data_dir / "deploy" / "production" / "index.html"
+    assert "Hello from pipebot" in production.read_text()
+
+
+def test_a_second_user_is_refused_and_a_modal_shows_inline_errors(
+    sandbox: SandboxProcess, page: Any
+) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(sandbox.url)
+    expect(page.locator("#timeline")).to_contain_text("created pipeline demo")
+    page.select_option("#user", "U0BOB")
+    page.fill("#message", "/pipeline start demo")
+    page.press("#message", "Enter")
+    refusal = page.locator("#timeline .msg.ephemeral").last
+    expect(refusal).to_contain_text("Only visible to you")
+    expect(refusal).to_contain_text("operator")
+
+    page.select_option("#user", "U0ALICE")
+    expect(page.locator("#timeline .msg.ephemeral")).to_have_count(0)  # bob's, not alice's
+    page.fill("#message", "/pipeline create")
+    page.press("#message", "Enter")
+    modal = page.locator("#modal-layer form.modal")
+    expect(modal).to_be_visible()
+    modal.locator("textarea").fill('{"name": "broken", "stages": []}')
+    modal.locator('button[type="submit"]').click()
+    expect(modal.locator(".field-error")).to_be_visible()
+    page.screenshot(path=str(SCREENSHOTS / "modal-error.png"))
+    modal.locator("button[data-close]").first.click()
+    expect(page.locator("#modal-layer")).to_be_hidden()
