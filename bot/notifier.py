@@ -42,6 +42,7 @@ from bot.notify_blocks import (
     digest_message,
     event_reply,
     execution_snapshot,
+    needs_action_details,
     parent_message,
     reminder_reply,
     resolved_reply,
@@ -400,6 +401,17 @@ class Notifier:
                 started_by=starter,
                 previous=previous,
             )
+            if needs_action_details(snapshot, previous):
+                # A newer execution entered a stage this one was seen in: the state no
+                # longer shows how its actions ended (an approval's answer, say).
+                snapshot = execution_snapshot(
+                    pipeline=pipeline,
+                    state=state,
+                    summary=summary,
+                    started_by=starter,
+                    previous=previous,
+                    action_details=lookups.action_details(execution_id),
+                )
             text = json.dumps(snapshot, sort_keys=True, separators=(",", ":"))
             digest = _state_hash(text)
             shown = row is not None
@@ -893,6 +905,7 @@ class _Lookups:
         self._stats = stats
         self._approvers: list[str] | None = None
         self._declaration: dict[str, Any] | None = None
+        self._details: dict[str, list[dict[str, Any]]] = {}
 
     def approvers(self) -> list[str]:
         if self._approvers is None:
@@ -938,6 +951,19 @@ class _Lookups:
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             return None
         return int(timeout)
+
+    def action_details(self, execution_id: str) -> list[dict[str, Any]]:
+        """The execution's ListActionExecutions details (read once per tick), [] if unreadable."""
+        found = self._details.get(execution_id)
+        if found is None:
+            self._stats.backend_calls += 1
+            try:
+                found = self._ops.action_details(self._pipeline, execution_id)
+            except OpsError as exc:
+                log.info("notifier: no action details for %s: %s", execution_id, exc.message)
+                found = []
+            self._details[execution_id] = found
+        return found
 
     def log_tail(self, action_execution_id: str) -> str | None:
         self._stats.backend_calls += 1

@@ -119,6 +119,7 @@ _MENTIONS_SHOWN = 20
 _LOG_MAX = 2500
 _NOTE_RESERVE = 300
 
+_OPEN_ACTIONS = frozenset({"InProgress", WAITING_FOR_APPROVAL})
 _TERMINAL = frozenset({"Succeeded", "Failed", "Stopped", "Superseded", "Cancelled"})
 _STAGE_DONE = frozenset({"Succeeded", "Failed", "Stopped", "Skipped", "Cancelled"})
 _EMOJI = {
@@ -306,6 +307,37 @@ def _action_digest(action: Mapping[str, Any], *, started: datetime | None) -> di
     return digest
 
 
+def _detail_digest(detail: Mapping[str, Any]) -> dict[str, Any] | None:
+    """One action from its ListActionExecutions detail, shaped like ``_action_digest``."""
+    status = detail.get("status")
+    if not status:
+        return None
+    digest: dict[str, Any] = {"name": str(detail.get("actionName") or "?"), "status": status}
+    result = (detail.get("output") or {}).get("executionResult") or {}
+    summary = _text(result.get("externalExecutionSummary"), _SUMMARY_MAX)
+    if status == "InProgress":
+        digest["since"] = _iso(detail.get("lastUpdateTime") or detail.get("startTime"))
+    elif status in ("Failed", "Abandoned"):
+        digest["id"] = detail.get("actionExecutionId")
+        digest["summary"] = summary
+    elif status == "Succeeded" and detail.get("updatedBy"):
+        digest["by"] = _text(detail.get("updatedBy"), 200)
+        digest["summary"] = summary
+    return digest
+
+
+def needs_action_details(snapshot: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+    """Whether a stage this execution was last seen running actions in no longer shows
+    them (a newer execution entered it): their outcome then comes from ListActionExecutions."""
+    shown = {str(s.get("name")): s for s in snapshot.get("stages") or []}
+    for stage in (previous or {}).get("stages") or []:
+        had = [a for a in stage.get("actions") or [] if a.get("status") in _OPEN_ACTIONS]
+        now = shown.get(str(stage.get("name"))) or {}
+        if had and not now.get("actions"):
+            return True
+    return False
+
+
 def execution_snapshot(
     *,
     pipeline: str,
@@ -313,6 +345,7 @@ def execution_snapshot(
     summary: Mapping[str, Any],
     started_by: str | None,
     previous: Mapping[str, Any] | None = None,
+    action_details: Sequence[Mapping[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What the parent message of one execution shows, as a small JSON-serialisable dict.
 
@@ -322,8 +355,13 @@ def execution_snapshot(
     execution has run since (the state no longer shows them). Equal inputs give equal
     snapshots; nothing in it changes with the clock. Read ``summary`` before ``state``:
     the state is then never behind the summary (a finished execution with a stage still
-    running would otherwise be stored as its last snapshot).
+    running would otherwise be stored as its last snapshot). ``action_details`` (this
+    execution's ListActionExecutions, when ``needs_action_details``) fill in the actions
+    of stages a newer execution has entered since.
     """
+    latest_detail: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for detail in action_details or []:  # oldest first: the last attempt wins
+        latest_detail[(str(detail.get("stageName")), str(detail.get("actionName")))] = detail
     execution_id = str(summary.get("pipelineExecutionId") or "?")
     status = str(summary.get("status") or "InProgress")
     started = _aware(summary.get("startTime"))
@@ -354,6 +392,8 @@ def execution_snapshot(
         elif execution_id in _inbound_ids(stage):
             entry["status"] = WAITING_TO_ENTER
         else:
+            details = [d for (st, _), d in latest_detail.items() if st == name]
+            entry["actions"] = [x for x in (_detail_digest(d) for d in details) if x is not None]
             seen = before.get(name, {}).get("status")
             if seen in _STAGE_DONE:
                 entry["status"] = seen
@@ -361,6 +401,12 @@ def execution_snapshot(
                 entry["status"] = "Succeeded"  # passed: this execution is further on
             elif seen in ("InProgress", WAITING_TO_ENTER) and status in ("Superseded", "Stopped"):
                 entry["status"] = status
+            if entry["status"] is None and entry["actions"]:
+                found = {a["status"] for a in entry["actions"]}
+                entry["status"] = next(
+                    (s for s in ("Failed", "InProgress", "Stopped") if s in found),
+                    "Succeeded" if found == {"Succeeded"} else None,
+                )
         stages.append(entry)
 
     revisions = [

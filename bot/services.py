@@ -239,20 +239,29 @@ class PipelineOps:
         pipeline = run_guarded(lambda: self._client.get_pipeline(name=name)["pipeline"])
         return json.dumps({"pipeline": pipeline}, indent=2, default=str)
 
+    def _action_details(self, name: str, execution_id: str) -> list[dict[str, Any]]:
+        paginator = self._client.get_paginator("list_action_executions")
+        actions = [
+            detail
+            for page in paginator.paginate(
+                pipelineName=name, filter={"pipelineExecutionId": execution_id}
+            )
+            for detail in page["actionExecutionDetails"]
+        ]
+        actions.sort(key=lambda a: a.get("startTime") or datetime.min)
+        return actions
+
+    def action_details(self, name: str, execution_id: str) -> list[dict[str, Any]]:
+        """Every action execution of one pipeline execution (ListActionExecutions), oldest
+        first: what the state no longer shows once a newer execution entered a stage."""
+        return run_guarded(lambda: self._action_details(name, execution_id))
+
     def execution_view(self, name: str, execution_id: str) -> ExecutionView:
         def read() -> ExecutionView:
             execution = self._client.get_pipeline_execution(
                 pipelineName=name, pipelineExecutionId=execution_id
             )["pipelineExecution"]
-            paginator = self._client.get_paginator("list_action_executions")
-            actions = [
-                detail
-                for page in paginator.paginate(
-                    pipelineName=name, filter={"pipelineExecutionId": execution_id}
-                )
-                for detail in page["actionExecutionDetails"]
-            ]
-            actions.sort(key=lambda a: a.get("startTime") or datetime.min)
+            actions = self._action_details(name, execution_id)
             return ExecutionView(
                 execution=execution, actions=actions, log_tail=self._failed_log_tail(actions)
             )

@@ -246,6 +246,45 @@ def test_one_parent_updated_in_place_with_thread_replies_across_a_restart(h: Har
     assert len(h.fake.calls) == calls
 
 
+def test_an_approval_answered_before_a_newer_execution_entered_keeps_its_outcome(
+    h: Harness,
+) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    notifier = h.notifier()
+    h.pump(notifier, lambda: bool(h.replies_with("C1", "Approval needed")), "the approval")
+    approval_ts = h.replies_with("C1", "Approval needed")[0].response["ts"]  # type: ignore[index]
+    first = h.engine.list_pipeline_executions(pipelineName="web")["pipelineExecutionSummaries"][0]
+    token = h.approval_token()
+    assert token is not None
+    # Between two ticks: approved (the execution ends), and a newer one reaches the gate,
+    # so GetPipelineState shows only the newer one there.
+    h.engine.put_approval_result(
+        pipelineName="web",
+        stageName="Gate",
+        actionName="Approve",
+        result={"summary": "looks good", "status": "Approved"},
+        token=token,
+    )
+    second = h.engine.start_pipeline_execution(name="web")["pipelineExecutionId"]
+
+    def newer_waits() -> bool:
+        for stage in h.engine.get_pipeline_state(name="web")["stageStates"]:
+            if stage["stageName"] == "Gate":
+                latest = stage.get("latestExecution") or {}
+                return bool(latest.get("pipelineExecutionId") == second)
+        return False
+
+    wait_for(newer_waits, what="the newer execution at the gate")
+    h.pump(notifier, lambda: bool(h.updates("C1", approval_ts)), "the approval's outcome")
+    outcome = text_of(h.updates("C1", approval_ts)[-1])
+    assert "Approved" in outcome and "looks good" in outcome, outcome
+    assert ids.APPROVE not in buttons_of(h.updates("C1", approval_ts)[-1])
+    parent = h.fake.message("C1", h.posts("C1", thread=False)[0].response["ts"])  # type: ignore[index]
+    assert first["pipelineExecutionId"] in json.dumps(parent)
+    assert "Succeeded" in json.dumps(parent)
+
+
 def test_pipeline_is_read_once_per_tick_whatever_the_channels(h: Harness) -> None:
     h.engine.create_pipeline(pipeline=release())
     for channel in ("C1", "C2", "C3"):
