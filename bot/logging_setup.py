@@ -52,5 +52,14 @@ def configure_logging(*, level: str, secrets: Iterable[str] = ()) -> None:
     handler.addFilter(RedactingFilter(secrets=secrets))
     root.addHandler(handler)
     root.setLevel(level)
-    # Alembic narrates every migration step at INFO; keep start-up output readable.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+    # Alembic narrates every migration step at INFO, APScheduler every job run (every
+    # PIPEBOT_POLL_SECONDS); keep the log for what happened, not for the clock.
+    for noisy in ("alembic", "apscheduler"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # A change wakes the notifier at once; when that lands while its run is still going,
+    # APScheduler skips the extra run (max_instances 1) and warns: expected, not a fault.
+    logging.getLogger("apscheduler.scheduler").addFilter(_skip_overlapping_run_warnings)
+
+
+def _skip_overlapping_run_warnings(record: logging.LogRecord) -> bool:
+    return "maximum number of running instances reached" not in record.getMessage()

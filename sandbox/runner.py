@@ -169,8 +169,6 @@ def run(
         level=settings.log_level,
         secrets=[*settings.secret_values(), keys.bot_token, keys.signing_secret],
     )
-    # The scheduler narrates every tick at INFO; a newcomer's terminal should show the address.
-    logging.getLogger("apscheduler").setLevel(max(logging.WARNING, logging.getLogger().level))
     workspace = Workspace(
         bot_token=keys.bot_token,
         users=[ADMIN, DEVELOPER],

@@ -155,3 +155,28 @@ def test_throttled_calls_once_now_and_once_after_a_burst() -> None:
     assert len(calls) == 1  # the first call goes through at once
     assert done.wait(5)  # the burst's trailing call follows the window
     assert len(calls) == 2
+
+
+def test_logging_keeps_scheduler_chatter_out(capsys: pytest.CaptureFixture[str]) -> None:
+    import logging
+
+    from bot.logging_setup import configure_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        configure_logging(level="INFO")
+        logging.getLogger("apscheduler.executors.default").info('Running job "tick"')
+        logging.getLogger("apscheduler.scheduler").warning(
+            'Execution of job "tick" skipped: maximum number of running instances reached (1)'
+        )
+        logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed by 0:01")
+        logging.getLogger("bot.notifier").info("notifier: something worth reading")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    err = capsys.readouterr().err
+    assert "Running job" not in err
+    assert "maximum number of running instances" not in err
+    assert "was missed by" in err  # real scheduler warnings still show
+    assert "something worth reading" in err
