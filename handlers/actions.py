@@ -62,7 +62,20 @@ class Click:
         self.trigger_id = body.get("trigger_id")
 
     def redraw(self, outcome: str) -> None:
-        """Replace the clicked message with the pipeline's current status and the outcome."""
+        """Replace the clicked message with the pipeline's current status and the outcome;
+        a notification's thread reply (an approval request, a failure) keeps what it says,
+        its buttons giving way to the outcome, as the notifier will show it."""
+        message = self.body.get("message") or {}
+        thread_ts = message.get("thread_ts") or (self.body.get("container") or {}).get("thread_ts")
+        if thread_ts and thread_ts != message.get("ts", self.message_ts):
+            self.respond(
+                replace_original=True,
+                text=outcome[:3000],
+                blocks=blocks.outcome_blocks(
+                    original=list(message.get("blocks") or []), outcome=outcome
+                ),
+            )
+            return
         ops = self.services.ops
         try:
             state = ops.state(self.ref.pipeline)

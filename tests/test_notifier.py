@@ -285,6 +285,45 @@ def test_an_approval_answered_before_a_newer_execution_entered_keeps_its_outcome
     assert "Succeeded" in json.dumps(parent)
 
 
+def test_approve_clicked_in_the_thread_keeps_the_reply_and_drops_its_buttons(h: Harness) -> None:
+    from bot.ids import ButtonRef
+    from tests.slack_requests import block_action, bolt_request
+
+    bot = _bot(h.engine, str(h.db.url.render_as_string(hide_password=False)), h.fake, admins=ADMIN)
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    notifier = h.notifier()
+    h.pump(notifier, lambda: bool(h.replies_with("C1", "Approval needed")), "the approval")
+    reply = h.replies_with("C1", "Approval needed")[0]
+    approve = next(
+        element
+        for block in reply.params["blocks"]
+        if block.get("type") == "actions"
+        for element in block["elements"]
+        if element.get("action_id") == ids.APPROVE
+    )
+    body, headers = block_action(
+        action_id=ids.APPROVE,
+        value=approve["value"],
+        user_id=ADMIN,
+        channel_id="C1",
+        message_ts=str(reply.response["ts"]),  # type: ignore[index]
+        message_blocks=reply.params["blocks"],
+        thread_ts=str(reply.params["thread_ts"]),
+        response_url=h.fake.response_url("approve"),
+    )
+    assert ButtonRef.decode(approve["value"]).pipeline == "web"
+    bot.app.dispatch(bolt_request(body, headers))
+    answer = bot.reply("approve")
+    assert answer.params.get("replace_original") in (True, "true")
+    shown = text_of(answer)
+    assert "Approval needed" in shown, "the reply still says what it asked"
+    assert "approved" in shown.lower()
+    assert ids.APPROVE not in buttons_of(answer) and ids.REJECT not in buttons_of(answer)
+    assert "Source" not in json.dumps(answer.params.get("blocks")), "not the status message"
+    wait_for(lambda: h.execution_status() == "Succeeded", what="the approved execution")
+
+
 def test_pipeline_is_read_once_per_tick_whatever_the_channels(h: Harness) -> None:
     h.engine.create_pipeline(pipeline=release())
     for channel in ("C1", "C2", "C3"):
