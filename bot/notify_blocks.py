@@ -119,6 +119,10 @@ _MENTIONS_SHOWN = 20
 _LOG_MAX = 2500
 _NOTE_RESERVE = 300
 
+_SLACK_DECISION = re.compile(
+    r"(?:Approved|Rejected) in Slack by .*? \((?P<user>[UW][A-Z0-9]+)\)(?:: (?P<comment>.*))?"
+)
+"""The summary pipebot writes for a decision made in Slack (handlers.commands)."""
 _OPEN_ACTIONS = frozenset({"InProgress", WAITING_FOR_APPROVAL})
 _TERMINAL = frozenset({"Succeeded", "Failed", "Stopped", "Superseded", "Cancelled"})
 _STAGE_DONE = frozenset({"Succeeded", "Failed", "Stopped", "Skipped", "Cancelled"})
@@ -630,11 +634,16 @@ def _approval_outcome(after: Mapping[str, Any], stage: str, action: str) -> str:
     found = _action_in(after, stage, action)
     status = found.get("status")
     by = f" by {_who(str(found['by']))}" if found.get("by") else ""
+    summary = str(found.get("summary") or "")
     comment = (
-        f": “{_esc(_one_line(str(found['summary'])), 400)}”"
-        if found.get("summary") and found.get("summary") not in ("Approved", "Rejected")
+        f": “{_esc(_one_line(summary), 400)}”"
+        if summary and summary not in ("Approved", "Rejected")
         else ""
     )
+    slack = _SLACK_DECISION.fullmatch(_one_line(summary))
+    if slack is not None:  # decided in Slack: name the person, not the bot's identity
+        by = f" by {mention(slack['user'])}"
+        comment = f": “{_esc(slack['comment'], 400)}”" if slack["comment"] else ""
     if status == "Succeeded":
         return f"✅ Approved {where}{by}{comment}"
     if status == "Failed":

@@ -484,6 +484,49 @@ def approval_event() -> Event:
     )
 
 
+def test_a_decision_made_in_slack_names_the_person_not_the_bot() -> None:
+    since = ago(minutes=20)
+    for status, summary_text, expected in [
+        (
+            "Succeeded",
+            "Approved in Slack by Alice (U0ALICE): ship <it>",
+            "✅ Approved Gate / Approve by <@U0ALICE>: “ship &lt;it&gt;”",
+        ),
+        (
+            "Succeeded",
+            "Approved in Slack by Alice (U0ALICE)",
+            "✅ Approved Gate / Approve by <@U0ALICE>",
+        ),
+        (
+            "Failed",
+            "Rejected in Slack by Bob (U0BOB): not today",
+            "❌ Rejected Gate / Approve by <@U0BOB>: “not today”",
+        ),
+    ]:
+        events = run(
+            [
+                snap(
+                    release_state(build="Succeeded", gate=approval("InProgress", changed=since)),
+                    summary(),
+                ),
+                snap(
+                    release_state(
+                        build="Succeeded",
+                        gate=approval(
+                            status,
+                            changed=ago(minutes=4),
+                            summary=summary_text,
+                            lastUpdatedBy="pipebot",
+                        ),
+                    ),
+                    summary(),
+                ),
+            ]
+        )
+        resolved = [e for e in events if e.kind == notify.APPROVAL_RESOLVED]
+        assert [e.outcome for e in resolved] == [expected]
+
+
 def test_approval_reply() -> None:
     message = reply(
         approval_event(),
