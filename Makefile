@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run sandbox test lint typecheck pytest bench migrate clean
+.PHONY: run sandbox test lint typecheck pytest reliability bench migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,10 +46,21 @@ typecheck: $(STAMP)
 
 # One pytest run covers SQLite and PostgreSQL: storage and engine tests are
 # parametrized over both (TEST_DATABASE_URL points at the PostgreSQL server).
+# The reliability suite (marker `reliability`) runs in its own target, below.
 pytest: $(STAMP) $(CHROMIUM)
-	$(BIN)/pytest -q -p no:cacheprovider
+	$(BIN)/pytest -q -p no:cacheprovider -m "not reliability"
 
-test: lint typecheck pytest
+# Crashes (kill -9), two processes on one PostgreSQL, Slack and AWS faults, fuzzing, security
+# and load (README, Reliability): about 10 minutes on 2 cores. Prints the figures at the end.
+RELIABILITY_FIGURES ?= $(CURDIR)/.pipebot/reliability-figures.jsonl
+reliability: $(STAMP)
+	@mkdir -p $(dir $(RELIABILITY_FIGURES))
+	@rm -f $(RELIABILITY_FIGURES)
+	PIPEBOT_RELIABILITY_FIGURES=$(RELIABILITY_FIGURES) $(BIN)/pytest -q -p no:cacheprovider \
+		-m reliability --timeout=900 tests
+	$(BIN)/python -m reliability.report $(RELIABILITY_FIGURES)
+
+test: lint typecheck pytest reliability
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/engine.py

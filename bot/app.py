@@ -105,7 +105,17 @@ def wsgi_app(app: App) -> Callable[[dict[str, Any], Callable[..., Any]], Iterabl
             start_response("200 OK", [("Content-Type", "application/json")])
             return [body]
         if path == SLACK_PATH:
-            return slack(environ, start_response)
+            try:
+                return slack(environ, start_response)
+            except (ValueError, TypeError, AttributeError, LookupError) as exc:
+                # Bolt parses the body before it checks the signature, and its routing
+                # indexes into the payload: a body that is not Slack's shape (a payload that
+                # is not a JSON object, a block_actions without actions) raises here. Answer
+                # 400, never a 500 with a traceback; log no body (it may hold anything). Our
+                # listeners' own errors never get here: Bolt hands them to `on_error`.
+                log.warning("refused a malformed Slack request: %s", type(exc).__name__)
+                start_response("400 Bad Request", [("Content-Type", "text/plain")])
+                return [b"malformed request"]
         start_response("404 Not Found", [("Content-Type", "text/plain")])
         return [b"not found"]
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import App
@@ -600,8 +601,19 @@ class ApprovalOutcome:
         self.already = already
 
 
+PENDING = "pending:"
+"""Prefix of a click record's outcome while its answer is on its way to the backend."""
+PENDING_TAKEOVER_SECONDS = 30.0
+"""A pending answer older than this was cut short (the process died): a new click takes over.
+Longer than any backend call (the AWS client's retries included)."""
+
+
 def approval_key(pipeline: str, execution_id: str | None, stage: str, action: str) -> str:
     return f"approval:{pipeline}:{execution_id or '-'}:{stage}:{action}"
+
+
+def _abandoned(outcome: str, at: datetime, now: datetime) -> bool:
+    return outcome.startswith(PENDING) and (now - at).total_seconds() > PENDING_TAKEOVER_SECONDS
 
 
 def decide_approval(
@@ -641,13 +653,37 @@ def decide_approval(
         )
     verdict = "approved" if approved else "rejected"
     # One record per approval attempt (its token) makes the decision exactly-once across
-    # double clicks, Slack retries and several pipebot processes.
+    # double clicks, Slack retries and several pipebot processes. It says "pending" until the
+    # backend has the answer: a process killed in between must not leave a gate that still
+    # waits but is reported as answered (a later click takes a stale pending record over;
+    # the backend itself accepts one answer per token, so the gate is never answered twice).
     key = approval_key(pipeline, approval.execution_id, stage, action) + f":{approval.token}"
+    pending = PENDING + verdict
+    now = services.now()
     with transaction(services.sessions) as session:
         record, created = bot_store.record_click_once(
-            session=session, key=key, user_id=actor.user_id, outcome=verdict
+            session=session, key=key, user_id=actor.user_id, outcome=pending, at=now
         )
+        if not created and _abandoned(record.outcome, utc(record.at), now):
+            log.warning(
+                "taking over the unfinished answer of %s/%s in %s by %s (from %s)",
+                stage,
+                action,
+                pipeline,
+                record.user_id,
+                record.at,
+            )
+            bot_store.forget_click(session=session, key=key)
+            record, created = bot_store.record_click_once(
+                session=session, key=key, user_id=actor.user_id, outcome=pending, at=now
+            )
     if not created:
+        if record.outcome.startswith(PENDING):
+            return ApprovalOutcome(
+                message="",
+                already=f"<@{record.user_id}> is answering this approval right now "
+                f"(since {blocks.slack_date(utc(record.at))}).",
+            )
         return ApprovalOutcome(
             message="",
             already=f"Already {record.outcome} by <@{record.user_id}> at "
@@ -666,6 +702,7 @@ def decide_approval(
     # The latest decision on this gate, to answer a late click once it no longer waits.
     latest_key = approval_key(pipeline, approval.execution_id, stage, action)
     with transaction(services.sessions) as session:
+        bot_store.set_click_outcome(session=session, key=key, outcome=verdict)
         bot_store.forget_click(session=session, key=latest_key)
         bot_store.record_click_once(
             session=session, key=latest_key, user_id=actor.user_id, outcome=verdict
