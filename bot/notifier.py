@@ -72,6 +72,11 @@ FINAL_REMINDER_SHARE: Final = 0.1
 FINAL_REMINDER_MAX_MINUTES: Final = 15.0
 """The final reminder goes out when less than this share of the timeout, or this many
 minutes (whichever is smaller), remains."""
+NO_ANSWER: Final = "no answer: "
+"""How an outbox message's error starts when the call got no answer (a timeout, a lost
+connection): Slack may have applied it, so a post is looked for before it is sent again."""
+OUTBOX_EVENT_TYPE: Final = "pipebot_outbox"
+"""The message metadata event type of every post: its payload names the outbox entry."""
 _TIMEOUTS_KEPT: Final = 1024
 _UTC_ZONE: Final = ZoneInfo("UTC")
 
@@ -818,11 +823,18 @@ class Notifier:
                             session=session, message_id=message.id, now=now
                         )
                 return False
+        new_ts: str | None = None
+        if message.kind != "update" and (message.last_error or "").startswith(NO_ANSWER):
+            # The last attempt got no answer: Slack may have posted it all the same.
+            new_ts = self._find_posted(message, thread_ts=ts)
         try:
-            if message.kind == "update" and ts is not None:
+            if new_ts is not None:
+                pass  # it went out last time: record it, do not post it again
+            elif message.kind == "update" and ts is not None:
                 response = self._web.chat_update(
                     channel=channel, ts=ts, text=payload.get("text"), blocks=payload.get("blocks")
                 )
+                new_ts = str(response.get("ts") or "")
             else:
                 response = self._web.chat_postMessage(
                     channel=channel,
@@ -832,12 +844,16 @@ class Notifier:
                     reply_broadcast=payload.get("reply_broadcast") if ts else None,
                     unfurl_links=False,
                     unfurl_media=False,
+                    metadata={
+                        "event_type": OUTBOX_EVENT_TYPE,
+                        "event_payload": {"outbox_id": message.id},
+                    },
                 )
+                new_ts = str(response.get("ts") or "")
         except (SlackApiError, SlackClientError, OSError) as exc:
             self._failed(message, exc, now)
             return False
         self._last_sent[channel] = now
-        new_ts = str(response.get("ts") or "")
         with transaction(self._sessions) as session:
             if message.kind == "post" and message.execution_id and new_ts:
                 notify_store.set_posted_message_ts(
@@ -858,12 +874,50 @@ class Notifier:
             notify_store.mark_outbox_done(session=session, message_id=message.id, now=now)
         return True
 
+    def _find_posted(self, message: OutboxMessage, *, thread_ts: str | None) -> str | None:
+        """The ts of the message this outbox entry posted on an attempt that got no answer,
+        found by its metadata in the channel (or thread); None if it is not there (or the
+        history cannot be read: without the history scopes it is posted again)."""
+        # The newest 200 of the channel (a few backoff periods' worth), or the whole thread.
+        try:
+            if thread_ts is not None:
+                found = self._web.conversations_replies(
+                    channel=message.channel_id,
+                    ts=thread_ts,
+                    include_all_metadata=True,
+                    limit=1000,
+                )
+            else:
+                found = self._web.conversations_history(
+                    channel=message.channel_id, include_all_metadata=True, limit=200
+                )
+        except (SlackApiError, SlackClientError, OSError) as exc:
+            log.warning(
+                "notifier: cannot tell whether %s %s reached %s (%s); posting it again",
+                message.kind,
+                message.id,
+                message.channel_id,
+                exc,
+            )
+            return None
+        for candidate in found.get("messages") or []:
+            metadata = candidate.get("metadata") or {}
+            if (
+                metadata.get("event_type") == OUTBOX_EVENT_TYPE
+                and (metadata.get("event_payload") or {}).get("outbox_id") == message.id
+            ):
+                log.info(
+                    "notifier: %s %s had gone out; not posting it twice", message.kind, message.id
+                )
+                return str(candidate.get("ts") or "") or None
+        return None
+
     def _failed(self, message: OutboxMessage, exc: Exception, now: datetime) -> None:
         assert message.id is not None
         code = ""
         if isinstance(exc, SlackApiError):
             code = str(exc.response.get("error") or "")
-        error = code or f"{type(exc).__name__}: {exc}"
+        error = code or f"{NO_ANSWER}{type(exc).__name__}: {exc}"
         with transaction(self._sessions) as session:
             backoff = min(2 ** min(message.attempts + 1, 9), MAX_BACKOFF_SECONDS)
             notify_store.mark_outbox_failed(

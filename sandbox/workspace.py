@@ -71,8 +71,9 @@ class Message:
     edited: bool = False
     ephemeral_for: str | None = None
     is_bot: bool = False
+    metadata: dict[str, Any] | None = None
 
-    def api_shape(self) -> dict[str, Any]:
+    def api_shape(self, *, with_metadata: bool = False) -> dict[str, Any]:
         shape: dict[str, Any] = {
             "type": "message",
             "ts": self.ts,
@@ -86,6 +87,8 @@ class Message:
             shape["thread_ts"] = self.thread_ts
         if self.is_bot:
             shape.update(bot_id=BOT_ID, app_id=APP_ID)
+        if with_metadata and self.metadata:
+            shape["metadata"] = self.metadata
         return shape
 
 
@@ -612,6 +615,7 @@ class Workspace:
             thread_ts=str(thread_ts) if thread_ts else None,
             reply_broadcast=bool(thread_ts) and _truthy(params.get("reply_broadcast")),
             is_bot=True,
+            metadata=params["metadata"] if isinstance(params.get("metadata"), dict) else None,
         )
         self._messages[(channel, message.ts)] = message
         self._bump(persist=True)
@@ -782,6 +786,51 @@ class Workspace:
             ],
         }
 
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A channel's top-level messages, newest first (what the notifier reads to tell
+        whether a post that got no answer went out)."""
+        channel = self._channel(params)
+        limit = max(1, min(int(params.get("limit") or 100), 1000))
+        found = sorted(
+            (
+                m
+                for (c, ts), m in self._messages.items()
+                if c == channel and m.ephemeral_for is None and m.thread_ts in (None, ts)
+            ),
+            key=lambda m: float(m.ts),
+            reverse=True,
+        )
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        return {
+            "ok": True,
+            "messages": [m.api_shape(with_metadata=with_metadata) for m in found[:limit]],
+            "has_more": len(found) > limit,
+        }
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent, then its replies, oldest first."""
+        channel = self._channel(params)
+        parent = str(params.get("ts") or "")
+        if (channel, parent) not in self._messages:
+            raise RefusedError(Rejection("thread_not_found", f"no message {parent!r} in {channel}"))
+        limit = max(1, min(int(params.get("limit") or 100), 1000))
+        found = sorted(
+            (
+                m
+                for (c, ts), m in self._messages.items()
+                if c == channel
+                and m.ephemeral_for is None
+                and (ts == parent or m.thread_ts == parent)
+            ),
+            key=lambda m: float(m.ts),
+        )
+        with_metadata = _truthy(params.get("include_all_metadata"))
+        return {
+            "ok": True,
+            "messages": [m.api_shape(with_metadata=with_metadata) for m in found[:limit]],
+            "has_more": len(found) > limit,
+        }
+
     def _conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
         return {
@@ -824,4 +873,6 @@ _API: dict[str, Callable[[Workspace, dict[str, Any]], dict[str, Any]]] = {
     "usergroups.users.list": Workspace._usergroups_users_list,
     "usergroups.list": Workspace._usergroups_list,
     "conversations.info": Workspace._conversations_info,
+    "conversations.history": Workspace._conversations_history,
+    "conversations.replies": Workspace._conversations_replies,
 }

@@ -807,6 +807,45 @@ class FakeSlack:
             channel = self._channel_object(channel_id, channel_id.lower())
         return {"ok": True, "channel": dict(channel)}
 
+    def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages of a channel, newest first (metadata only when asked for)."""
+        channel = self._resolve_channel(str(params.get("channel") or ""))
+        limit = int(params.get("limit") or 100)
+        with self._lock:
+            found = [
+                m.data
+                for (c, ts), m in self._messages.items()
+                if c == channel and m.data.get("thread_ts") in (None, ts)
+            ]
+        found.sort(key=lambda m: float(m["ts"]), reverse=True)
+        with_metadata = _flag(params.get("include_all_metadata"))
+        return {
+            "ok": True,
+            "messages": [_listed(m, with_metadata) for m in found[:limit]],
+            "has_more": len(found) > limit,
+        }
+
+    def _conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A thread: its parent, then its replies, oldest first."""
+        channel = self._resolve_channel(str(params.get("channel") or ""))
+        parent = str(params.get("ts") or "")
+        limit = int(params.get("limit") or 100)
+        with self._lock:
+            if (channel, parent) not in self._messages:
+                return {"ok": False, "error": "thread_not_found"}
+            found = [
+                m.data
+                for (c, ts), m in self._messages.items()
+                if c == channel and (ts == parent or m.data.get("thread_ts") == parent)
+            ]
+        found.sort(key=lambda m: float(m["ts"]))
+        with_metadata = _flag(params.get("include_all_metadata"))
+        return {
+            "ok": True,
+            "messages": [_listed(m, with_metadata) for m in found[:limit]],
+            "has_more": len(found) > limit,
+        }
+
     def _conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         users = str(params.get("users") or "").split(",")
         if len(users) != 1 or not users[0]:
@@ -845,6 +884,17 @@ class FakeSlack:
         return {"ok": True, "files": out}
 
 
+def _flag(value: Any) -> bool:
+    return str(value).lower() in ("true", "1")
+
+
+def _listed(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
+    shown = dict(message)
+    if not with_metadata:
+        shown.pop("metadata", None)
+    return shown
+
+
 _API_HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "auth.test": FakeSlack._auth_test,
     "chat.postMessage": FakeSlack._chat_post_message,
@@ -859,6 +909,8 @@ _API_HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] 
     "usergroups.users.list": FakeSlack._usergroups_users_list,
     "usergroups.list": FakeSlack._usergroups_list,
     "conversations.info": FakeSlack._conversations_info,
+    "conversations.history": FakeSlack._conversations_history,
+    "conversations.replies": FakeSlack._conversations_replies,
     "conversations.open": FakeSlack._conversations_open,
     "files.getUploadURLExternal": FakeSlack._get_upload_url,
     "files.completeUploadExternal": FakeSlack._complete_upload,

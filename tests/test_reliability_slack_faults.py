@@ -2,9 +2,9 @@
 
 The notifier (the one `pipebot serve` runs, with the same WebClient and retry handlers, its
 timeout shortened to 1 s) follows 2 pipelines in 2 channels on the embedded engine while a
-scripted fault injector makes Slack fail (a post answered late is posted twice: the xfail
-test at the end): 429 with Retry-After, HTTP 500, and answers held back
-past the client's timeout (the update was applied; the client does not know). Afterwards
+scripted fault injector makes Slack fail: 429 with Retry-After, HTTP 500, and answers held
+back past the client's timeout (the call was applied; the client does not know: a post is
+then looked up by its metadata before it is sent again, the test at the end). Afterwards
 every execution has exactly one parent message at its final status, and the updates of each
 parent were applied in order: its status never went back from finished to in progress.
 """
@@ -187,12 +187,6 @@ def test_slack_faults_lose_nothing_and_keep_updates_in_order(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bot/notifier.py Notifier._send/_failed: a chat.postMessage that Slack applied but "
-    "answered after the client's timeout is queued again and posted a second time (a duplicate "
-    "parent message); owner: notifications",
-)
 def test_a_parent_post_answered_after_the_timeout_is_not_posted_twice(
     engine: Any, database_url: str, fake: FaultySlack
 ) -> None:

@@ -143,7 +143,14 @@ def test_shipped_manifests_match_the_code(name: str) -> None:
     assert "app_home_opened" in settings["event_subscriptions"]["bot_events"]
     scopes = set(manifest["oauth_config"]["scopes"]["bot"])
     # commands, chat.postMessage/update/postEphemeral, users.info, usergroups.users.list
-    assert {"commands", "chat:write", "users:read", "usergroups:read"} <= scopes
+    assert {
+        "commands",
+        "chat:write",
+        "users:read",
+        "usergroups:read",
+        "channels:history",
+        "groups:history",
+    } <= scopes
     socket_mode = settings["socket_mode_enabled"]
     urls = [commands[0].get("url"), settings["interactivity"].get("request_url")]
     if socket_mode:
