@@ -629,6 +629,18 @@ def _stage_status(snapshot: Mapping[str, Any], stage: str) -> str | None:
     return None
 
 
+def decision_outcome(
+    *, stage: str, action: str, approved: bool, user_id: str, comment: str | None
+) -> str:
+    """The outcome line of an approval decided in Slack, as its thread reply shows it:
+    the same whether the click's own answer or the notifier draws it last."""
+    where = f"{_name(stage)} / {_name(action)}"
+    said = f": “{_esc(_one_line(comment), 400)}”" if comment else ""
+    if approved:
+        return f"✅ Approved {where} by {mention(user_id)}{said}"
+    return f"❌ Rejected {where} by {mention(user_id)}{said}"
+
+
 def _approval_outcome(after: Mapping[str, Any], stage: str, action: str) -> str:
     where = f"{_name(stage)} / {_name(action)}"
     found = _action_in(after, stage, action)
@@ -641,9 +653,15 @@ def _approval_outcome(after: Mapping[str, Any], stage: str, action: str) -> str:
         else ""
     )
     slack = _SLACK_DECISION.fullmatch(_one_line(summary))
-    if slack is not None:  # decided in Slack: name the person, not the bot's identity
-        by = f" by {mention(slack['user'])}"
-        comment = f": “{_esc(slack['comment'], 400)}”" if slack["comment"] else ""
+    if slack is not None and status in ("Succeeded", "Failed"):
+        # Decided in Slack: name the person, not the bot's identity.
+        return decision_outcome(
+            stage=stage,
+            action=action,
+            approved=status == "Succeeded",
+            user_id=slack["user"],
+            comment=slack["comment"],
+        )
     if status == "Succeeded":
         return f"✅ Approved {where}{by}{comment}"
     if status == "Failed":

@@ -14,7 +14,7 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk.web import WebClient
 
-from bot import blocks, ids
+from bot import blocks, ids, notify_blocks
 from bot.grammar import Permission
 from bot.ids import ButtonRef
 from bot.services import OpsError, request_token
@@ -61,19 +61,24 @@ class Click:
         self.message_ts = (body.get("container") or {}).get("message_ts")
         self.trigger_id = body.get("trigger_id")
 
-    def redraw(self, outcome: str) -> None:
-        """Replace the clicked message with the pipeline's current status and the outcome;
-        a notification's thread reply (an approval request, a failure) keeps what it says,
-        its buttons giving way to the outcome, as the notifier will show it."""
+    def in_thread(self) -> bool:
+        """Whether the clicked message is a thread reply (a notification's event reply)."""
         message = self.body.get("message") or {}
         thread_ts = message.get("thread_ts") or (self.body.get("container") or {}).get("thread_ts")
-        if thread_ts and thread_ts != message.get("ts", self.message_ts):
+        return bool(thread_ts) and thread_ts != message.get("ts", self.message_ts)
+
+    def redraw(self, outcome: str, *, reply_outcome: str | None = None) -> None:
+        """Replace the clicked message with the pipeline's current status and the outcome;
+        a notification's thread reply (an approval request, a failure) keeps what it says,
+        its buttons giving way to ``reply_outcome`` (else ``outcome``), drawn as the
+        notifier draws it (whichever of the two lands last, the reply reads the same)."""
+        if self.in_thread():
+            original = list((self.body.get("message") or {}).get("blocks") or [])
+            shown = reply_outcome or outcome
             self.respond(
                 replace_original=True,
-                text=outcome[:3000],
-                blocks=blocks.outcome_blocks(
-                    original=list(message.get("blocks") or []), outcome=outcome
-                ),
+                text=shown[:3000],
+                blocks=notify_blocks.resolved_reply(original_blocks=original, outcome=shown),
             )
             return
         ops = self.services.ops
@@ -237,7 +242,16 @@ def _approve(c: Click) -> str | None:
     if outcome.already is not None:
         ephemeral(c.respond, message=outcome.already)
         return None
-    c.redraw(f"{outcome.message} at {c.when()}")
+    c.redraw(
+        f"{outcome.message} at {c.when()}",
+        reply_outcome=notify_blocks.decision_outcome(
+            stage=c.ref.stage,
+            action=c.ref.action,
+            approved=True,
+            user_id=c.actor.user_id,
+            comment=None,
+        ),
+    )
     return c.ref.execution or ""
 
 

@@ -7,6 +7,7 @@ posted privately to the user in the channel the modal came from.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -14,7 +15,7 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
-from bot import blocks, ids
+from bot import blocks, ids, notify_blocks
 from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
 from bot.engine.errors import DeclarationError
 from bot.grammar import Permission
@@ -22,6 +23,7 @@ from bot.ids import ButtonRef
 from bot.services import OpsError
 from handlers.commands import decide_approval, subscribe_on_create
 from handlers.context import Actor, Services, audit, check, explain, user_name
+from storage import notify_store
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +215,17 @@ def register(app: App, services: Services) -> None:
             execution_id=ref.execution,
         )
         _update_origin(
-            client, ref, outcome.message + f" at {blocks.slack_date(services.now())}", services
+            client,
+            ref,
+            outcome.message + f" at {blocks.slack_date(services.now())}",
+            services,
+            reply_outcome=notify_blocks.decision_outcome(
+                stage=ref.stage or "?",
+                action=ref.action or "?",
+                approved=False,
+                user_id=actor.user_id,
+                comment=comment,
+            ),
         )
         reply.tell(outcome.message, public=True)
 
@@ -307,9 +319,35 @@ def _failed(
     reply.tell(explain(services, exc, pipeline=pipeline if suggest else None))
 
 
-def _update_origin(client: WebClient, ref: ButtonRef, outcome: str, services: Services) -> None:
-    """Redraw the message a modal was opened from, when it is a channel message."""
+def _update_origin(
+    client: WebClient,
+    ref: ButtonRef,
+    outcome: str,
+    services: Services,
+    *,
+    reply_outcome: str | None = None,
+) -> None:
+    """Redraw the message a modal was opened from, when it is a channel message: a status
+    message with the current status, a notification's thread reply keeping what it says,
+    its buttons giving way to ``reply_outcome`` (else ``outcome``) as the notifier draws it."""
     if ref.channel is None or ref.message_ts is None:
+        return
+    with services.sessions() as session:
+        payload = notify_store.event_reply_payload(
+            session=session, channel_id=ref.channel, message_ts=ref.message_ts
+        )
+    if payload is not None:
+        shown = reply_outcome or outcome
+        original = list(json.loads(payload).get("blocks") or [])
+        try:
+            client.chat_update(
+                channel=ref.channel,
+                ts=ref.message_ts,
+                text=shown[:3000],
+                blocks=notify_blocks.resolved_reply(original_blocks=original, outcome=shown),
+            )
+        except SlackApiError:
+            log.info("could not redraw reply %s in %s", ref.message_ts, ref.channel)
         return
     try:
         state = services.ops.state(ref.pipeline)

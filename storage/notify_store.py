@@ -599,6 +599,24 @@ def posted_executions(
     return {(row.channel_id, row.execution_id): row for row in rows}
 
 
+def event_reply_payload(*, session: Session, channel_id: str, message_ts: str) -> str | None:
+    """The payload of the notification thread reply posted as ``message_ts`` in the channel,
+    None when that message is not one (a status message, say)."""
+    event = session.exec(
+        select(PostedEvent).where(
+            PostedEvent.channel_id == channel_id, PostedEvent.message_ts == message_ts
+        )
+    ).first()
+    if event is None:
+        return None
+    return queued_reply_payload(
+        session=session,
+        channel_id=channel_id,
+        execution_id=event.execution_id,
+        event_key=event.event_key,
+    )
+
+
 def queued_reply_payload(
     *, session: Session, channel_id: str, execution_id: str, event_key: str
 ) -> str | None:

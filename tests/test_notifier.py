@@ -322,6 +322,65 @@ def test_approve_clicked_in_the_thread_keeps_the_reply_and_drops_its_buttons(h: 
     assert ids.APPROVE not in buttons_of(answer) and ids.REJECT not in buttons_of(answer)
     assert "Source" not in json.dumps(answer.params.get("blocks")), "not the status message"
     wait_for(lambda: h.execution_status() == "Succeeded", what="the approved execution")
+    # The notifier then resolves the same reply: it reads exactly as the click left it, so
+    # whichever of the two lands last, the thread shows one outcome.
+    reply_ts = str(reply.response["ts"])  # type: ignore[index]
+    h.pump(notifier, lambda: bool(h.updates("C1", reply_ts)), "the notifier's resolution")
+    assert h.updates("C1", reply_ts)[-1].params["blocks"] == answer.params["blocks"]
+
+
+def test_reject_from_the_thread_keeps_the_reply_and_says_who_and_why(h: Harness) -> None:
+    from bot.ids import ButtonRef
+    from tests.slack_requests import block_action, bolt_request, view_submission
+
+    bot = _bot(h.engine, str(h.db.url.render_as_string(hide_password=False)), h.fake, admins=ADMIN)
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    notifier = h.notifier()
+    h.pump(notifier, lambda: bool(h.replies_with("C1", "Approval needed")), "the approval")
+    reply = h.replies_with("C1", "Approval needed")[0]
+    reply_ts = str(reply.response["ts"])  # type: ignore[index]
+    reject = next(
+        element
+        for block in reply.params["blocks"]
+        if block.get("type") == "actions"
+        for element in block["elements"]
+        if element.get("action_id") == ids.REJECT
+    )
+    body, headers = block_action(
+        action_id=ids.REJECT,
+        value=reject["value"],
+        channel_id="C1",
+        message_ts=reply_ts,
+        message_blocks=reply.params["blocks"],
+        thread_ts=str(reply.params["thread_ts"]),
+        response_url=h.fake.response_url("reject"),
+    )
+    assert ButtonRef.decode(reject["value"]).action == "Approve"
+    bot.app.dispatch(bolt_request(body, headers))
+    opened = h.fake.wait_for("views.open")[0]
+    body, headers = view_submission(
+        callback_id=ids.REJECT_VIEW,
+        values={
+            ids.COMMENT_BLOCK: {
+                ids.COMMENT_INPUT: {"type": "plain_text_input", "value": "not <today>"}
+            }
+        },
+        private_metadata=opened.params["view"]["private_metadata"],
+    )
+    assert bot.app.dispatch(bolt_request(body, headers)).status == 200
+    redrawn = h.fake.wait_for("chat.update", where=lambda c: c.params.get("ts") == reply_ts)[0]
+    shown = text_of(redrawn)
+    assert "Approval needed" in shown and "Rejected Gate / Approve by <@UADMIN>" in shown
+    assert "not &lt;today&gt;" in shown
+    assert ids.REJECT not in buttons_of(redrawn)
+    wait_for(lambda: h.execution_status() == "Failed", what="the rejected execution")
+    h.pump(
+        notifier,
+        lambda: len(h.updates("C1", reply_ts)) >= 2,
+        "the notifier's resolution of the reply",
+    )
+    assert h.updates("C1", reply_ts)[-1].params["blocks"] == redrawn.params["blocks"]
 
 
 def test_pipeline_is_read_once_per_tick_whatever_the_channels(h: Harness) -> None:
