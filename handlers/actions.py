@@ -19,7 +19,7 @@ from bot.grammar import Permission
 from bot.ids import ButtonRef
 from bot.services import OpsError, request_token
 from handlers.commands import decide_approval
-from handlers.context import Actor, Services, audit, check, ephemeral, explain
+from handlers.context import Actor, HeldReplies, Services, audit, check, ephemeral, explain
 
 log = logging.getLogger(__name__)
 
@@ -128,56 +128,80 @@ def _listener(
         except ValueError:
             ephemeral(respond, message="That button is not one pipebot understands any more.")
             return
-        click = Click(services=services, body=body, ref=ref, respond=respond, client=client)
         permission = PERMISSIONS[action_id]
-        if permission != Permission.READ:
-            decision = check(
-                services,
-                actor=click.actor,
-                permission=permission.value,
-                pipeline=ref.pipeline,
-                kind="click",
-                what=action_id,
-                execution_id=ref.execution,
-            )
-            if not decision.allowed:
-                ephemeral(respond, message=decision.reason)
-                return
+        # A mutating click's replies go out after its audit entry (see HeldReplies).
+        held = HeldReplies(respond)
+        mutating = permission != Permission.READ
+        click = Click(
+            services=services,
+            body=body,
+            ref=ref,
+            respond=held if mutating else respond,
+            client=client,
+        )
         try:
-            execution = handler(click)
-        except OpsError as exc:
-            if permission != Permission.READ:
-                audit(
-                    services,
-                    actor=click.actor,
-                    kind="click",
-                    what=action_id,
-                    outcome="error",
-                    pipeline=ref.pipeline,
-                    execution_id=ref.execution,
-                    detail=exc.message,
-                )
-            ephemeral(respond, message=explain(services, exc, pipeline=ref.pipeline))
+            _carry_out(click, action_id, handler, permission=permission, respond=respond)
+        finally:
+            held.release()
+
+    return listen
+
+
+def _carry_out(
+    click: Click,
+    action_id: str,
+    handler: Callable[[Click], str | None],
+    *,
+    permission: Permission,
+    respond: Any,
+) -> None:
+    services, ref = click.services, click.ref
+    if permission != Permission.READ:
+        decision = check(
+            services,
+            actor=click.actor,
+            permission=permission.value,
+            pipeline=ref.pipeline,
+            kind="click",
+            what=action_id,
+            execution_id=ref.execution,
+        )
+        if not decision.allowed:
+            ephemeral(respond, message=decision.reason)
             return
-        except Exception:
-            log.exception("button %s failed for %s", action_id, click.actor.user_id)
-            ephemeral(
-                respond,
-                message="Sorry, something went wrong on pipebot's side; it has been logged.",
-            )
-            return
-        if permission != Permission.READ and execution is not None:
+    try:
+        execution = handler(click)
+    except OpsError as exc:
+        if permission != Permission.READ:
             audit(
                 services,
                 actor=click.actor,
                 kind="click",
                 what=action_id,
-                outcome="ok",
+                outcome="error",
                 pipeline=ref.pipeline,
-                execution_id=execution or ref.execution,
+                execution_id=ref.execution,
+                detail=exc.message,
             )
-
-    return listen
+        ephemeral(respond, message=explain(services, exc, pipeline=ref.pipeline))
+        return
+    except Exception:
+        log.exception("button %s failed for %s", action_id, click.actor.user_id)
+        ephemeral(
+            respond,
+            message="Sorry, something went wrong on pipebot's side; it has been logged.",
+        )
+        return
+    if permission != Permission.READ and execution is not None:
+        audit(
+            services,
+            actor=click.actor,
+            kind="click",
+            what=action_id,
+            outcome="ok",
+            pipeline=ref.pipeline,
+            execution_id=execution or ref.execution,
+        )
 
 
 def _start(c: Click) -> str | None:

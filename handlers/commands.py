@@ -28,7 +28,16 @@ from bot.grammar import (
 )
 from bot.ids import ButtonRef
 from bot.services import OpsError, request_token
-from handlers.context import Actor, Services, audit, check, ephemeral, explain, user_name
+from handlers.context import (
+    Actor,
+    HeldReplies,
+    Services,
+    audit,
+    check,
+    ephemeral,
+    explain,
+    user_name,
+)
 from storage import bot_store, notify_store
 from storage.db import transaction, utc, utcnow
 
@@ -107,14 +116,30 @@ def run_command(
             if not decision.allowed:
                 ephemeral(respond, message=decision.reason)
                 return
+    held = HeldReplies(respond)
     request = Request(
         services=services,
         parsed=parsed,
         actor=actor,
-        respond=respond,
+        respond=held if mutating else respond,
         client=client,
         trigger_id=trigger_id,
     )
+    try:
+        _carry_out(services, handler, request, mutating=mutating, respond=respond)
+    finally:
+        held.release()  # after the audit entry
+
+
+def _carry_out(
+    services: Services,
+    handler: Callable[[Request], str | None],
+    request: Request,
+    *,
+    mutating: bool,
+    respond: Respond,
+) -> None:
+    parsed, actor = request.parsed, request.actor
     try:
         outcome = handler(request)
     except OpsError as exc:

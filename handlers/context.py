@@ -154,6 +154,24 @@ def user_name(client: WebClient, user_id: str) -> str:
     return str(profile.get("display_name") or user.get("real_name") or user.get("name") or user_id)
 
 
+class HeldReplies:
+    """A ``respond`` that holds its replies until ``release``: a mutating command's or
+    click's replies go out after its outcome is audited, so a crash in between can never
+    leave an outcome the user was told with no audit entry."""
+
+    def __init__(self, respond: Any) -> None:
+        self._respond = respond
+        self._held: list[dict[str, Any]] = []
+
+    def __call__(self, **kwargs: Any) -> None:
+        self._held.append(kwargs)
+
+    def release(self) -> None:
+        held, self._held = self._held, []
+        for kwargs in held:
+            self._respond(**kwargs)
+
+
 def ephemeral(respond: Any, *, message: str, usage: str | None = None) -> None:
     """A private error or notice for the user who asked."""
     respond(
