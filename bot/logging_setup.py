@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Iterable
+from typing import Final
 
 # Shapes of secrets we never want in logs even if we were not told their value.
 _SECRET_PATTERNS = re.compile(
@@ -58,8 +59,18 @@ def configure_logging(*, level: str, secrets: Iterable[str] = ()) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
     # A change wakes the notifier at once; when that lands while its run is still going,
     # APScheduler skips the extra run (max_instances 1) and warns: expected, not a fault.
-    logging.getLogger("apscheduler.scheduler").addFilter(_skip_overlapping_run_warnings)
+    logging.getLogger("apscheduler.scheduler").addFilter(_skip_expected_warnings)
+    # Bolt reads SLACK_BOT_TOKEN from the environment by itself and warns that the client
+    # pipebot gives it (built from the same token, with retry handlers) wins: expected.
+    logging.getLogger("slack_bolt.App").addFilter(_skip_expected_warnings)
 
 
-def _skip_overlapping_run_warnings(record: logging.LogRecord) -> bool:
-    return "maximum number of running instances reached" not in record.getMessage()
+_EXPECTED_WARNINGS: Final = (
+    "maximum number of running instances reached",
+    "As you gave `client` as well, `token` will be unused",
+)
+
+
+def _skip_expected_warnings(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not any(expected in message for expected in _EXPECTED_WARNINGS)

@@ -172,11 +172,15 @@ def test_logging_keeps_scheduler_chatter_out(capsys: pytest.CaptureFixture[str])
         )
         logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed by 0:01")
         logging.getLogger("bot.notifier").info("notifier: something worth reading")
+        logging.getLogger("slack_bolt.App").warning(
+            "As you gave `client` as well, `token` will be unused."
+        )
     finally:
         root.handlers[:] = saved[0]
         root.setLevel(saved[1])
     err = capsys.readouterr().err
     assert "Running job" not in err
     assert "maximum number of running instances" not in err
+    assert "will be unused" not in err
     assert "was missed by" in err  # real scheduler warnings still show
     assert "something worth reading" in err
