@@ -228,6 +228,8 @@ class FakeSlack:
         self.port: int = self._server.server_address[1]
         self.root_url = f"http://127.0.0.1:{self.port}"
         self.base_url = f"{self.root_url}/api/"
+        # Where apps.connections.open sends a Socket Mode client (a test's WebSocket server).
+        self.socket_mode_url: str | None = None
         self._thread: threading.Thread | None = None
         self._stopped = False
 
@@ -545,9 +547,11 @@ class FakeSlack:
     def _answer_api(self, method: str, params: dict[str, Any], headers: dict[str, str]) -> Answer:
         auth = headers.get("authorization", "")
         token = params.get("token")
+        # An app-level token (xapp-) opens Socket Mode connections and does nothing else.
+        kind = "xapp-" if method == "apps.connections.open" else "xoxb-"
         if not (
-            auth.startswith("Bearer xoxb-")
-            or (not auth and isinstance(token, str) and token.startswith("xoxb-"))
+            auth.startswith("Bearer " + kind)
+            or (not auth and isinstance(token, str) and token.startswith(kind))
         ):
             return self._json(200, {"ok": False, "error": "not_authed"})
         handler = _API_HANDLERS.get(method)
@@ -846,6 +850,13 @@ class FakeSlack:
             "has_more": len(found) > limit,
         }
 
+    def _apps_connections_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Socket Mode: the WebSocket URL to connect to (set ``socket_mode_url`` first)."""
+        del params
+        if self.socket_mode_url is None:
+            return {"ok": False, "error": "not_allowed_token_type"}
+        return {"ok": True, "url": self.socket_mode_url}
+
     def _conversations_open(self, params: dict[str, Any]) -> dict[str, Any]:
         users = str(params.get("users") or "").split(",")
         if len(users) != 1 or not users[0]:
@@ -897,6 +908,7 @@ def _listed(message: dict[str, Any], with_metadata: bool) -> dict[str, Any]:
 
 _API_HANDLERS: dict[str, Callable[[FakeSlack, dict[str, Any]], dict[str, Any]]] = {
     "auth.test": FakeSlack._auth_test,
+    "apps.connections.open": FakeSlack._apps_connections_open,
     "chat.postMessage": FakeSlack._chat_post_message,
     "chat.update": FakeSlack._chat_update,
     "chat.postEphemeral": FakeSlack._chat_post_ephemeral,
