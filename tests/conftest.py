@@ -131,3 +131,25 @@ def engine(database_url: str, tmp_path: Path, repos_dir: Path) -> Iterator[Any]:
     )
     yield client
     client.close()
+
+
+@pytest.fixture
+def fake() -> Iterator[Any]:
+    """A recording fake Slack with an admin and another user; at the end, every message and
+    view the bot sent must parse with slack_sdk's models, within Slack's limits."""
+    from tests.fake_slack import FakeSlack
+    from tests.slack_bot import ADMIN, OTHER, assert_valid_surfaces
+
+    with FakeSlack() as server:
+        server.set_user(ADMIN, "admin")
+        server.set_user(OTHER, "other")
+        yield server
+        assert_valid_surfaces(server.calls)
+
+
+@pytest.fixture
+def bot(engine: Any, database_url: str, fake: Any) -> Any:
+    """The real Bolt app on the engine, the fake Slack and a fresh database."""
+    from tests.slack_bot import ADMIN, make_bot
+
+    return make_bot(engine, database_url, fake, admins=ADMIN)

@@ -36,6 +36,7 @@ from reliability.figures import record
 from reliability.harness import TRACEBACK_MARK, wsgi_post
 from tests.fake_slack import Call, FakeSlack
 from tests.helpers import wait_for
+from tests.slack_bot import ADMIN, OTHER, Bot, release, waiting_approval
 from tests.slack_requests import (
     block_action,
     bolt_request,
@@ -43,7 +44,6 @@ from tests.slack_requests import (
     slash_command,
     view_submission,
 )
-from tests.test_slack_app import ADMIN, OTHER, Bot, _bot, release, waiting_approval
 
 pytestmark = pytest.mark.reliability
 # The bot's own tables on SQLite: storage has its own tests on both databases.
@@ -55,19 +55,6 @@ COUNTS: dict[str, int] = {}
 
 def _count(kind: str, n: int = 1) -> None:
     COUNTS[kind] = COUNTS.get(kind, 0) + n
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack() as server:
-        server.set_user(ADMIN, "admin")
-        server.set_user(OTHER, "other")
-        yield server
-
-
-@pytest.fixture
-def bot(engine: Any, database_url: str, fake: FakeSlack) -> Bot:
-    return _bot(engine, database_url, fake, admins=ADMIN)
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ from storage.db import make_engine, make_session_factory, transaction
 from storage.models import OutboxMessage
 from tests.fake_slack import Call, FakeSlack
 from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for
-from tests.test_slack_app import ADMIN, OTHER, _bot, assert_valid_surfaces, text_of
+from tests.slack_bot import ADMIN, OTHER, make_bot, release, text_of
 
 INTERVAL = 10.0
 
@@ -61,6 +61,7 @@ class NoFeedOps(PipelineOps):
 class Harness:
     def __init__(self, engine: Any, database_url: str, fake: FakeSlack) -> None:
         self.engine = engine
+        self.database_url = database_url
         self.fake = fake
         self.clock = Clock()
         self.db: Engine = make_engine(database_url)
@@ -156,26 +157,6 @@ class Harness:
             result={"summary": f"{verdict} from the engine", "status": verdict},
             token=token,
         )
-
-
-def release(name: str = "web") -> dict[str, Any]:
-    return pipeline(
-        name,
-        [
-            ("Source", [source_action()]),
-            ("Build", [commands_action("Build", ["cat app.txt"])]),
-            ("Gate", [approval_action("Approve")]),
-        ],
-    )
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack() as server:
-        server.set_user(ADMIN, "admin")
-        server.set_user(OTHER, "other")
-        yield server
-        assert_valid_surfaces(server.calls)
 
 
 @pytest.fixture
@@ -289,7 +270,9 @@ def test_approve_clicked_in_the_thread_keeps_the_reply_and_drops_its_buttons(h: 
     from bot.ids import ButtonRef
     from tests.slack_requests import block_action, bolt_request
 
-    bot = _bot(h.engine, str(h.db.url.render_as_string(hide_password=False)), h.fake, admins=ADMIN)
+    bot = make_bot(
+        h.engine, str(h.db.url.render_as_string(hide_password=False)), h.fake, admins=ADMIN
+    )
     h.engine.create_pipeline(pipeline=release())
     h.subscribe("web", "C1")
     notifier = h.notifier()
@@ -333,7 +316,9 @@ def test_reject_from_the_thread_keeps_the_reply_and_says_who_and_why(h: Harness)
     from bot.ids import ButtonRef
     from tests.slack_requests import block_action, bolt_request, view_submission
 
-    bot = _bot(h.engine, str(h.db.url.render_as_string(hide_password=False)), h.fake, admins=ADMIN)
+    bot = make_bot(
+        h.engine, str(h.db.url.render_as_string(hide_password=False)), h.fake, admins=ADMIN
+    )
     h.engine.create_pipeline(pipeline=release())
     h.subscribe("web", "C1")
     notifier = h.notifier()
@@ -671,7 +656,7 @@ def test_an_answered_approval_gets_no_reminder(h: Harness) -> None:
 
 
 def test_subscription_commands(engine: Any, database_url: str, fake: FakeSlack) -> None:
-    bot = _bot(engine, database_url, fake, admins=ADMIN)
+    bot = make_bot(engine, database_url, fake, admins=ADMIN)
     bot.engine.create_pipeline(pipeline=release())
 
     bot.command("subscriptions", name="none")
@@ -718,7 +703,7 @@ def test_subscription_commands(engine: Any, database_url: str, fake: FakeSlack) 
 
 
 def test_create_subscribes_the_channel(engine: Any, database_url: str, fake: FakeSlack) -> None:
-    bot = _bot(engine, database_url, fake, admins=ADMIN)
+    bot = make_bot(engine, database_url, fake, admins=ADMIN)
     bot.command("create " + json.dumps({"pipeline": release("made")}))
     reply = bot.reply()
     assert "created pipeline" in text_of(reply)

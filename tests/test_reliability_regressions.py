@@ -7,7 +7,6 @@ escapes at the moment the process would die) and fails without its fix.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -20,37 +19,19 @@ from bot.ids import ButtonRef
 from handlers.commands import PENDING_TAKEOVER_SECONDS, decide_approval
 from handlers.context import Actor
 from reliability.harness import wsgi_post
-from tests.fake_slack import FakeSlack
 from tests.helpers import wait_for
-from tests.slack_requests import sign
-from tests.test_slack_app import (
+from tests.slack_bot import (
     ADMIN,
-    OTHER,
     Bot,
-    _bot,
-    assert_valid_surfaces,
     release,
     text_of,
     waiting_approval,
 )
+from tests.slack_requests import sign
 
 
 class Crash(BaseException):
     """The process dying at this point: nothing after it runs (not even ``except Exception``)."""
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack() as server:
-        server.set_user(ADMIN, "admin")
-        server.set_user(OTHER, "other")
-        yield server
-        assert_valid_surfaces(server.calls)
-
-
-@pytest.fixture
-def bot(engine: Any, database_url: str, fake: FakeSlack) -> Bot:
-    return _bot(engine, database_url, fake, admins=ADMIN)
 
 
 def _execution_status(bot: Bot, name: str, execution_id: str) -> str:

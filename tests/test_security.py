@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -37,6 +36,7 @@ from storage import bot_store, notify_store
 from storage.db import make_engine, make_session_factory, transaction
 from tests.fake_slack import FakeSlack
 from tests.helpers import commands_action, pipeline, source_action, wait_for
+from tests.slack_bot import ADMIN, OTHER, Bot, release, text_of, waiting_approval
 from tests.slack_requests import (
     SIGNING_SECRET,
     app_home_opened,
@@ -46,25 +46,11 @@ from tests.slack_requests import (
     slash_command,
     view_submission,
 )
-from tests.test_slack_app import ADMIN, OTHER, Bot, _bot, release, text_of, waiting_approval
 
 pytestmark = [
     pytest.mark.reliability,
     pytest.mark.parametrize("database_url", ["sqlite"], indirect=True),
 ]
-
-
-@pytest.fixture
-def fake() -> Iterator[FakeSlack]:
-    with FakeSlack() as server:
-        server.set_user(ADMIN, "admin")
-        server.set_user(OTHER, "other")
-        yield server
-
-
-@pytest.fixture
-def bot(engine: Any, database_url: str, fake: FakeSlack) -> Bot:
-    return _bot(engine, database_url, fake, admins=ADMIN)
 
 
 def _first_execution(bot: Bot, name: str = "web") -> str:
