@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-dev
 
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: run sandbox test lint typecheck pytest reliability bench migrate clean
+.PHONY: run sandbox test lint typecheck pytest reliability bench screenshots migrate clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ sandbox: $(STAMP)
 $(CHROMIUM):
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-color-emoji
+
+# The README's screenshots, taken by the browser test (which otherwise keeps them in a temp dir).
+screenshots: $(STAMP) $(CHROMIUM)
+	PIPEBOT_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/pytest -q -p no:cacheprovider \
+		tests/test_browser.py
 
 migrate: $(STAMP)
 	$(BIN)/pipebot migrate

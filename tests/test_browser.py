@@ -1,8 +1,9 @@
 """The sandbox in a real headless Chromium: the newcomer's story from the README.
 
 Type ``/pipeline start demo`` in #releases, watch the parent message move through the stages,
-open the thread, click Approve, confirm, see Succeeded. Screenshots for the README are
-written to ``docs/screenshots/``. Chromium is Debian's (``make test`` installs it); with
+open the thread, click Approve, confirm, see Succeeded. It takes the README's screenshots on
+every run, into a temporary folder, or into ``$PIPEBOT_SCREENSHOTS_DIR`` (``make screenshots``
+sets it to ``docs/screenshots/``). Chromium is Debian's (``make test`` installs it); with
 ``CI=true`` a missing Chromium fails the test instead of skipping it.
 """
 
@@ -17,10 +18,9 @@ from typing import Any
 
 import pytest
 
-from tests.test_sandbox import REPO, SandboxProcess, running_sandbox
+from tests.test_sandbox import SandboxProcess, running_sandbox
 
 CHROMIUM = os.environ.get("PIPEBOT_TEST_CHROMIUM", "/usr/bin/chromium")
-SCREENSHOTS = REPO / "docs" / "screenshots"
 # A closed network: without these Chromium waits on connections it will never get.
 CHROMIUM_ARGS = [
     "--headless",
@@ -106,10 +106,19 @@ def _approve_in_thread(page: Any, execution: str) -> None:
     page.locator("#confirm-ok").click()
 
 
-def test_start_follow_approve_in_the_browser(sandbox: SandboxProcess, page: Any) -> None:
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = os.environ.get("PIPEBOT_SCREENSHOTS_DIR")
+    folder = Path(chosen).resolve() if chosen else tmp_path_factory.mktemp("screenshots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_start_follow_approve_in_the_browser(
+    sandbox: SandboxProcess, page: Any, screenshots: Path
+) -> None:
     from playwright.sync_api import expect
 
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.goto(sandbox.url)
     # First start: pipebot created the demo pipeline from #releases, which started its first
     # execution; it waits for approval (the Approval stage holds one execution at a time).
@@ -128,7 +137,7 @@ def test_start_follow_approve_in_the_browser(sandbox: SandboxProcess, page: Any)
     execution = match.group(1)
     parent = _parent(page, execution)
     expect(parent).to_contain_text("Staging · Succeeded")
-    page.screenshot(path=str(SCREENSHOTS / "channel.png"))
+    page.screenshot(path=str(screenshots / "channel.png"))
 
     _approve_in_thread(page, first.group(1))  # lets the new execution into Approval
     expect(_parent(page, first.group(1))).to_contain_text("Succeeded")
@@ -137,27 +146,27 @@ def test_start_follow_approve_in_the_browser(sandbox: SandboxProcess, page: Any)
     parent.locator("[data-thread]").click()
     approve = page.locator("#thread .msg").filter(has_text=f"Execution {execution[:8]}")
     expect(approve.locator('button[data-action="pipebot.approve"]')).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "thread.png"))
+    page.screenshot(path=str(screenshots / "thread.png"))
     approve.locator('button[data-action="pipebot.approve"]').click()
     expect(page.locator("dialog#confirm")).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "confirm.png"))
+    page.screenshot(path=str(screenshots / "confirm.png"))
     page.locator("#confirm-ok").click()
 
     header = parent.locator(".sk-text").first
     expect(header).to_contain_text("Succeeded")
     expect(parent).to_contain_text("Production · Succeeded")
     expect(page.locator("#thread")).to_contain_text("Approved")
-    page.screenshot(path=str(SCREENSHOTS / "succeeded.png"))
+    page.screenshot(path=str(screenshots / "succeeded.png"))
 
     page.click("#nav-home")
     expect(page.locator("#home")).to_contain_text("demo")
-    page.screenshot(path=str(SCREENSHOTS / "home.png"))
+    page.screenshot(path=str(screenshots / "home.png"))
     production = sandbox.data_dir / "deploy" / "production" / "index.html"
     assert "Hello from pipebot" in production.read_text()
 
 
 def test_a_second_user_is_refused_and_a_modal_shows_inline_errors(
-    sandbox: SandboxProcess, page: Any
+    sandbox: SandboxProcess, page: Any, screenshots: Path
 ) -> None:
     from playwright.sync_api import expect
 
@@ -179,6 +188,6 @@ def test_a_second_user_is_refused_and_a_modal_shows_inline_errors(
     modal.locator("textarea").fill('{"name": "broken", "stages": []}')
     modal.locator('button[type="submit"]').click()
     expect(modal.locator(".field-error")).to_be_visible()
-    page.screenshot(path=str(SCREENSHOTS / "modal-error.png"))
+    page.screenshot(path=str(screenshots / "modal-error.png"))
     modal.locator("button[data-close]").first.click()
     expect(page.locator("#modal-layer")).to_be_hidden()
