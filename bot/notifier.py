@@ -75,6 +75,8 @@ minutes (whichever is smaller), remains."""
 NO_ANSWER: Final = "no answer: "
 """How an outbox message's error starts when the call got no answer (a timeout, a lost
 connection): Slack may have applied it, so a post is looked for before it is sent again."""
+SENDING: Final = NO_ANSWER + "sent; the process stopped before Slack's answer was recorded"
+"""Written before each post: what the next attempt finds when the process died mid-call."""
 OUTBOX_EVENT_TYPE: Final = "pipebot_outbox"
 """The message metadata event type of every post: its payload names the outbox entry."""
 _TIMEOUTS_KEPT: Final = 1024
@@ -825,8 +827,14 @@ class Notifier:
                 return False
         new_ts: str | None = None
         if message.kind != "update" and (message.last_error or "").startswith(NO_ANSWER):
-            # The last attempt got no answer: Slack may have posted it all the same.
+            # The last attempt got no answer (or the process died during it): Slack may have
+            # posted it all the same.
             new_ts = self._find_posted(message, thread_ts=ts)
+        if new_ts is None and message.kind != "update":
+            with transaction(self._sessions) as session:
+                notify_store.mark_outbox_sending(
+                    session=session, message_id=message.id, note=SENDING
+                )
         try:
             if new_ts is not None:
                 pass  # it went out last time: record it, do not post it again

@@ -431,6 +431,18 @@ def mark_outbox_done(*, session: Session, message_id: int, now: datetime) -> boo
     return _rowcount(result) > 0
 
 
+def mark_outbox_sending(*, session: Session, message_id: int, note: str) -> bool:
+    """Record, before the call, that the message is being sent: if the process dies before
+    Slack's answer is recorded, the next attempt reads ``note`` and knows it may have gone
+    out (attempts and schedule unchanged)."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id, col(OutboxMessage.done_at).is_(None))
+        .values(last_error=note)
+    )
+    return _rowcount(result) > 0
+
+
 def mark_outbox_failed(
     *, session: Session, message_id: int, error: str, next_attempt_at: datetime
 ) -> bool:

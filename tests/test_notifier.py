@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
+from slack_sdk.web import WebClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
@@ -450,6 +451,41 @@ def test_a_429_is_retried_and_nothing_is_lost(h: Harness) -> None:
     h.pump(notifier, lambda: bool(h.posts("C1", thread=False)), "the parent")
     assert any(c.status == 429 for c in h.fake.calls_to("chat.postMessage"))
     assert len(h.posts("C1", thread=False)) == 1
+
+
+class Crash(BaseException):
+    """The process dying at this point: nothing after it runs."""
+
+
+def test_a_post_cut_short_by_a_crash_is_not_posted_twice(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    dying = h.notifier("process-a")
+
+    class DiesAfterSlackAnswers(WebClient):
+        def chat_postMessage(self, **kwargs: Any) -> Any:  # noqa: N802 (slack_sdk's name)
+            super().chat_postMessage(**kwargs)
+            raise Crash  # Slack posted it; the process dies before recording that
+
+    dying._web = DiesAfterSlackAnswers(token="xoxb-test", base_url=h.fake.base_url)
+    h.clock.advance(INTERVAL)
+    dying.tick()
+    with pytest.raises(Crash):
+        dying.flush_outbox()
+    assert len(h.posts("C1", thread=False)) == 1
+    # A new process takes over: it finds the post by its metadata instead of posting again,
+    # and keeps updating that message.
+    survivor = h.notifier("process-b")
+    h.pump(
+        survivor,
+        lambda: bool(h.replies_with("C1", "Approval needed")) and not h.pending(),
+        "the approval reply",
+    )
+    parents = h.posts("C1", thread=False)
+    assert len(parents) == 1, "posted once"
+    parent_ts = parents[0].response["ts"]  # type: ignore[index]
+    assert h.replies_with("C1", "Approval needed")[0].params["thread_ts"] == parent_ts
+    assert h.fake.calls_to("conversations.history"), "it looked before posting again"
 
 
 def test_a_failed_post_stays_queued_and_goes_out_later(h: Harness) -> None:
