@@ -80,9 +80,12 @@ from bot.ids import (
 __all__ = [
     "COMMENT_MAX_LENGTH",
     "DECLARATION_MAX_BOXES",
+    "FINISHED_STATUSES",
     "MESSAGE_TEXT_BUDGET",
+    "NO_STATUS_EMOJI",
     "OUTCOME_MAX",
     "STALE_AFTER_CLICK",
+    "STATUS_EMOJI",
     "STOP_MODE_ABANDON",
     "STOP_MODE_WAIT",
     "STOP_REASON_MAX_LENGTH",
@@ -157,8 +160,10 @@ _MAX_HOME_APPROVALS = 20
 _MAX_INBOUND_SHOWN = 5
 _EARLIER_SHOWN = 4
 
-_FINISHED = frozenset({"Succeeded", "Failed", "Stopped", "Superseded", "Cancelled"})
-_EMOJI = {
+FINISHED_STATUSES = frozenset({"Succeeded", "Failed", "Stopped", "Superseded", "Cancelled"})
+"""Execution statuses an execution never leaves."""
+_FINISHED = FINISHED_STATUSES
+STATUS_EMOJI = {
     "InProgress": "🔄",
     "Succeeded": "✅",
     "Failed": "❌",
@@ -169,7 +174,9 @@ _EMOJI = {
     "Cancelled": "🚫",
     "Skipped": "⏭",
 }
-_NO_STATUS = "⚪"
+NO_STATUS_EMOJI = "⚪"
+_EMOJI = STATUS_EMOJI
+_NO_STATUS = NO_STATUS_EMOJI
 _WAITING = "⏳"
 _LABEL = {"InProgress": "In progress"}
 STALE_AFTER_CLICK = frozenset(

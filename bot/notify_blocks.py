@@ -60,8 +60,11 @@ from bot.block_kit import one_line as _one_line
 from bot.block_kit import section as _section
 from bot.block_kit import text_size as _text_size
 from bot.blocks import (
+    FINISHED_STATUSES,
     MESSAGE_TEXT_BUDGET,
+    NO_STATUS_EMOJI,
     OUTCOME_MAX,
+    STATUS_EMOJI,
     duration,
     escape,
     fallback_text,
@@ -124,27 +127,15 @@ _SLACK_DECISION = re.compile(
 )
 """The summary pipebot writes for a decision made in Slack (handlers.commands)."""
 _OPEN_ACTIONS = frozenset({"InProgress", WAITING_FOR_APPROVAL})
-_TERMINAL = frozenset({"Succeeded", "Failed", "Stopped", "Superseded", "Cancelled"})
+_TERMINAL = FINISHED_STATUSES
 _STAGE_DONE = frozenset({"Succeeded", "Failed", "Stopped", "Skipped", "Cancelled"})
-_EMOJI = {
-    "InProgress": "🔄",
-    "Succeeded": "✅",
-    "Failed": "❌",
-    "Stopped": "⏹",
-    "Stopping": "⏹",
-    "Abandoned": "⏹",
-    "Superseded": "↷",
-    "Cancelled": "🚫",
-    "Skipped": "⏭",
-    WAITING_FOR_APPROVAL: "⏳",
-    WAITING_TO_ENTER: "⏸",
-}
+_EMOJI = {**STATUS_EMOJI, WAITING_FOR_APPROVAL: "⏳", WAITING_TO_ENTER: "⏸"}
 _LABEL = {
     "InProgress": "In progress",
     WAITING_FOR_APPROVAL: "Waiting for approval",
     WAITING_TO_ENTER: "Waiting to enter",
 }
-_NO_STATUS = "⚪"
+_NO_STATUS = NO_STATUS_EMOJI
 _SAFE_URL = re.compile(r"https?://[^\s<>|]+")
 
 
