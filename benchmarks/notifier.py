@@ -44,7 +44,7 @@ from sqlmodel import col, select
 
 if TYPE_CHECKING:
     from bot.engine import LocalCodePipeline
-    from bot.notifier import Notifier, TickStats
+    from bot.notify.notifier import Notifier, TickStats
     from tests.fake_slack import Call, FakeSlack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ class CountingClient:
 
 def timed_notifier(**kwargs: Any) -> tuple[Notifier, list[float]]:
     """A Notifier whose ``tick`` (the reading part of ``run_once``) records its wall time."""
-    from bot.notifier import Notifier
+    from bot.notify.notifier import Notifier
 
     times: list[float] = []
 
@@ -275,7 +275,7 @@ def main() -> int:
         parser.error("--pipelines must be >= 1 and 0 <= --changed <= --pipelines")
 
     from bot.engine import LocalCodePipeline
-    from bot.services import PipelineOps
+    from bot.ops.pipeline_ops import PipelineOps
     from storage import notify_store
     from storage.db import make_engine, make_session_factory, transaction
     from storage.migrate import upgrade

@@ -23,11 +23,11 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.web import WebClient
 
-from bot.permissions import Permissions
-from bot.services import PipelineOps
+from bot.ops.permissions import Permissions
+from bot.ops.pipeline_ops import PipelineOps
 from bot.settings import Settings
 from handlers import actions, commands, home, views
-from handlers.context import Services, group_members_via
+from handlers.common import Services, group_members_via
 from storage.db import SessionFactory
 
 log = logging.getLogger(__name__)

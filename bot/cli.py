@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from slack_bolt import App
     from slack_sdk.web import WebClient
 
-    from bot.permissions import Permissions
+    from bot.ops.permissions import Permissions
     from storage.db import SessionFactory
 
 log = logging.getLogger("pipebot")
@@ -117,7 +117,7 @@ def _local_only(settings: Settings, what: str) -> bool:
 
 
 def _worker(settings: Settings) -> int:
-    from bot.pipelines import make_client
+    from bot.ops.client import make_client
 
     if not _local_only(settings, "pipebot worker"):
         return 2
@@ -193,10 +193,10 @@ def _start_notifications(
     embedded engine, the source poller. Returns the function that stops it."""
     from bot.app import make_web_client
     from bot.engine import LocalCodePipeline
-    from bot.notifier import Notifier
-    from bot.scheduler import start_scheduler, stop_scheduler, wake
-    from bot.services import PipelineOps
-    from bot.source_poller import SourcePoller
+    from bot.engine.source_poller import SourcePoller
+    from bot.notify.notifier import Notifier
+    from bot.notify.scheduler import start_scheduler, stop_scheduler, wake
+    from bot.ops.pipeline_ops import PipelineOps
     from storage.db import make_engine, make_session_factory
 
     engine = None
@@ -207,7 +207,7 @@ def _start_notifications(
     notifier = None
     if notify:
         if permissions is None:
-            from bot.permissions import Permissions
+            from bot.ops.permissions import Permissions
 
             # Only the access lists are read (to mention approvers), never group members.
             permissions = Permissions(
@@ -269,7 +269,7 @@ def _running_bot(settings: Settings) -> Iterator[RunningBot]:
     start its background work (notifications, source polling); stop it all on exit.
     ``serve`` and ``sandbox`` both run the bot through this one factory."""
     from bot.app import build_app, build_services, make_web_client
-    from bot.pipelines import make_client
+    from bot.ops.client import make_client
     from storage.db import make_engine, make_session_factory
 
     engine = make_engine(settings.resolved_database_url)
@@ -335,7 +335,7 @@ def _sandbox(settings: Settings, *, host: str, port: int) -> int:
 
 def _demo(settings: Settings, *, approve: str) -> int:
     from bot.demo import DEMO_PIPELINE, demo_declaration, ensure_demo_repository
-    from bot.pipelines import make_client
+    from bot.ops.client import make_client
 
     if not _local_only(settings, "The demo"):
         return 2

@@ -14,12 +14,12 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk.web import WebClient
 
-from bot import blocks, ids, notify_blocks
-from bot.grammar import Permission
-from bot.ids import ButtonRef
-from bot.services import OpsError, request_token
+from bot.ops.pipeline_ops import OpsError, request_token
+from bot.slack import blocks, ids, notifications
+from bot.slack.ids import ButtonRef
 from handlers.commands import decide_approval
-from handlers.context import Actor, HeldReplies, Services, audit, check, ephemeral, explain
+from handlers.common import Actor, HeldReplies, Services, audit, check, ephemeral, explain
+from handlers.grammar import Permission
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class Click:
             self.respond(
                 replace_original=True,
                 text=shown[:3000],
-                blocks=notify_blocks.resolved_reply(original_blocks=original, outcome=shown),
+                blocks=notifications.resolved_reply(original_blocks=original, outcome=shown),
             )
             return
         ops = self.services.ops
@@ -268,7 +268,7 @@ def _approve(c: Click) -> str | None:
         return None
     c.redraw(
         f"{outcome.message} at {c.when()}",
-        reply_outcome=notify_blocks.decision_outcome(
+        reply_outcome=notifications.decision_outcome(
             stage=c.ref.stage,
             action=c.ref.action,
             approved=True,

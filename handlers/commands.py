@@ -15,20 +15,10 @@ from typing import Any
 from slack_bolt import App
 from slack_sdk.web import WebClient
 
-from bot import blocks, ids
-from bot.grammar import (
-    CommandError,
-    ParsedCommand,
-    Permission,
-    UnknownCommandError,
-    help_text,
-    normalize_reason,
-    parse,
-    spec_for,
-)
-from bot.ids import ButtonRef
-from bot.services import OpsError, request_token
-from handlers.context import (
+from bot.ops.pipeline_ops import OpsError, request_token
+from bot.slack import blocks, ids
+from bot.slack.ids import ButtonRef
+from handlers.common import (
     Actor,
     HeldReplies,
     Services,
@@ -37,6 +27,16 @@ from handlers.context import (
     ephemeral,
     explain,
     user_name,
+)
+from handlers.grammar import (
+    CommandError,
+    ParsedCommand,
+    Permission,
+    UnknownCommandError,
+    help_text,
+    normalize_reason,
+    parse,
+    spec_for,
 )
 from storage import bot_store, notify_store
 from storage.db import transaction, utc, utcnow

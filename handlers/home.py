@@ -9,9 +9,9 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
-from bot import blocks
-from bot.services import OpsError
-from handlers.context import Services
+from bot.ops.pipeline_ops import OpsError
+from bot.slack import blocks
+from handlers.common import Services
 
 log = logging.getLogger(__name__)
 

@@ -15,14 +15,14 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
-from bot import blocks, ids, notify_blocks
 from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
 from bot.engine.errors import DeclarationError
-from bot.grammar import Permission
-from bot.ids import ButtonRef
-from bot.services import OpsError
+from bot.ops.pipeline_ops import OpsError
+from bot.slack import blocks, ids, notifications
+from bot.slack.ids import ButtonRef
 from handlers.commands import decide_approval, subscribe_on_create
-from handlers.context import Actor, Services, audit, check, explain, user_name
+from handlers.common import Actor, Services, audit, check, explain, user_name
+from handlers.grammar import Permission
 from storage import notify_store
 
 log = logging.getLogger(__name__)
@@ -219,7 +219,7 @@ def register(app: App, services: Services) -> None:
             ref,
             outcome.message + f" at {blocks.slack_date(services.now())}",
             services,
-            reply_outcome=notify_blocks.decision_outcome(
+            reply_outcome=notifications.decision_outcome(
                 stage=ref.stage or "?",
                 action=ref.action or "?",
                 approved=False,
@@ -344,7 +344,7 @@ def _update_origin(
                 channel=ref.channel,
                 ts=ref.message_ts,
                 text=shown[:3000],
-                blocks=notify_blocks.resolved_reply(original_blocks=original, outcome=shown),
+                blocks=notifications.resolved_reply(original_blocks=original, outcome=shown),
             )
         except SlackApiError:
             log.info("could not redraw reply %s in %s", ref.message_ts, ref.channel)

@@ -13,8 +13,8 @@ from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
 from bot.app import build_app, build_services, make_web_client
-from bot.ids import ButtonRef
 from bot.settings import Settings
+from bot.slack.ids import ButtonRef
 from storage.db import make_engine, make_session_factory
 from tests.fake_slack import Call, FakeSlack
 from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for

@@ -25,9 +25,9 @@ import pytest
 from slack_sdk.models.blocks import Block
 from slack_sdk.models.views import View
 
-from bot import blocks as render
-from bot import ids
-from bot.ids import ButtonRef
+from bot.slack import blocks as render
+from bot.slack import ids
+from bot.slack.ids import ButtonRef
 from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for
 from tests.shapecheck import assert_output_shape
 

@@ -37,7 +37,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from bot.engine import LocalCodePipeline
-from bot.pipelines import make_client
+from bot.ops.client import make_client
 from bot.settings import Settings
 from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for
 from tests.shapecheck import assert_output_shape

@@ -171,7 +171,7 @@ def test_logging_keeps_scheduler_chatter_out(capsys: pytest.CaptureFixture[str])
             'Execution of job "tick" skipped: maximum number of running instances reached (1)'
         )
         logging.getLogger("apscheduler.scheduler").warning("Run time of job was missed by 0:01")
-        logging.getLogger("bot.notifier").info("notifier: something worth reading")
+        logging.getLogger("bot.notify.notifier").info("notifier: something worth reading")
         logging.getLogger("slack_bolt.App").warning(
             "As you gave `client` as well, `token` will be unused."
         )

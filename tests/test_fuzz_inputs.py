@@ -26,12 +26,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import ids
 from bot.app import wsgi_app
 from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
 from bot.engine.errors import DeclarationError
-from bot.grammar import REGISTRY
-from bot.ids import ButtonRef
+from bot.slack import ids
+from bot.slack.ids import ButtonRef
+from handlers.grammar import REGISTRY
 from reliability.figures import record
 from reliability.harness import TRACEBACK_MARK, wsgi_post
 from tests.fake_slack import Call, FakeSlack
@@ -66,7 +66,7 @@ def unhandled(caplog: pytest.LogCaptureFixture) -> Iterator[list[logging.LogReco
     found.extend(
         r
         for r in caplog.records
-        if r.name in ("bot.app", "handlers.context", "handlers.commands", "handlers.actions")
+        if r.name in ("bot.app", "handlers.common", "handlers.commands", "handlers.actions")
     )
     assert not found, [r.getMessage() for r in found]
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.grammar import (
+from handlers.grammar import (
     REGISTRY,
     CommandError,
     ParsedCommand,

@@ -19,13 +19,13 @@ from slack_sdk.web import WebClient
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from bot import ids
 from bot.app import make_web_client
-from bot.notifier import Notifier, TickStats
-from bot.permissions import Permissions
-from bot.scheduler import JOB_ID, start_scheduler, stop_scheduler, wake
-from bot.services import PipelineOps
+from bot.notify.notifier import Notifier, TickStats
+from bot.notify.scheduler import JOB_ID, start_scheduler, stop_scheduler, wake
+from bot.ops.permissions import Permissions
+from bot.ops.pipeline_ops import PipelineOps
 from bot.settings import Settings
+from bot.slack import ids
 from storage import bot_store, notify_store
 from storage.db import make_engine, make_session_factory, transaction
 from storage.models import OutboxMessage
@@ -268,7 +268,7 @@ def test_an_approval_answered_before_a_newer_execution_entered_keeps_its_outcome
 
 
 def test_approve_clicked_in_the_thread_keeps_the_reply_and_drops_its_buttons(h: Harness) -> None:
-    from bot.ids import ButtonRef
+    from bot.slack.ids import ButtonRef
     from tests.slack_requests import block_action, bolt_request
 
     bot = make_bot(
@@ -314,7 +314,7 @@ def test_approve_clicked_in_the_thread_keeps_the_reply_and_drops_its_buttons(h: 
 
 
 def test_reject_from_the_thread_keeps_the_reply_and_says_who_and_why(h: Harness) -> None:
-    from bot.ids import ButtonRef
+    from bot.slack.ids import ButtonRef
     from tests.slack_requests import block_action, bolt_request, view_submission
 
     bot = make_bot(

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from slack_sdk.models.blocks import Block
 
-from bot import blocks as render
-from bot import ids
-from bot import notify_blocks as notify
-from bot.ids import ButtonRef
-from bot.notify_blocks import Event
+from bot.slack import blocks as render
+from bot.slack import ids
+from bot.slack import notifications as notify
+from bot.slack.ids import ButtonRef
+from bot.slack.notifications import Event
 from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for
 from tests.shapecheck import assert_output_shape
 from tests.test_blocks import (

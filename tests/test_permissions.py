@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import Session
 
-from bot.permissions import Decision, Permissions, mention
+from bot.ops.permissions import Decision, Permissions, mention
 from storage import bot_store
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction
 

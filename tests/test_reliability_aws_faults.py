@@ -21,9 +21,9 @@ import pytest
 from botocore.stub import Stubber
 from pydantic import SecretStr
 
-from bot.notifier import Notifier
-from bot.pipelines import make_aws_client
-from bot.services import OpsError, PipelineOps
+from bot.notify.notifier import Notifier
+from bot.ops.client import make_aws_client
+from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.settings import Settings
 from reliability.figures import record
 from reliability.workload import TERMINAL, build_pipeline, notification_problems
@@ -102,7 +102,7 @@ def test_aws_errors_are_reported_and_other_pipelines_keep_being_served(
             with pytest.raises(OpsError) as refused:
                 ops.state(FAULTY)
             assert refused.value.code == code and words in refused.value.message
-    caplog.set_level(logging.WARNING, logger="bot.notifier")
+    caplog.set_level(logging.WARNING, logger="bot.notify.notifier")
     db = make_engine(database_url)
     sessions = make_session_factory(db)
     with FakeSlack() as fake:

@@ -21,8 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from bot import ids
-from bot.ids import ButtonRef
+from bot.slack import ids
+from bot.slack.ids import ButtonRef
 from reliability.figures import record
 from reliability.harness import TRACEBACK_MARK, Secrets, ServeProcess, serve_env
 from reliability.workload import (

@@ -13,11 +13,11 @@ from urllib.parse import quote
 
 import pytest
 
-from bot import ids
 from bot.app import wsgi_app
-from bot.ids import ButtonRef
+from bot.slack import ids
+from bot.slack.ids import ButtonRef
 from handlers.commands import PENDING_TAKEOVER_SECONDS, decide_approval
-from handlers.context import Actor
+from handlers.common import Actor
 from reliability.harness import wsgi_post
 from tests.helpers import wait_for
 from tests.slack_bot import (

@@ -22,8 +22,8 @@ import pytest
 from pydantic import SecretStr
 
 from bot.app import make_web_client
-from bot.notifier import Notifier
-from bot.services import PipelineOps
+from bot.notify.notifier import Notifier
+from bot.ops.pipeline_ops import PipelineOps
 from bot.settings import Settings
 from reliability.faults import FaultySlack
 from reliability.figures import record

@@ -130,7 +130,7 @@ def wait_in_timeline(sandbox: SandboxProcess, user: str, text: str, timeout: flo
 
 
 def test_valid_bot_blocks_pass_and_broken_ones_are_refused_as_slack_would() -> None:
-    from bot import blocks
+    from bot.slack import blocks
     from sandbox.validate import message_problem, view_problem
 
     assert message_problem({"text": "help", "blocks": blocks.help_blocks(text="hi")}) is None

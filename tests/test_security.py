@@ -22,14 +22,14 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 
-from bot import ids
 from bot.app import build_app, build_services, make_web_client
-from bot.grammar import REGISTRY, Permission
-from bot.ids import ButtonRef
 from bot.logging_setup import configure_logging
-from bot.notifier import Notifier
+from bot.notify.notifier import Notifier
 from bot.settings import Settings
+from bot.slack import ids
+from bot.slack.ids import ButtonRef
 from handlers.actions import PERMISSIONS
+from handlers.grammar import REGISTRY, Permission
 from reliability.figures import record
 from reliability.harness import Secrets
 from storage import bot_store, notify_store

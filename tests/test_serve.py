@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bot import ids
+from bot.slack import ids
 from tests.fake_slack import FakeSlack
 from tests.helpers import wait_for
 from tests.slack_requests import SIGNING_SECRET, post, slash_command
@@ -161,8 +161,8 @@ def test_shipped_manifests_match_the_code(name: str) -> None:
 
 
 def test_readme_documents_every_command_and_variable() -> None:
-    from bot.grammar import REGISTRY
     from bot.settings import Settings
+    from handlers.grammar import REGISTRY
 
     readme = (REPO / "README.md").read_text()
     for spec in REGISTRY:

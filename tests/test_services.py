@@ -5,7 +5,7 @@ from __future__ import annotations
 import botocore.session
 from botocore.exceptions import ClientError
 
-from bot.services import ERROR_MESSAGES, describe_client_error
+from bot.ops.pipeline_ops import ERROR_MESSAGES, describe_client_error
 
 CALLED = (
     "CreatePipeline",

@@ -12,8 +12,8 @@ import json
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bot import ids
-from bot.ids import ButtonRef
+from bot.slack import ids
+from bot.slack.ids import ButtonRef
 from storage import bot_store
 from tests.helpers import commands_action, pipeline, source_action, wait_for
 from tests.slack_bot import (

@@ -34,15 +34,15 @@ from pydantic import SecretStr
 from slack_bolt import App, BoltResponse
 from slack_sdk.models.blocks import Block
 
-from bot import ids
 from bot.app import build_app, build_services, make_web_client
 from bot.engine.declaration import validate_declaration
 from bot.engine.errors import DeclarationError
-from bot.ids import ButtonRef
-from bot.pipelines import make_aws_client, make_client
-from bot.services import ERROR_MESSAGES
+from bot.ops.client import make_aws_client, make_client
+from bot.ops.pipeline_ops import ERROR_MESSAGES
 from bot.settings import Settings
-from handlers.context import Services
+from bot.slack import ids
+from bot.slack.ids import ButtonRef
+from handlers.common import Services
 from storage import bot_store
 from storage.db import make_engine, make_session_factory
 from tests.fake_slack import Call, FakeSlack

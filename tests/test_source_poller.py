@@ -9,8 +9,8 @@ from typing import Any, cast
 
 import pytest
 
-from bot.scheduler import JOB_ID, SOURCE_POLLER_JOB_ID, start_scheduler, stop_scheduler
-from bot.source_poller import LEASE_NAME, SourcePoller
+from bot.engine.source_poller import LEASE_NAME, SourcePoller
+from bot.notify.scheduler import JOB_ID, SOURCE_POLLER_JOB_ID, start_scheduler, stop_scheduler
 from storage import notify_store
 from storage.db import make_engine, make_session_factory
 from tests.helpers import commands_action, commit, pipeline, source_action, wait_for
@@ -114,7 +114,7 @@ def test_a_missing_repository_does_not_stop_the_other_pipelines(
     _create(engine, "broken", repo="nope")
     _create(engine, "good")
     poller = _poller(engine, repos_dir)
-    with caplog.at_level(logging.WARNING, logger="bot.source_poller"):
+    with caplog.at_level(logging.WARNING, logger="bot.engine.source_poller"):
         assert poller.poll_once() == []
         sha = commit(repos_dir / "app", {"app.txt": "v2\n"}, "Ship v2")
         started = poller.poll_once()

@@ -28,32 +28,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from bot.block_kit import (
-    ESCAPES as _ESCAPES,
-)
-from bot.block_kit import (
-    MESSAGE_BLOCKS_MAX,
-    SECTION_TEXT_MAX,
-    Block,
-    escape,
-)
-from bot.block_kit import actions as _actions
-from bot.block_kit import button as _button
-from bot.block_kit import clip as _clip
-from bot.block_kit import clip_mrkdwn as _clip_mrkdwn
-from bot.block_kit import code as _code
-from bot.block_kit import confirm_dialog as _confirm
-from bot.block_kit import context as _context
-from bot.block_kit import defuse as _defuse
-from bot.block_kit import divider as _divider
-from bot.block_kit import esc as _esc
-from bot.block_kit import fence as _fence
-from bot.block_kit import header as _header
-from bot.block_kit import one_line as _one_line
-from bot.block_kit import plain as _plain
-from bot.block_kit import section as _section
-from bot.block_kit import text_size as _text_size
-from bot.ids import (
+from bot.slack.ids import (
     APPROVE,
     COMMENT_BLOCK,
     COMMENT_INPUT,
@@ -76,6 +51,31 @@ from bot.ids import (
     VIEW_LOG,
     ButtonRef,
 )
+from bot.slack.kit import (
+    ESCAPES as _ESCAPES,
+)
+from bot.slack.kit import (
+    MESSAGE_BLOCKS_MAX,
+    SECTION_TEXT_MAX,
+    Block,
+    escape,
+)
+from bot.slack.kit import actions as _actions
+from bot.slack.kit import button as _button
+from bot.slack.kit import clip as _clip
+from bot.slack.kit import clip_mrkdwn as _clip_mrkdwn
+from bot.slack.kit import code as _code
+from bot.slack.kit import confirm_dialog as _confirm
+from bot.slack.kit import context as _context
+from bot.slack.kit import defuse as _defuse
+from bot.slack.kit import divider as _divider
+from bot.slack.kit import esc as _esc
+from bot.slack.kit import fence as _fence
+from bot.slack.kit import header as _header
+from bot.slack.kit import one_line as _one_line
+from bot.slack.kit import plain as _plain
+from bot.slack.kit import section as _section
+from bot.slack.kit import text_size as _text_size
 
 __all__ = [
     "COMMENT_MAX_LENGTH",

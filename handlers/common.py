@@ -12,11 +12,11 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
-from bot import blocks
-from bot.grammar import suggest
-from bot.permissions import Decision, Permissions
-from bot.services import OpsError, PipelineOps
+from bot.ops.permissions import Decision, Permissions
+from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.settings import Settings
+from bot.slack import blocks
+from handlers.grammar import suggest
 from storage import bot_store
 from storage.db import SessionFactory, transaction
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from bot.ids import ButtonRef
+from bot.slack.ids import ButtonRef
 
 Block = dict[str, Any]
 

@@ -28,8 +28,10 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import WebClient
 from sqlmodel import Session
 
-from bot.blocks import fallback_text
-from bot.notify_blocks import (
+from bot.ops.permissions import Permissions
+from bot.ops.pipeline_ops import IN_PROGRESS, OpsError, PipelineOps, run_guarded
+from bot.slack.blocks import fallback_text
+from bot.slack.notifications import (
     APPROVAL,
     APPROVAL_RESOLVED,
     FAILED,
@@ -48,8 +50,6 @@ from bot.notify_blocks import (
     resolved_reply,
     snapshot_events,
 )
-from bot.permissions import Permissions
-from bot.services import IN_PROGRESS, OpsError, PipelineOps, run_guarded
 from storage import bot_store, notify_store
 from storage.db import SessionFactory, transaction, utc, utcnow
 from storage.models import OutboxMessage, PostedExecution, Subscription

@@ -18,8 +18,8 @@ from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
 if TYPE_CHECKING:
-    from bot.notifier import Notifier
-    from bot.source_poller import SourcePoller
+    from bot.engine.source_poller import SourcePoller
+    from bot.notify.notifier import Notifier
 
 log = logging.getLogger(__name__)
 

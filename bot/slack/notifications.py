@@ -44,22 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
-from bot.block_kit import ESCAPES, MESSAGE_BLOCKS_MAX, SECTION_TEXT_MAX, Block
-from bot.block_kit import actions as _actions
-from bot.block_kit import button as _button
-from bot.block_kit import clip as _clip
-from bot.block_kit import clip_mrkdwn as _clip_mrkdwn
-from bot.block_kit import code as _code
-from bot.block_kit import confirm_dialog as _confirm
-from bot.block_kit import context as _context
-from bot.block_kit import defuse as _defuse
-from bot.block_kit import esc as _esc
-from bot.block_kit import fence as _fence
-from bot.block_kit import header as _header
-from bot.block_kit import one_line as _one_line
-from bot.block_kit import section as _section
-from bot.block_kit import text_size as _text_size
-from bot.blocks import (
+from bot.slack.blocks import (
     FINISHED_STATUSES,
     MESSAGE_TEXT_BUDGET,
     NO_STATUS_EMOJI,
@@ -73,7 +58,22 @@ from bot.blocks import (
     short_revision,
     slack_date,
 )
-from bot.ids import APPROVE, REJECT, RETRY_ALL, RETRY_FAILED, VIEW_LOG, ButtonRef
+from bot.slack.ids import APPROVE, REJECT, RETRY_ALL, RETRY_FAILED, VIEW_LOG, ButtonRef
+from bot.slack.kit import ESCAPES, MESSAGE_BLOCKS_MAX, SECTION_TEXT_MAX, Block
+from bot.slack.kit import actions as _actions
+from bot.slack.kit import button as _button
+from bot.slack.kit import clip as _clip
+from bot.slack.kit import clip_mrkdwn as _clip_mrkdwn
+from bot.slack.kit import code as _code
+from bot.slack.kit import confirm_dialog as _confirm
+from bot.slack.kit import context as _context
+from bot.slack.kit import defuse as _defuse
+from bot.slack.kit import esc as _esc
+from bot.slack.kit import fence as _fence
+from bot.slack.kit import header as _header
+from bot.slack.kit import one_line as _one_line
+from bot.slack.kit import section as _section
+from bot.slack.kit import text_size as _text_size
 
 __all__ = [
     "APPROVAL",
@@ -919,7 +919,8 @@ def event_reply(
 
 def resolved_reply(*, original_blocks: Sequence[Mapping[str, Any]], outcome: str) -> list[Block]:
     """An approval or failure reply with Approve/Reject/Retry replaced by ``outcome``
-    (mrkdwn, e.g. ``Event.outcome`` or ``bot.blocks.approval_outcome_text``); View log stays."""
+    (mrkdwn, e.g. ``Event.outcome`` or ``bot.slack.blocks.approval_outcome_text``);
+    View log stays."""
     return outcome_blocks(original=original_blocks, outcome=outcome)
 
 

@@ -1,0 +1,1 @@
+"""Channel notifications in the background: scheduler -> pipeline client -> Slack."""

@@ -1,0 +1,101 @@
+"""CodePipeline's status vocabulary on the bot side, and the readers of its responses.
+
+Every part of the bot that asks "is this execution finished?", "does an approval wait
+here?" or "can this stage be retried?" asks it here, on the boto3-shaped responses of
+either backend (``GetPipelineState``, ``ListPipelineExecutions``). The embedded engine
+keeps its own enums and transition tables in ``bot.engine.states``; these are the same
+words as AWS spells them in the API reference:
+
+- PipelineExecutionStatus (``GetPipelineExecution``, ``ListPipelineExecutions``):
+  https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_PipelineExecution.html
+- StageExecutionStatus and ActionExecutionStatus (``GetPipelineState``):
+  https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StageExecution.html
+  https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_ActionExecution.html
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final
+
+IN_PROGRESS: Final = frozenset({"InProgress", "Stopping"})
+"""Execution statuses of an execution that has not finished."""
+
+FINISHED: Final = frozenset({"Succeeded", "Failed", "Stopped", "Superseded", "Cancelled"})
+"""Execution (and stage) statuses that never change again."""
+
+FAILED_OR_STOPPED: Final = frozenset({"Failed", "Stopped", "Stopping"})
+"""Execution statuses a "failures" subscription is told about."""
+
+STAGE_DONE: Final = frozenset({"Succeeded", "Failed", "Stopped", "Skipped", "Cancelled"})
+"""Stage execution statuses after which the stage holds nothing for that execution."""
+
+RETRYABLE_STAGE: Final = frozenset({"Failed", "Stopped"})
+"""Stage execution statuses RetryStageExecution accepts (when not superseded)."""
+
+
+def is_finished(status: object) -> bool:
+    """Whether an execution status is final (``FINISHED``)."""
+    return status in FINISHED
+
+
+def is_in_progress(status: object) -> bool:
+    """Whether an execution status is one of ``IN_PROGRESS``."""
+    return status in IN_PROGRESS
+
+
+def is_waiting_approval(latest: Mapping[str, Any] | None) -> bool:
+    """Whether an action state's ``latestExecution`` is an approval waiting for an answer:
+    ``InProgress`` with a token (only manual approvals carry one, and only while they wait;
+    GetPipelineState, ActionExecution.token)."""
+    if not latest:
+        return False
+    return latest.get("status") == "InProgress" and bool(latest.get("token"))
+
+
+@dataclass(frozen=True)
+class PendingApproval:
+    """An approval action that waits, as GetPipelineState shows it.
+
+    ``token`` is the approval token PutApprovalResult needs: read at the moment of the
+    answer, never stored or sent to Slack (a retry of the stage replaces it).
+    """
+
+    pipeline: str
+    stage: str
+    action: str
+    execution_id: str | None
+    token: str
+    since: datetime | None
+
+
+def pending_approvals(name: str, state: Mapping[str, Any]) -> list[PendingApproval]:
+    """Every approval waiting in a GetPipelineState response, in stage and action order."""
+    pending = []
+    for stage in state.get("stageStates", []):
+        execution_id = (stage.get("latestExecution") or {}).get("pipelineExecutionId")
+        for action in stage.get("actionStates", []):
+            latest = action.get("latestExecution") or {}
+            if is_waiting_approval(latest):
+                since = latest.get("lastStatusChange")
+                pending.append(
+                    PendingApproval(
+                        pipeline=name,
+                        stage=str(stage["stageName"]),
+                        action=str(action["actionName"]),
+                        execution_id=execution_id,
+                        token=str(latest["token"]),
+                        since=since if isinstance(since, datetime) else None,
+                    )
+                )
+    return pending
+
+
+def retryable_stages(state: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The stage states whose latest execution is Failed or Stopped, in pipeline order."""
+    for stage in state.get("stageStates", []):
+        latest = stage.get("latestExecution") or {}
+        if latest.get("status") in RETRYABLE_STAGE and latest.get("pipelineExecutionId"):
+            yield stage
