@@ -214,11 +214,6 @@ def list_executions(
     return list(session.exec(statement))
 
 
-def latest_execution(*, session: Session, pipeline_id: int) -> PipelineExecution | None:
-    rows = list_executions(session=session, pipeline_id=pipeline_id, before_pk=None, limit=1)
-    return rows[0] if rows else None
-
-
 # --- stage executions --------------------------------------------------------------------------
 
 
@@ -256,18 +251,6 @@ def latest_stage_executions(*, session: Session, pipeline_id: int) -> dict[str, 
         .where(StageExecution.pipeline_id == pipeline_id)
     )
     return {row.stage_name: row for row in session.exec(statement)}
-
-
-def stage_holders(*, session: Session, pipeline_id: int) -> dict[str, list[int]]:
-    """Stage name -> executions (pks) holding its lock (a stage execution in progress)."""
-    statement = select(StageExecution.stage_name, StageExecution.execution_pk).where(
-        StageExecution.pipeline_id == pipeline_id,
-        col(StageExecution.status).in_(ACTIVE_EXECUTION_STATUSES),
-    )
-    holders: dict[str, list[int]] = {}
-    for stage_name, execution_pk in session.exec(statement):
-        holders.setdefault(stage_name, []).append(execution_pk)
-    return holders
 
 
 def max_entered_seq(*, session: Session, pipeline_id: int) -> int:

@@ -1,6 +1,6 @@
 """Contract tests: the embedded engine and boto3's real client are interchangeable.
 
-Two techniques, one promise (docs/codepipeline-semantics.md, "The API surface"):
+Two techniques, one promise (``../shared/docs/codepipeline-semantics.md``, "The API surface"):
 
 * **Same scenario, both backends.** The ``client`` fixture is the embedded engine (through
   ``make_client`` with ``PIPEBOT_BACKEND=local``, on SQLite and on PostgreSQL) or boto3's real

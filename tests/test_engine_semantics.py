@@ -1,7 +1,9 @@
-"""Scenario tests for the embedded engine: every rule of docs/codepipeline-semantics.md.
+"""Scenario tests for the embedded engine: every rule of ../shared/docs/codepipeline-semantics.md.
 
 Each test drives a real ``LocalCodePipeline`` (the ``engine`` fixture, once on SQLite and once on
 PostgreSQL) through its public API only, and checks every response against botocore's output shape.
+The exceptions are the last section, which checks ``states.transition`` (the one function that
+changes a status) on rows in memory, and one approval test that narrows its table.
 Executions are held at the points a scenario needs by Commands actions that wait for a *gate* file
 the test creates (``Driver.hold``), or by manual approvals; nothing waits on the clock: ``wait_for``
 polls for the behaviour the rule promises.
@@ -12,9 +14,10 @@ resolves it per execution, so a test opens the gate of one execution while the o
 
 from __future__ import annotations
 
+import itertools
 import os
 import shlex
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -23,8 +26,19 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
+from bot.engine.states import (
+    ACTION_TRANSITIONS,
+    EXECUTION_TRANSITIONS,
+    STAGE_TRANSITIONS,
+    ActionStatus,
+    ExecutionStatus,
+    InvalidTransitionError,
+    StageStatus,
+    transition,
+)
 from storage import engine_store as store
 from storage.db import make_engine, make_session_factory, transaction, utc, utcnow
+from storage.models import ActionExecution, PipelineExecution, StageExecution
 from tests.helpers import (
     approval_action,
     commands_action,
@@ -1001,6 +1015,46 @@ def test_unanswered_approval_times_out_as_a_failed_action(d: Driver, database_ur
         d.answer("Approve", "Approve", token)
 
 
+def test_an_answer_to_an_approval_no_longer_waiting_is_refused_and_changes_nothing(
+    d: Driver,
+) -> None:
+    first = d.create(approval_pipeline())
+    token = pending_token(d)
+    d.stop(first, abandon=True, reason="Not this release")
+    (abandoned,) = d.runs(first, "Approve", "Approve")
+    assert abandoned["status"] == "Abandoned"
+
+    for verdict in ("Approved", "Rejected"):
+        with raises("InvalidApprovalTokenException") as info:
+            d.answer("Approve", "Approve", token, status=verdict, summary="Too late")
+        assert "no longer valid" in info.value.response["Error"]["Message"]
+    assert d.runs(first, "Approve", "Approve") == [abandoned]
+    assert d.status(first) == "Stopped"
+    assert d.runs(first, "Deploy", "Deploy") == []
+
+
+def test_an_approval_answer_moves_the_action_through_its_transition_table(
+    d: Driver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = d.create(approval_pipeline())
+    token = pending_token(d)
+    (waiting,) = d.runs(first, "Approve", "Approve")
+
+    # With InProgress -> Succeeded taken out of the table, approving must be refused by it.
+    with monkeypatch.context() as patch:
+        patch.setitem(
+            ACTION_TRANSITIONS,
+            ActionStatus.IN_PROGRESS,
+            frozenset({ActionStatus.FAILED, ActionStatus.ABANDONED}),
+        )
+        with pytest.raises(InvalidTransitionError, match="InProgress -> Succeeded"):
+            d.answer("Approve", "Approve", token)
+    assert d.runs(first, "Approve", "Approve") == [waiting]
+
+    d.answer("Approve", "Approve", token)
+    d.wait_status(first, "Succeeded")
+
+
 # --------------------------------------------------------------------------- rule 11: history
 
 
@@ -1394,3 +1448,50 @@ def test_failure_summary_holds_the_log_tail(d: Driver) -> None:
     assert "missing semicolon" in log
     tail = d.engine.get_action_log(actionExecutionId=run["actionExecutionId"], tailLines=1)
     assert tail.strip() == log.strip().splitlines()[-1]
+
+
+# --------------------------------------------------------------------------- status transitions
+
+Row = PipelineExecution | StageExecution | ActionExecution
+
+
+def test_a_status_change_outside_its_table_is_refused_naming_both_states() -> None:
+    then = utcnow() - timedelta(minutes=1)
+    execution = PipelineExecution(status=ExecutionStatus.SUCCEEDED.value, updated_at=then)
+    with pytest.raises(InvalidTransitionError) as info:
+        transition(execution, ExecutionStatus.IN_PROGRESS, now=utcnow())
+    assert str(info.value) == "ExecutionStatus: Succeeded -> InProgress is not allowed"
+    assert (execution.status, execution.updated_at) == ("Succeeded", then)
+
+
+def test_transition_applies_each_rows_own_table_to_every_pair_of_statuses() -> None:
+    then = utcnow() - timedelta(minutes=1)
+    now = utcnow()
+    families: list[tuple[Callable[[str], Row], Any, Mapping[Any, frozenset[Any]]]] = [
+        (
+            lambda status: PipelineExecution(status=status, updated_at=then),
+            ExecutionStatus,
+            EXECUTION_TRANSITIONS,
+        ),
+        (
+            lambda status: StageExecution(status=status, updated_at=then),
+            StageStatus,
+            STAGE_TRANSITIONS,
+        ),
+        (
+            lambda status: ActionExecution(status=status, updated_at=then),
+            ActionStatus,
+            ACTION_TRANSITIONS,
+        ),
+    ]
+    for make, statuses, table in families:
+        assert set(table) == set(statuses), f"{statuses.__name__}: every status has a table row"
+        for current, to in itertools.product(statuses, statuses):
+            row = make(current.value)
+            if to in table[current]:
+                transition(row, to, now=now)
+                assert (row.status, row.updated_at) == (to.value, now)
+            else:
+                with pytest.raises(InvalidTransitionError, match=f"{current} -> {to} is not"):
+                    transition(row, to, now=now)
+                assert (row.status, row.updated_at) == (current.value, then)

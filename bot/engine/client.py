@@ -1,10 +1,12 @@
 """``LocalCodePipeline``: a drop-in for ``boto3.client("codepipeline")``.
 
-Each method takes the same keyword arguments as boto3's, validates them against
-botocore's input shape (raising ``ParamValidationError`` as boto3 does), records
-its intent in the database in one transaction with the pipeline's row locked,
-advances the pipeline in that same transaction, and returns a response with
-botocore's output field names. Errors are ``ClientError`` with AWS's codes.
+This is the API adapter only. Each method takes the same keyword arguments as
+boto3's, validates them against botocore's input shape (raising
+``ParamValidationError`` as boto3 does), looks up what they name, and hands the
+request to the execution rules in ``runtime.Runtime``, in one transaction with
+the pipeline's row locked. It returns a response with botocore's output field
+names. Errors are ``ClientError`` with AWS's codes; a rule's ``RefusedError``
+becomes the ClientError of the operation that was called.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import re
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -34,24 +37,11 @@ from sqlmodel import Session
 
 from bot.engine import responses
 from bot.engine.declaration import validate_declaration
-from bot.engine.errors import DeclarationError, client_error, client_exceptions
+from bot.engine.errors import DeclarationError, RefusedError, client_error, client_exceptions
 from bot.engine.model import PipelineSpec, StageSpec, parse_spec
 from bot.engine.providers.commands import log_tail
-from bot.engine.runtime import (
-    AdvanceResult,
-    Runtime,
-    SpecCache,
-    latest_actions,
-    set_execution_status,
-    set_stage_status,
-)
-from bot.engine.states import (
-    EXECUTION_TERMINAL,
-    ActionStatus,
-    ExecutionStatus,
-    StageStatus,
-    TriggerType,
-)
+from bot.engine.runtime import AdvanceResult, Runtime, SpecCache, latest_actions
+from bot.engine.states import ExecutionStatus, TriggerType
 from bot.engine.worker import HOST, Worker
 from storage import engine_store as store
 from storage.db import make_engine, make_session_factory, transaction, utc, utcnow
@@ -136,6 +126,17 @@ def _stage(spec: PipelineSpec, name: str, operation: str) -> StageSpec:
     return stage
 
 
+@dataclass
+class _Write:
+    """One write call in its transaction: the locked pipeline, the call's clock, and what the
+    rules decided that must happen after commit (``None``: nothing to launch, kill or tell)."""
+
+    session: Session
+    pipeline: Pipeline
+    now: datetime
+    result: AdvanceResult | None = None
+
+
 class LocalCodePipeline:
     """The embedded CodePipeline engine behind boto3's client interface."""
 
@@ -210,6 +211,25 @@ class LocalCodePipeline:
     def _tx(self) -> Iterator[Session]:
         with transaction(self._sessions) as session:
             yield session
+
+    @contextmanager
+    def _write(self, operation: str, pipeline_name: str) -> Iterator[_Write]:
+        """The frame of every call that changes an existing pipeline.
+
+        Opens a transaction with the pipeline's row locked (PipelineNotFoundException if it
+        does not exist), turns the rules' refusals into ``operation``'s ClientError, and
+        after commit hands ``result``, if any, to the worker and tells the change listeners.
+        """
+        now = utcnow()
+        try:
+            with self._tx() as session:
+                pipeline = self._pipeline(session, pipeline_name, operation, lock=True)
+                write = _Write(session=session, pipeline=pipeline, now=now)
+                yield write
+        except RefusedError as exc:
+            raise exc.to_client_error(operation=operation) from None
+        if write.result is not None:
+            self._after(write.result)
 
     def _after(self, result: AdvanceResult) -> None:
         if self._worker is not None:
@@ -332,9 +352,8 @@ class LocalCodePipeline:
     def update_pipeline(self, **params: Any) -> dict[str, Any]:
         _validate_params("UpdatePipeline", params)
         declaration = self._declaration(params["pipeline"], "UpdatePipeline")
-        now = utcnow()
-        with self._tx() as session:
-            pipeline = self._pipeline(session, declaration["name"], "UpdatePipeline", lock=True)
+        with self._write("UpdatePipeline", declaration["name"]) as write:
+            session, pipeline, now = write.session, write.pipeline, write.now
             assert pipeline.id is not None
             pipeline.version += 1
             declaration["version"] = pipeline.version
@@ -398,14 +417,7 @@ class LocalCodePipeline:
             pipeline = store.get_pipeline(session=session, name=params["name"], lock=True)
             if pipeline is not None:
                 assert pipeline.id is not None
-                for execution in store.active_executions(session=session, pipeline_id=pipeline.id):
-                    assert execution.id is not None
-                    actions = store.action_executions_for(
-                        session=session, execution_pk=execution.id
-                    )
-                    kills += self._runtime.abandon_running(
-                        execution=execution, actions=actions, now=now, why="Pipeline deleted."
-                    )
+                kills = self._runtime.abandon_pipeline(session=session, pipeline=pipeline, now=now)
                 session.flush()
                 store.delete_pipeline(session=session, pipeline=pipeline)
                 self._specs.forget(pipeline_id=pipeline.id)
@@ -534,9 +546,8 @@ class LocalCodePipeline:
         trigger_detail: str | None,
     ) -> dict[str, Any]:
         operation = "StartPipelineExecution"
-        now = utcnow()
-        with self._tx() as session:
-            pipeline = self._pipeline(session, name, operation, lock=True)
+        with self._write(operation, name) as write:
+            session, pipeline, now = write.session, write.pipeline, write.now
             assert pipeline.id is not None
             if request_token is not None:
                 if not CLIENT_TOKEN.match(request_token):
@@ -565,175 +576,63 @@ class LocalCodePipeline:
                 request_token=request_token,
                 now=now,
             )
-            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+            write.result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
             execution_id = execution.execution_id
-        self._after(result)
         return responses.with_metadata({"pipelineExecutionId": execution_id})
 
     def stop_pipeline_execution(self, **params: Any) -> dict[str, Any]:
         operation = "StopPipelineExecution"
         _validate_params(operation, params)
-        abandon = bool(params.get("abandon", False))
-        reason = params.get("reason")
-        now = utcnow()
-        kills: list[ActionExecution] = []
-        with self._tx() as session:
-            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
+        with self._write(operation, params["pipelineName"]) as write:
             execution = self._execution(
-                session,
-                pipeline,
+                write.session,
+                write.pipeline,
                 params["pipelineExecutionId"],
                 operation,
                 "PipelineExecutionNotStoppableException",
             )
-            assert execution.id is not None
-            status = ExecutionStatus(execution.status)
-            if status in EXECUTION_TERMINAL:
-                raise client_error(
-                    "PipelineExecutionNotStoppableException",
-                    f"Pipeline execution '{execution.execution_id}' is {status.value} and "
-                    "cannot be stopped",
-                    operation=operation,
-                )
-            if status == ExecutionStatus.STOPPING and not abandon:
-                raise client_error(
-                    "DuplicatedStopRequestException",
-                    f"Pipeline execution '{execution.execution_id}' is already stopping; "
-                    "stop it with abandon to abandon its running actions",
-                    operation=operation,
-                )
-            execution.stop_mode = "abandon" if abandon else "wait"
-            execution.stop_reason = reason
-            execution.updated_at = now
-            if execution.waiting:
-                set_execution_status(execution, ExecutionStatus.STOPPED, now)
-                execution.waiting = False
-                execution.status_summary = "Stopped while waiting to enter a stage" + (
-                    f": {reason}" if reason else ""
-                )
-            else:
-                spec = self._runtime.spec_of(session=session, execution=execution)
-                stage_name = spec.stages[execution.stage_index].name
-                stage_row = store.get_stage_execution(
-                    session=session, execution_pk=execution.id, stage_name=stage_name
-                )
-                assert stage_row is not None
-                if abandon:
-                    actions = store.action_executions_for(
-                        session=session, execution_pk=execution.id, stage_name=stage_name
-                    )
-                    kills = self._runtime.abandon_running(
-                        execution=execution,
-                        actions=actions,
-                        now=now,
-                        why="Abandoned: the execution was stopped"
-                        + (f" ({reason})" if reason else ""),
-                    )
-                    for action in kills:
-                        action.error_code = "Abandoned"
-                        action.error_message = action.summary
-                    if stage_row.status == StageStatus.IN_PROGRESS:
-                        set_stage_status(stage_row, StageStatus.STOPPING, now)
-                    if status == ExecutionStatus.IN_PROGRESS:
-                        set_execution_status(execution, ExecutionStatus.STOPPING, now)
-                else:
-                    set_stage_status(stage_row, StageStatus.STOPPING, now)
-                    set_execution_status(execution, ExecutionStatus.STOPPING, now)
-            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
+            write.result = self._runtime.stop(
+                session=write.session,
+                pipeline=write.pipeline,
+                execution=execution,
+                abandon=bool(params.get("abandon", False)),
+                reason=params.get("reason"),
+                now=write.now,
+            )
             execution_id = execution.execution_id
-        result.kills += kills
-        self._after(result)
         return responses.with_metadata({"pipelineExecutionId": execution_id})
 
     def retry_stage_execution(self, **params: Any) -> dict[str, Any]:
         operation = "RetryStageExecution"
         _validate_params(operation, params)
-        now = utcnow()
-        with self._tx() as session:
-            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
-            assert pipeline.id is not None
+        with self._write(operation, params["pipelineName"]) as write:
             execution = self._execution(
-                session,
-                pipeline,
+                write.session,
+                write.pipeline,
                 params["pipelineExecutionId"],
                 operation,
                 "PipelineExecutionNotFoundException",
             )
-            assert execution.id is not None
-            spec = self._runtime.spec_of(session=session, execution=execution)
-            stage = _stage(spec, params["stageName"], operation)
-            if execution.status == ExecutionStatus.SUPERSEDED:
-                raise client_error(
-                    "StageNotRetryableException",
-                    f"Execution '{execution.execution_id}' was superseded; superseded executions "
-                    "cannot be retried",
-                    operation=operation,
-                )
-            stage_row = store.get_stage_execution(
-                session=session, execution_pk=execution.id, stage_name=stage.name
-            )
-            retryable = (StageStatus.FAILED.value, StageStatus.STOPPED.value)
-            if (
-                stage_row is None
-                or stage_row.status not in retryable
-                or execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED)
-            ):
-                state = "never entered" if stage_row is None else stage_row.status
-                raise client_error(
-                    "StageNotRetryableException",
-                    f"Stage '{stage.name}' of execution '{execution.execution_id}' is {state}; "
-                    "only a Failed or Stopped stage can be retried",
-                    operation=operation,
-                )
-            latest = store.latest_stage_executions(session=session, pipeline_id=pipeline.id)
-            newest = latest.get(stage.name)
-            if newest is not None and newest.execution_pk != execution.id:
-                raise client_error(
-                    "NotLatestPipelineExecutionException",
-                    f"A newer execution has entered stage '{stage.name}' since "
-                    f"'{execution.execution_id}'; only the latest execution in a stage can be "
-                    "retried",
-                    operation=operation,
-                )
-            stage_row.attempt += 1
-            if params["retryMode"] == "ALL_ACTIONS":
-                stage_row.base_attempt = stage_row.attempt
-            set_stage_status(stage_row, StageStatus.IN_PROGRESS, now)
-            set_execution_status(execution, ExecutionStatus.IN_PROGRESS, now)
-            execution.stop_mode = None
-            execution.stop_reason = None
-            execution.status_summary = None
-            execution.waiting = False
-            execution.stage_index = stage.index
-            all_actions = store.action_executions_for(session=session, execution_pk=execution.id)
-            result = AdvanceResult()
-            self._runtime.start_next_group(
-                session=session,
+            spec = self._runtime.spec_of(session=write.session, execution=execution)
+            write.result = self._runtime.retry_stage(
+                session=write.session,
+                pipeline=write.pipeline,
                 execution=execution,
                 spec=spec,
-                stage=stage,
-                stage_row=stage_row,
-                latest=latest_actions(
-                    all_actions, stage_name=stage.name, base_attempt=stage_row.base_attempt
-                ),
-                all_actions=all_actions,
-                now=now,
-                result=result,
+                stage=_stage(spec, params["stageName"], operation),
+                retry_mode=params["retryMode"],
+                now=write.now,
             )
-            result.merge(self._runtime.advance(session=session, pipeline=pipeline, now=now))
             execution_id = execution.execution_id
-        self._after(result)
         return responses.with_metadata({"pipelineExecutionId": execution_id})
 
     def put_approval_result(self, **params: Any) -> dict[str, Any]:
         operation = "PutApprovalResult"
         _validate_params(operation, params)
-        now = utcnow()
-        with self._tx() as session:
-            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
-            assert pipeline.id is not None
-            spec = self._spec(session, pipeline)
-            stage = _stage(spec, params["stageName"], operation)
+        with self._write(operation, params["pipelineName"]) as write:
+            stage = _stage(
+                self._spec(write.session, write.pipeline), params["stageName"], operation
+            )
             declared = stage.action(params["actionName"])
             if declared is None:
                 raise client_error(
@@ -741,62 +640,18 @@ class LocalCodePipeline:
                     f"Action '{params['actionName']}' does not exist in stage '{stage.name}'",
                     operation=operation,
                 )
-            candidates = [
-                a
-                for a in store.actions_with_token(
-                    session=session, pipeline_id=pipeline.id, token=params["token"]
-                )
-                if a.stage_name == stage.name and a.action_name == declared.name
-            ]
-            if not candidates:
-                raise client_error(
-                    "InvalidApprovalTokenException",
-                    f"The token is not valid for approval action '{declared.name}' in stage "
-                    f"'{stage.name}'",
-                    operation=operation,
-                )
-            action = candidates[0]
-            retried = any(
-                a.action_name == action.action_name and (a.id or 0) > (action.id or 0)
-                for a in store.action_executions_for(
-                    session=session, execution_pk=action.execution_pk, stage_name=stage.name
-                )
+            write.result = self._runtime.answer_approval(
+                session=write.session,
+                pipeline=write.pipeline,
+                stage_name=stage.name,
+                action_name=declared.name,
+                token=params["token"],
+                verdict=params["result"]["status"],
+                summary=params["result"]["summary"],
+                answered_by=CALLER,
+                now=write.now,
             )
-            if retried:
-                raise client_error(
-                    "InvalidApprovalTokenException",
-                    f"The token belongs to an earlier attempt of approval action "
-                    f"'{declared.name}' that a stage retry replaced; use the current token",
-                    operation=operation,
-                )
-            if action.status != ActionStatus.IN_PROGRESS:
-                if action.approval_status is not None:
-                    raise client_error(
-                        "ApprovalAlreadyCompletedException",
-                        f"This approval was already {action.approval_status.lower()}",
-                        operation=operation,
-                    )
-                raise client_error(
-                    "InvalidApprovalTokenException",
-                    f"The approval request is no longer valid (it {action.status.lower()}: "
-                    f"{action.summary or 'no longer waiting'})",
-                    operation=operation,
-                )
-            verdict = params["result"]["status"]
-            summary = params["result"]["summary"]
-            action.approval_status = verdict
-            action.updated_by = CALLER
-            action.summary = summary or verdict
-            action.updated_at = now
-            if verdict == "Approved":
-                action.status = ActionStatus.SUCCEEDED.value
-            else:
-                action.status = ActionStatus.FAILED.value
-                action.error_code = "ApprovalRejected"
-                action.error_message = f"Rejected: {summary}" if summary else "Rejected"
-            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
-        self._after(result)
-        return responses.with_metadata({"approvedAt": now})
+        return responses.with_metadata({"approvedAt": write.now})
 
     # --- reads -------------------------------------------------------------------------------
 
@@ -839,7 +694,9 @@ class LocalCodePipeline:
                     (
                         e
                         for e in active
-                        if e.waiting and e.stage_index == index and e.status == "InProgress"
+                        if e.waiting
+                        and e.stage_index == index
+                        and e.status == ExecutionStatus.IN_PROGRESS
                     ),
                     key=lambda e: (utc(e.arrived_at), e.id or 0),
                 )
@@ -985,9 +842,8 @@ class LocalCodePipeline:
     def _set_transition(
         self, params: dict[str, Any], operation: str, *, enabled: bool, reason: str | None
     ) -> dict[str, Any]:
-        now = utcnow()
-        with self._tx() as session:
-            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=True)
+        with self._write(operation, params["pipelineName"]) as write:
+            session, pipeline, now = write.session, write.pipeline, write.now
             assert pipeline.id is not None
             stage_name = self._transition_stage(session, pipeline, params, operation)
             row = store.get_transition(
@@ -1002,8 +858,7 @@ class LocalCodePipeline:
             row.changed_by = CALLER
             row.changed_at = now
             store.add_row(session=session, row=row)
-            result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
-        self._after(result)
+            write.result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
         return responses.with_metadata({})
 
     # --- boto3 client conveniences ----------------------------------------------------------

@@ -1,8 +1,11 @@
-"""Errors raised by the embedded engine, shaped exactly like boto3's.
+"""Errors of the embedded engine: its own, and the ones it raises shaped exactly like boto3's.
 
-Callers of a real ``boto3.client("codepipeline")`` catch
-``botocore.exceptions.ClientError`` and read ``e.response["Error"]["Code"]``;
-the embedded engine raises the same exception so one code path serves both.
+Inside the engine every error is an ``EngineError``. At the API boundary,
+``LocalCodePipeline`` raises what a real ``boto3.client("codepipeline")``
+raises: ``botocore.exceptions.ClientError`` with AWS's code in
+``e.response["Error"]["Code"]``, so one code path serves both backends. A
+``RefusedError`` (a declaration or a request the engine's rules refuse) carries
+that code and becomes the ClientError of whichever operation was called.
 """
 
 from __future__ import annotations
@@ -48,11 +51,20 @@ def client_error(code: str, message: str, *, operation: str) -> ClientError:
     return error_class(response, operation)  # type: ignore[arg-type]
 
 
-class DeclarationError(Exception):
-    """A pipeline declaration that the engine refuses.
+class EngineError(Exception):
+    """The base of the engine's own errors.
 
-    Carries the AWS error code so the API layer can turn it into a ClientError
-    for whichever operation (CreatePipeline, UpdatePipeline) was called.
+    ``LocalCodePipeline``'s boto3 methods answer with ClientError, as boto3 does: they convert
+    a ``RefusedError``, and any other EngineError escaping them is a bug. Engine functions the
+    bot calls directly (``validate_declaration``) raise them as they are.
+    """
+
+
+class RefusedError(EngineError):
+    """Something the engine refuses, with the AWS error code the API answers it with.
+
+    The rules and the declaration checks do not know which operation asked; the API
+    layer turns the refusal into a ClientError of that operation.
     """
 
     def __init__(self, code: str, message: str) -> None:
@@ -62,3 +74,7 @@ class DeclarationError(Exception):
 
     def to_client_error(self, *, operation: str) -> ClientError:
         return client_error(self.code, self.message, operation=operation)
+
+
+class DeclarationError(RefusedError):
+    """A pipeline declaration that the engine refuses (CreatePipeline, UpdatePipeline)."""

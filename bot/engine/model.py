@@ -43,10 +43,6 @@ class ActionSpec:
     def is_approval(self) -> bool:
         return self.category == "Approval"
 
-    @property
-    def is_source(self) -> bool:
-        return self.category == "Source"
-
     def action_type_id(self) -> dict[str, str]:
         return {
             "category": self.category,

@@ -1,10 +1,16 @@
 """How executions move: the engine's rules, applied to rows inside one transaction.
 
 ``Runtime.advance`` is the single place where stage locks, supersede, queueing,
-transitions, run orders, stops and failures are decided. Every caller (an API
-call, a finished action, the worker's periodic scan) holds the pipeline's row
-lock while it runs, so two processes never decide for the same pipeline at
-once. It returns the action executions that need a runner; approvals need none.
+transitions, run orders, stops and failures are decided. The rules of the API's
+requests live beside it (``stop``, ``retry_stage``, ``answer_approval``,
+``abandon_pipeline``): a rule refuses a request with a ``RefusedError`` carrying
+AWS's error code, or records it on the rows, then advances (a deletion needs no
+advance). Statuses change only
+through ``states.transition``. Every caller (an API call, a finished action, the
+worker's periodic scan) holds the pipeline's row lock while a rule runs, so two
+processes never decide for the same pipeline at once. The rules return what the
+caller must do after commit: the action executions that need a runner (approvals
+need none) and the abandoned ones whose processes must die.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from bot.engine.errors import RefusedError
 from bot.engine.model import (
     DEFAULT_APPROVAL_TIMEOUT_MINUTES,
     ActionSpec,
@@ -30,14 +37,12 @@ from bot.engine.model import (
 )
 from bot.engine.providers.commands import kill_process_group
 from bot.engine.states import (
-    ACTION_TRANSITIONS,
-    EXECUTION_TRANSITIONS,
-    STAGE_TRANSITIONS,
+    EXECUTION_TERMINAL,
     ActionStatus,
     ExecutionMode,
     ExecutionStatus,
     StageStatus,
-    check_transition,
+    transition,
 )
 from bot.engine.variables import UnresolvedVariableError, resolve_list, resolve_mapping
 from storage import engine_store as store
@@ -51,26 +56,6 @@ from storage.models import (
 )
 
 MAX_ADVANCE_ROUNDS = 1000
-
-
-def set_execution_status(
-    execution: PipelineExecution, status: ExecutionStatus, now: datetime
-) -> None:
-    check_transition(EXECUTION_TRANSITIONS, ExecutionStatus(execution.status), status)
-    execution.status = status.value
-    execution.updated_at = now
-
-
-def set_stage_status(stage: StageExecution, status: StageStatus, now: datetime) -> None:
-    check_transition(STAGE_TRANSITIONS, StageStatus(stage.status), status)
-    stage.status = status.value
-    stage.updated_at = now
-
-
-def set_action_status(action: ActionExecution, status: ActionStatus, now: datetime) -> None:
-    check_transition(ACTION_TRANSITIONS, ActionStatus(action.status), status)
-    action.status = status.value
-    action.updated_at = now
 
 
 @dataclass
@@ -304,7 +289,7 @@ class Runtime:
             ):
                 waited = utc(action.approval_due_at) - utc(action.started_at)
                 minutes = int(waited.total_seconds() // 60)
-                set_action_status(action, ActionStatus.FAILED, now)
+                transition(action, ActionStatus.FAILED, now=now)
                 action.summary = f"Approval timed out after {minutes} minutes without an answer."
                 action.error_code = "TimedOut"
                 action.error_message = action.summary
@@ -315,14 +300,14 @@ class Runtime:
             a for a in latest.values() if a.status in (ActionStatus.FAILED, ActionStatus.ABANDONED)
         ]
         if execution.stop_mode is not None:
-            set_stage_status(stage_row, StageStatus.STOPPED, now)
-            set_execution_status(execution, ExecutionStatus.STOPPED, now)
+            transition(stage_row, StageStatus.STOPPED, now=now)
+            transition(execution, ExecutionStatus.STOPPED, now=now)
             execution.status_summary = stop_summary(execution)
             return True
         if failed:
             first = min(failed, key=lambda a: a.id or 0)
-            set_stage_status(stage_row, StageStatus.FAILED, now)
-            set_execution_status(execution, ExecutionStatus.FAILED, now)
+            transition(stage_row, StageStatus.FAILED, now=now)
+            transition(execution, ExecutionStatus.FAILED, now=now)
             execution.status_summary = (
                 f'Stage "{stage.name}" failed: action "{first.action_name}": '
                 f"{first.summary or 'failed'}"
@@ -340,9 +325,9 @@ class Runtime:
             result=result,
         ):
             return True
-        set_stage_status(stage_row, StageStatus.SUCCEEDED, now)
+        transition(stage_row, StageStatus.SUCCEEDED, now=now)
         if execution.stage_index == len(spec.stages) - 1:
-            set_execution_status(execution, ExecutionStatus.SUCCEEDED, now)
+            transition(execution, ExecutionStatus.SUCCEEDED, now=now)
             execution.status_summary = None
         else:
             execution.stage_index += 1
@@ -424,7 +409,7 @@ class Runtime:
                 for older in superseding:
                     if older is newest:
                         continue
-                    set_execution_status(older, ExecutionStatus.SUPERSEDED, now)
+                    transition(older, ExecutionStatus.SUPERSEDED, now=now)
                     older.status_summary = f"Superseded by execution {newest.execution_id}."
                     older.waiting = False
                     changed = True
@@ -617,9 +602,232 @@ class Runtime:
             return
         result.jobs.append(action_job(row=row, execution=execution, pipeline_name=spec.name))
 
-    # --- operations used by the API ------------------------------------------------------------
+    # --- the rules of the API's requests ------------------------------------------------------
 
-    def abandon_running(
+    def stop(
+        self,
+        *,
+        session: Session,
+        pipeline: Pipeline,
+        execution: PipelineExecution,
+        abandon: bool,
+        reason: str | None,
+        now: datetime,
+    ) -> AdvanceResult:
+        """Stop and wait (running actions finish), or stop and abandon them (rule 8).
+
+        A finished execution cannot be stopped, nor a stopping one stopped again without
+        abandon. An execution waiting in front of a stage stops at once.
+        """
+        assert execution.id is not None
+        status = ExecutionStatus(execution.status)
+        if status in EXECUTION_TERMINAL:
+            raise RefusedError(
+                "PipelineExecutionNotStoppableException",
+                f"Pipeline execution '{execution.execution_id}' is {status.value} and "
+                "cannot be stopped",
+            )
+        if status == ExecutionStatus.STOPPING and not abandon:
+            raise RefusedError(
+                "DuplicatedStopRequestException",
+                f"Pipeline execution '{execution.execution_id}' is already stopping; "
+                "stop it with abandon to abandon its running actions",
+            )
+        execution.stop_mode = "abandon" if abandon else "wait"
+        execution.stop_reason = reason
+        execution.updated_at = now
+        kills: list[ActionExecution] = []
+        if execution.waiting:
+            transition(execution, ExecutionStatus.STOPPED, now=now)
+            execution.waiting = False
+            execution.status_summary = "Stopped while waiting to enter a stage" + (
+                f": {reason}" if reason else ""
+            )
+        else:
+            spec = self.spec_of(session=session, execution=execution)
+            stage_name = spec.stages[execution.stage_index].name
+            stage_row = store.get_stage_execution(
+                session=session, execution_pk=execution.id, stage_name=stage_name
+            )
+            assert stage_row is not None
+            if abandon:
+                actions = store.action_executions_for(
+                    session=session, execution_pk=execution.id, stage_name=stage_name
+                )
+                kills = self._abandon_running(
+                    execution=execution,
+                    actions=actions,
+                    now=now,
+                    why="Abandoned: the execution was stopped" + (f" ({reason})" if reason else ""),
+                )
+                for action in kills:
+                    action.error_code = "Abandoned"
+                    action.error_message = action.summary
+                if stage_row.status == StageStatus.IN_PROGRESS:
+                    transition(stage_row, StageStatus.STOPPING, now=now)
+                if status == ExecutionStatus.IN_PROGRESS:
+                    transition(execution, ExecutionStatus.STOPPING, now=now)
+            else:
+                transition(stage_row, StageStatus.STOPPING, now=now)
+                transition(execution, ExecutionStatus.STOPPING, now=now)
+        result = self.advance(session=session, pipeline=pipeline, now=now)
+        result.kills += kills
+        return result
+
+    def retry_stage(
+        self,
+        *,
+        session: Session,
+        pipeline: Pipeline,
+        execution: PipelineExecution,
+        spec: PipelineSpec,
+        stage: StageSpec,
+        retry_mode: str,
+        now: datetime,
+    ) -> AdvanceResult:
+        """Continue ``execution`` at its Failed or Stopped ``stage`` (rule 9).
+
+        Only the execution that entered the stage last may retry it, never a superseded one.
+        ``retry_mode`` is ``FAILED_ACTIONS`` (re-run failed and abandoned actions) or
+        ``ALL_ACTIONS`` (re-run the whole stage); ``spec`` is the execution's declaration.
+        """
+        assert pipeline.id is not None and execution.id is not None
+        if execution.status == ExecutionStatus.SUPERSEDED:
+            raise RefusedError(
+                "StageNotRetryableException",
+                f"Execution '{execution.execution_id}' was superseded; superseded executions "
+                "cannot be retried",
+            )
+        stage_row = store.get_stage_execution(
+            session=session, execution_pk=execution.id, stage_name=stage.name
+        )
+        retryable = (StageStatus.FAILED.value, StageStatus.STOPPED.value)
+        if (
+            stage_row is None
+            or stage_row.status not in retryable
+            or execution.status not in (ExecutionStatus.FAILED, ExecutionStatus.STOPPED)
+        ):
+            state = "never entered" if stage_row is None else stage_row.status
+            raise RefusedError(
+                "StageNotRetryableException",
+                f"Stage '{stage.name}' of execution '{execution.execution_id}' is {state}; "
+                "only a Failed or Stopped stage can be retried",
+            )
+        latest = store.latest_stage_executions(session=session, pipeline_id=pipeline.id)
+        newest = latest.get(stage.name)
+        if newest is not None and newest.execution_pk != execution.id:
+            raise RefusedError(
+                "NotLatestPipelineExecutionException",
+                f"A newer execution has entered stage '{stage.name}' since "
+                f"'{execution.execution_id}'; only the latest execution in a stage can be "
+                "retried",
+            )
+        stage_row.attempt += 1
+        if retry_mode == "ALL_ACTIONS":
+            stage_row.base_attempt = stage_row.attempt
+        transition(stage_row, StageStatus.IN_PROGRESS, now=now)
+        transition(execution, ExecutionStatus.IN_PROGRESS, now=now)
+        execution.stop_mode = None
+        execution.stop_reason = None
+        execution.status_summary = None
+        execution.waiting = False
+        execution.stage_index = stage.index
+        all_actions = store.action_executions_for(session=session, execution_pk=execution.id)
+        result = AdvanceResult()
+        self.start_next_group(
+            session=session,
+            execution=execution,
+            spec=spec,
+            stage=stage,
+            stage_row=stage_row,
+            latest=latest_actions(
+                all_actions, stage_name=stage.name, base_attempt=stage_row.base_attempt
+            ),
+            all_actions=all_actions,
+            now=now,
+            result=result,
+        )
+        result.merge(self.advance(session=session, pipeline=pipeline, now=now))
+        return result
+
+    def answer_approval(
+        self,
+        *,
+        session: Session,
+        pipeline: Pipeline,
+        stage_name: str,
+        action_name: str,
+        token: str,
+        verdict: str,
+        summary: str,
+        answered_by: str,
+        now: datetime,
+    ) -> AdvanceResult:
+        """Complete the approval ``token`` was issued for: Approved succeeds it, Rejected fails it.
+
+        Only the current attempt's token of an approval still waiting is accepted (rule 10).
+        """
+        assert pipeline.id is not None
+        candidates = [
+            a
+            for a in store.actions_with_token(session=session, pipeline_id=pipeline.id, token=token)
+            if a.stage_name == stage_name and a.action_name == action_name
+        ]
+        if not candidates:
+            raise RefusedError(
+                "InvalidApprovalTokenException",
+                f"The token is not valid for approval action '{action_name}' in stage "
+                f"'{stage_name}'",
+            )
+        action = candidates[0]
+        retried = any(
+            a.action_name == action.action_name and (a.id or 0) > (action.id or 0)
+            for a in store.action_executions_for(
+                session=session, execution_pk=action.execution_pk, stage_name=stage_name
+            )
+        )
+        if retried:
+            raise RefusedError(
+                "InvalidApprovalTokenException",
+                f"The token belongs to an earlier attempt of approval action "
+                f"'{action_name}' that a stage retry replaced; use the current token",
+            )
+        if action.status != ActionStatus.IN_PROGRESS:
+            if action.approval_status is not None:
+                raise RefusedError(
+                    "ApprovalAlreadyCompletedException",
+                    f"This approval was already {action.approval_status.lower()}",
+                )
+            raise RefusedError(
+                "InvalidApprovalTokenException",
+                f"The approval request is no longer valid (it {action.status.lower()}: "
+                f"{action.summary or 'no longer waiting'})",
+            )
+        approved = verdict == "Approved"
+        transition(action, ActionStatus.SUCCEEDED if approved else ActionStatus.FAILED, now=now)
+        action.approval_status = verdict
+        action.updated_by = answered_by
+        action.summary = summary or verdict
+        if not approved:
+            action.error_code = "ApprovalRejected"
+            action.error_message = f"Rejected: {summary}" if summary else "Rejected"
+        return self.advance(session=session, pipeline=pipeline, now=now)
+
+    def abandon_pipeline(
+        self, *, session: Session, pipeline: Pipeline, now: datetime
+    ) -> list[ActionExecution]:
+        """Abandon the running actions of a pipeline about to be deleted; return them to kill."""
+        assert pipeline.id is not None
+        kills: list[ActionExecution] = []
+        for execution in store.active_executions(session=session, pipeline_id=pipeline.id):
+            assert execution.id is not None
+            actions = store.action_executions_for(session=session, execution_pk=execution.id)
+            kills += self._abandon_running(
+                execution=execution, actions=actions, now=now, why="Pipeline deleted."
+            )
+        return kills
+
+    def _abandon_running(
         self,
         *,
         execution: PipelineExecution,
@@ -631,7 +839,7 @@ class Runtime:
         abandoned = []
         for action in actions:
             if action.execution_pk == execution.id and action.status == ActionStatus.IN_PROGRESS:
-                set_action_status(action, ActionStatus.ABANDONED, now)
+                transition(action, ActionStatus.ABANDONED, now=now)
                 action.summary = why
                 abandoned.append(action)
         return abandoned

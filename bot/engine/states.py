@@ -1,14 +1,21 @@
 """Statuses of executions, stages and actions, and the transitions allowed between them.
 
 State machines as data: each status family is an enum with the exact spelling of
-CodePipeline's API model, a set of terminal statuses, and a table of allowed
-transitions. ``transition`` is the one function that changes a status.
+CodePipeline's API model and a table of allowed transitions; executions also have a
+set of terminal statuses. ``transition`` is the one function that changes a status:
+apart from the first status a row is created with, every status the engine writes goes
+through it and its table.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from datetime import datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import TypeVar, overload
+
+from bot.engine.errors import EngineError
+from storage.models import ActionExecution, PipelineExecution, StageExecution
 
 S = TypeVar("S", bound=StrEnum)
 
@@ -62,16 +69,6 @@ EXECUTION_TERMINAL = frozenset(
         ExecutionStatus.CANCELLED,
     }
 )
-STAGE_TERMINAL = frozenset(
-    {
-        StageStatus.STOPPED,
-        StageStatus.SUCCEEDED,
-        StageStatus.FAILED,
-        StageStatus.CANCELLED,
-        StageStatus.SKIPPED,
-    }
-)
-ACTION_TERMINAL = frozenset({ActionStatus.SUCCEEDED, ActionStatus.FAILED, ActionStatus.ABANDONED})
 
 # Stopped and Failed executions come back to InProgress through RetryStageExecution.
 EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
@@ -121,12 +118,38 @@ ACTION_TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
 }
 
 
-class InvalidTransitionError(Exception):
+class InvalidTransitionError(EngineError):
     """An attempt to move a status along an edge the table does not have."""
 
 
-def check_transition(table: dict[S, frozenset[S]], current: S, new: S) -> S:
-    """Return ``new`` if ``current -> new`` is allowed by ``table``, else raise."""
+def _check(table: Mapping[S, frozenset[S]], current: S, new: S) -> None:
     if new not in table[current]:
         raise InvalidTransitionError(f"{type(current).__name__}: {current} -> {new} is not allowed")
-    return new
+
+
+@overload
+def transition(row: PipelineExecution, to: ExecutionStatus, *, now: datetime) -> None: ...
+@overload
+def transition(row: StageExecution, to: StageStatus, *, now: datetime) -> None: ...
+@overload
+def transition(row: ActionExecution, to: ActionStatus, *, now: datetime) -> None: ...
+def transition(
+    row: PipelineExecution | StageExecution | ActionExecution,
+    to: ExecutionStatus | StageStatus | ActionStatus,
+    *,
+    now: datetime,
+) -> None:
+    """Move ``row`` to status ``to`` at ``now``, or raise InvalidTransitionError naming both.
+
+    The row's table decides: ``EXECUTION_TRANSITIONS`` for an execution,
+    ``STAGE_TRANSITIONS`` for a stage execution, ``ACTION_TRANSITIONS`` for an action
+    execution. Nothing is written when the transition is refused.
+    """
+    if isinstance(row, PipelineExecution):
+        _check(EXECUTION_TRANSITIONS, ExecutionStatus(row.status), ExecutionStatus(to))
+    elif isinstance(row, StageExecution):
+        _check(STAGE_TRANSITIONS, StageStatus(row.status), StageStatus(to))
+    else:
+        _check(ACTION_TRANSITIONS, ActionStatus(row.status), ActionStatus(to))
+    row.status = to.value
+    row.updated_at = now

@@ -17,6 +17,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 
+from bot.engine.errors import EngineError
+
 __all__ = [
     "UnresolvedVariableError",
     "references",
@@ -33,7 +35,7 @@ __all__ = [
 _REFERENCE = re.compile(r"#\{([A-Za-z0-9@_-]+)\.([A-Za-z0-9@_.-]+)\}")
 
 
-class UnresolvedVariableError(Exception):
+class UnresolvedVariableError(EngineError):
     """Some ``#{namespace.name}`` references have no value.
 
     ``references`` lists each unresolved reference once, as ``"namespace.name"``, in order of first

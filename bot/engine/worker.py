@@ -29,8 +29,8 @@ from sqlmodel import Session
 
 from bot.engine.providers import commands as commands_provider
 from bot.engine.providers import git
-from bot.engine.runtime import ActionJob, AdvanceResult, Runtime, action_job, set_action_status
-from bot.engine.states import ActionStatus
+from bot.engine.runtime import ActionJob, AdvanceResult, Runtime, action_job
+from bot.engine.states import ActionStatus, transition
 from storage import engine_store as store
 from storage.db import SessionFactory, transaction, utc, utcnow
 from storage.models import ActionExecution, EngineWorker, PipelineExecution
@@ -301,7 +301,7 @@ class Worker:
                 continue
             if action.host == HOST:
                 to_kill.append(action.action_execution_id)
-            set_action_status(action, ActionStatus.FAILED, now)
+            transition(action, ActionStatus.FAILED, now=now)
             action.summary = INTERRUPTED.format(why=why)
             action.error_code = "JobFailed"
             action.error_message = action.summary
@@ -534,7 +534,7 @@ def _apply_outcome(
     *, session: Session, action: ActionExecution, outcome: Outcome, now: datetime
 ) -> None:
     status = ActionStatus.SUCCEEDED if outcome.succeeded else ActionStatus.FAILED
-    set_action_status(action, status, now)
+    transition(action, status, now=now)
     action.summary = outcome.summary
     action.external_execution_id = outcome.external_execution_id
     if not outcome.succeeded:

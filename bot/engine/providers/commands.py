@@ -29,6 +29,8 @@ import subprocess
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+from bot.engine.errors import EngineError
+
 __all__ = [
     "CommandsError",
     "collect_artifact",
@@ -43,7 +45,7 @@ _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = frozenset("*?[")
 
 
-class CommandsError(Exception):
+class CommandsError(EngineError):
     """The Commands action failed for a reason other than a command's exit status.
 
     ``summary`` is suitable as the action execution's failure summary (shown to users as is).

@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 
+from bot.engine.errors import EngineError
+
 __all__ = [
     "Commit",
     "SourceError",
@@ -74,7 +76,7 @@ _COMMIT_ID = re.compile(r"[0-9a-fA-F]{4,64}")
 _BAD_BRANCH = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//|/\.|\.lock(?:/|$)")
 
 
-class SourceError(Exception):
+class SourceError(EngineError):
     """A source action cannot produce its revision or artifact.
 
     ``summary`` is suitable as the action execution's failure summary (shown to users as is).
