@@ -1,47 +1,89 @@
-"""What Slack sends an app, built as Slack builds it: pure functions, then signed.
+"""What Slack sends an app, built as Slack builds it: the one builder of Slack's requests.
 
-Slash commands are form-encoded; interactions are a form body ``payload=<json>``; events
-are JSON in an ``event_callback`` envelope. ``signed`` adds Slack's headers: HMAC-SHA256 of
-``v0:{timestamp}:{body}`` with the signing secret.
+The sandbox (``sandbox.delivery``) turns what users do on its page into these requests; the
+tests (``tests.slack_requests``) build theirs with the same functions. Pure functions build each
+body, for a non-Enterprise workspace (``enterprise`` null, ``is_enterprise_install`` false):
+
+* a slash command is a form-encoded body
+  (https://api.slack.com/interactivity/slash-commands);
+* an interaction is a form body ``payload=<json>``: ``block_actions``
+  (https://api.slack.com/reference/interaction-payloads/block-actions), ``view_submission`` and
+  ``view_closed`` (https://api.slack.com/reference/interaction-payloads/views);
+* an event is JSON in an ``event_callback`` envelope (https://api.slack.com/apis/events-api).
+
+``signed`` then adds Slack's headers: ``X-Slack-Signature``, the HMAC-SHA256 of
+``v0:{timestamp}:{body}`` with the signing secret, and ``X-Slack-Request-Timestamp``
+(https://api.slack.com/authentication/verifying-requests-from-slack).
+
+The IDs every request carries (team, app, bot user, verification token) are an
+``Installation``'s: ``SANDBOX`` (the sandbox's workspace) unless one is given.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 from slack_sdk.signature import SignatureVerifier
 
 from sandbox.workspace import APP_ID, BOT_USER_ID, TEAM_DOMAIN, TEAM_ID
 
-FORM = "application/x-www-form-urlencoded"
-JSON = "application/json"
+FORM: Final = "application/x-www-form-urlencoded"
+JSON: Final = "application/json"
 
 Request = tuple[str, dict[str, str]]
+"""``(body, headers)``: the raw body string and the headers Slack sends with it."""
+
+
+@dataclass(frozen=True)
+class Installation:
+    """The app as installed in one workspace: the IDs Slack puts in every request to it."""
+
+    team_id: str
+    team_domain: str
+    api_app_id: str
+    bot_user_id: str
+    verification_token: str
+    """The deprecated verification token Slack still includes in every payload."""
+
+
+SANDBOX: Final = Installation(
+    team_id=TEAM_ID,
+    team_domain=TEAM_DOMAIN,
+    api_app_id=APP_ID,
+    bot_user_id=BOT_USER_ID,
+    verification_token="sandbox-verification-token",
+)
+
+
+def signature_headers(body: str, *, secret: str, timestamp: int) -> dict[str, str]:
+    """The headers Slack signs a request with: ``X-Slack-Request-Timestamp`` and
+    ``X-Slack-Signature`` (``v0=`` and the hex HMAC-SHA256 of ``v0:{timestamp}:{body}``)."""
+    ts = str(timestamp)
+    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
+    if signature is None:  # typed Optional: None only without a timestamp
+        raise ValueError("a signing secret is required")
+    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature}
 
 
 def signed(body: str, content_type: str, *, secret: str, timestamp: int) -> Request:
-    """``(body, headers)`` with the signature headers Slack adds."""
-    ts = str(timestamp)
-    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    if signature is None:
-        raise ValueError("a signing secret is required")
+    """``(body, headers)``: ``Content-Type`` and the signature headers Slack adds."""
     headers = {
         "Content-Type": content_type,
-        "X-Slack-Request-Timestamp": ts,
-        "X-Slack-Signature": signature,
+        **signature_headers(body, secret=secret, timestamp=timestamp),
     }
     return body, headers
 
 
-def _user(user_id: str, name: str) -> dict[str, str]:
-    return {"id": user_id, "username": name, "name": name, "team_id": TEAM_ID}
+def _user(user_id: str, name: str, installation: Installation) -> dict[str, str]:
+    return {"id": user_id, "username": name, "name": name, "team_id": installation.team_id}
 
 
-def _team() -> dict[str, str]:
-    return {"id": TEAM_ID, "domain": TEAM_DOMAIN}
+def _team(installation: Installation) -> dict[str, str]:
+    return {"id": installation.team_id, "domain": installation.team_domain}
 
 
 def slash_command_body(
@@ -54,19 +96,23 @@ def slash_command_body(
     channel_name: str,
     response_url: str,
     trigger_id: str,
+    installation: Installation = SANDBOX,
 ) -> tuple[str, str]:
-    """A slash command invocation: ``(body, content type)``."""
+    """A slash command invocation, ``(body, content type)``: the form fields ``token``,
+    ``team_id``, ``team_domain``, ``channel_id``, ``channel_name``, ``user_id``, ``user_name``,
+    ``command``, ``text``, ``api_app_id``, ``is_enterprise_install``, ``response_url`` and
+    ``trigger_id``, form-encoded."""
     fields = {
-        "token": "sandbox-verification-token",
-        "team_id": TEAM_ID,
-        "team_domain": TEAM_DOMAIN,
+        "token": installation.verification_token,
+        "team_id": installation.team_id,
+        "team_domain": installation.team_domain,
         "channel_id": channel_id,
         "channel_name": channel_name,
         "user_id": user_id,
         "user_name": user_name,
         "command": command,
         "text": text,
-        "api_app_id": APP_ID,
+        "api_app_id": installation.api_app_id,
         "is_enterprise_install": "false",
         "response_url": response_url,
         "trigger_id": trigger_id,
@@ -75,6 +121,8 @@ def slash_command_body(
 
 
 def interaction_body(payload: dict[str, Any]) -> tuple[str, str]:
+    """Any interaction payload as Slack sends it, ``(body, content type)``: the form body
+    ``payload=<json>``."""
     return "payload=" + quote(json.dumps(payload), safe=""), FORM
 
 
@@ -90,17 +138,22 @@ def block_action_payload(
     view: dict[str, Any] | None = None,
     response_url: str | None = None,
     state_values: dict[str, Any] | None = None,
+    installation: Installation = SANDBOX,
 ) -> dict[str, Any]:
-    """A ``block_actions`` interaction: a click on a message (``channel``, ``message``,
-    ``response_url``) or on a view (``view``)."""
+    """A ``block_actions`` interaction: ``type``, ``user``, ``api_app_id``, ``token``,
+    ``container``, ``trigger_id``, ``team``, ``enterprise``, ``is_enterprise_install``,
+    ``state`` (``{"values": state_values}``) and ``actions`` (the one ``action``); then, for a
+    click on a message, ``channel`` (from ``(id, name)``), ``message`` (left out for an ephemeral
+    one, as Slack does) and ``response_url``, or for a click on a view (a modal or the Home tab)
+    ``view``."""
     payload: dict[str, Any] = {
         "type": "block_actions",
-        "user": _user(user_id, user_name),
-        "api_app_id": APP_ID,
-        "token": "sandbox-verification-token",
+        "user": _user(user_id, user_name, installation),
+        "api_app_id": installation.api_app_id,
+        "token": installation.verification_token,
         "container": container,
         "trigger_id": trigger_id,
-        "team": _team(),
+        "team": _team(installation),
         "enterprise": None,
         "is_enterprise_install": False,
         "state": {"values": state_values or {}},
@@ -125,14 +178,19 @@ def view_payload(
     view: dict[str, Any],
     state_values: dict[str, Any],
     trigger_id: str | None = None,
+    installation: Installation = SANDBOX,
 ) -> dict[str, Any]:
-    """A ``view_submission`` or ``view_closed`` interaction for ``view`` with its state."""
+    """A ``view_submission`` or ``view_closed`` interaction (``kind``): ``type``, ``team``,
+    ``user``, ``api_app_id``, ``token``, ``view`` (``view`` with ``state``
+    ``{"values": state_values}``), ``enterprise`` and ``is_enterprise_install``; then
+    ``trigger_id`` and ``response_urls`` (empty) for a submission, ``is_cleared`` (false) for a
+    close."""
     payload: dict[str, Any] = {
         "type": kind,
-        "team": _team(),
-        "user": _user(user_id, user_name),
-        "api_app_id": APP_ID,
-        "token": "sandbox-verification-token",
+        "team": _team(installation),
+        "user": _user(user_id, user_name, installation),
+        "api_app_id": installation.api_app_id,
+        "token": installation.verification_token,
         "view": {**view, "state": {"values": state_values}},
         "enterprise": None,
         "is_enterprise_install": False,
@@ -145,23 +203,31 @@ def view_payload(
     return payload
 
 
-def event_body(event: dict[str, Any], *, event_time: int) -> tuple[str, str]:
-    """An Events API delivery (``event_callback``)."""
+def event_body(
+    event: dict[str, Any],
+    *,
+    event_time: int,
+    event_id: str | None = None,
+    installation: Installation = SANDBOX,
+) -> tuple[str, str]:
+    """An Events API delivery, ``(body, content type)``: ``event`` in the JSON
+    ``event_callback`` envelope, with one ``authorizations`` entry (the bot user) and a fresh
+    ``event_id`` unless one is given."""
     envelope = {
-        "token": "sandbox-verification-token",
-        "team_id": TEAM_ID,
-        "context_team_id": TEAM_ID,
+        "token": installation.verification_token,
+        "team_id": installation.team_id,
+        "context_team_id": installation.team_id,
         "context_enterprise_id": None,
-        "api_app_id": APP_ID,
+        "api_app_id": installation.api_app_id,
         "event": event,
         "type": "event_callback",
-        "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
         "event_time": event_time,
         "authorizations": [
             {
                 "enterprise_id": None,
-                "team_id": TEAM_ID,
-                "user_id": BOT_USER_ID,
+                "team_id": installation.team_id,
+                "user_id": installation.bot_user_id,
                 "is_bot": True,
                 "is_enterprise_install": False,
             }

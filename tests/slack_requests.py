@@ -5,39 +5,57 @@ Each builder returns ``(body, headers)``: the raw body string and the headers Sl
 app with ``app.dispatch(bolt_request(body, headers))`` or POST them to a running server with
 ``post(url, body, headers)``.
 
-The payload shapes follow Slack's documented examples (slash command parameters,
-``block_actions`` and ``view_submission`` interaction payloads, the Events API
-``event_callback`` envelope) for a non-Enterprise workspace: ``enterprise`` is null and
-``is_enterprise_install`` false. Team and bot IDs match ``tests.fake_slack``.
+The shapes and the signature are ``sandbox.payloads``', the one builder of Slack's requests the
+sandbox uses too (it cites Slack's docs for each). What is added here is only what tests need:
+the workspace ``tests.fake_slack`` plays (``TEST_APP``) and the secret test bots are given,
+signed now; defaults (``UADMIN`` in ``C1``); the message or view a click comes from, made up when
+no workspace holds one; an action for whatever value a test picks (forged ones included); Slack's
+redelivery headers on an event.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import quote, urlencode
 
 from slack_bolt import BoltRequest
-from slack_sdk.signature import SignatureVerifier
+
+from sandbox import payloads
+from sandbox.payloads import Installation, Request
+from tests.fake_slack import APP_ID as API_APP_ID
+from tests.fake_slack import BOT_ID, BOT_USER_ID, TEAM_DOMAIN, TEAM_ID
+
+__all__ = [
+    "API_APP_ID",
+    "SIGNING_SECRET",
+    "TEAM_ID",
+    "TEST_APP",
+    "Request",
+    "app_home_opened",
+    "block_action",
+    "bolt_request",
+    "event_callback",
+    "home_block_action",
+    "interaction",
+    "post",
+    "sign",
+    "slash_command",
+    "view_submission",
+]
 
 SIGNING_SECRET = "test-signing-secret"
-TEAM_ID = "T1"
-TEAM_DOMAIN = "pipebot-test"
-API_APP_ID = "A1PIPEBOT"
-BOT_USER_ID = "UBOT"
-BOT_ID = "BBOT"
-# The deprecated verification token Slack still includes in every payload.
-VERIFICATION_TOKEN = "verification-token"
-
-Request = tuple[str, dict[str, str]]
-
-FORM = "application/x-www-form-urlencoded"
-JSON = "application/json"
+TEST_APP = Installation(
+    team_id=TEAM_ID,
+    team_domain=TEAM_DOMAIN,
+    api_app_id=API_APP_ID,
+    bot_user_id=BOT_USER_ID,
+    verification_token="verification-token",
+)
+"""The app as installed in the workspace ``tests.fake_slack`` plays."""
 
 # Element types whose block_actions payload carries ``selected_option`` rather than ``value``.
 _OPTION_ELEMENTS = frozenset({"static_select", "overflow", "radio_buttons"})
@@ -46,17 +64,17 @@ _OPTION_ELEMENTS = frozenset({"static_select", "overflow", "radio_buttons"})
 def sign(
     body: str, *, secret: str = SIGNING_SECRET, timestamp: int | None = None
 ) -> dict[str, str]:
-    """The signature headers Slack adds: HMAC-SHA256 of ``v0:{timestamp}:{body}``."""
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    signature = SignatureVerifier(secret).generate_signature(timestamp=ts, body=body)
-    if signature is None:  # only when the secret is empty
-        raise ValueError("a signing secret is required")
-    return {"X-Slack-Request-Timestamp": ts, "X-Slack-Signature": signature}
+    """The signature headers Slack adds: HMAC-SHA256 of ``v0:{timestamp}:{body}`` (now unless
+    ``timestamp`` is given)."""
+    ts = int(time.time()) if timestamp is None else timestamp
+    return payloads.signature_headers(body, secret=secret, timestamp=ts)
 
 
 def _signed(body: str, content_type: str, extra: dict[str, str] | None = None) -> Request:
-    headers = {"Content-Type": content_type, **sign(body), **(extra or {})}
-    return body, headers
+    body, headers = payloads.signed(
+        body, content_type, secret=SIGNING_SECRET, timestamp=int(time.time())
+    )
+    return body, {**headers, **(extra or {})}
 
 
 def bolt_request(body: str, headers: dict[str, str]) -> BoltRequest:
@@ -75,13 +93,8 @@ def post(url: str, body: str, headers: dict[str, str], *, timeout: float = 10.0)
         return error.code, error.read().decode()
 
 
-def _user(user_id: str) -> dict[str, str]:
-    name = user_id.lower()
-    return {"id": user_id, "username": name, "name": name, "team_id": TEAM_ID}
-
-
-def _team() -> dict[str, str]:
-    return {"id": TEAM_ID, "domain": TEAM_DOMAIN}
+def _user_name(user_id: str) -> str:
+    return user_id.lower()
 
 
 def _channel_name(channel_id: str) -> str:
@@ -111,27 +124,23 @@ def slash_command(
     channel_name: str | None = None,
 ) -> Request:
     """A slash command invocation: a form-encoded body, as Slack posts it."""
-    fields = {
-        "token": VERIFICATION_TOKEN,
-        "team_id": TEAM_ID,
-        "team_domain": TEAM_DOMAIN,
-        "channel_id": channel_id,
-        "channel_name": channel_name or _channel_name(channel_id),
-        "user_id": user_id,
-        "user_name": user_id.lower(),
-        "command": command,
-        "text": text,
-        "api_app_id": API_APP_ID,
-        "is_enterprise_install": "false",
-        "response_url": response_url,
-        "trigger_id": trigger_id,
-    }
-    return _signed(urlencode(fields), FORM)
+    body, content_type = payloads.slash_command_body(
+        command=command,
+        text=text,
+        user_id=user_id,
+        user_name=_user_name(user_id),
+        channel_id=channel_id,
+        channel_name=channel_name or _channel_name(channel_id),
+        response_url=response_url,
+        trigger_id=trigger_id,
+        installation=TEST_APP,
+    )
+    return _signed(body, content_type)
 
 
 def interaction(payload: dict[str, Any]) -> Request:
     """Any interaction payload, sent as Slack does: a form body ``payload=<json>``."""
-    return _signed("payload=" + quote(json.dumps(payload), safe=""), FORM)
+    return _signed(*payloads.interaction_body(payload))
 
 
 def _find_element(
@@ -203,30 +212,17 @@ def block_action(
     have no ``message``.
     """
     blocks = message_blocks or []
-    payload: dict[str, Any] = {
-        "type": "block_actions",
-        "user": _user(user_id),
-        "api_app_id": API_APP_ID,
-        "token": VERIFICATION_TOKEN,
-        "container": {
-            "type": "message",
-            "message_ts": message_ts,
-            "channel_id": channel_id,
-            "is_ephemeral": is_ephemeral,
-        },
-        "trigger_id": trigger_id,
-        "team": _team(),
-        "enterprise": None,
-        "is_enterprise_install": False,
-        "channel": {"id": channel_id, "name": _channel_name(channel_id)},
-        "state": {"values": {}},
-        "response_url": response_url,
-        "actions": [_action(action_id, value, blocks)],
+    container: dict[str, Any] = {
+        "type": "message",
+        "message_ts": message_ts,
+        "channel_id": channel_id,
+        "is_ephemeral": is_ephemeral,
     }
     if thread_ts is not None:
-        payload["container"]["thread_ts"] = thread_ts
+        container["thread_ts"] = thread_ts
+    message: dict[str, Any] | None = None
     if not is_ephemeral:
-        message: dict[str, Any] = {
+        message = {
             "type": "message",
             "user": BOT_USER_ID,
             "bot_id": BOT_ID,
@@ -238,7 +234,17 @@ def block_action(
         }
         if thread_ts is not None:
             message["thread_ts"] = thread_ts
-        payload["message"] = message
+    payload = payloads.block_action_payload(
+        user_id=user_id,
+        user_name=_user_name(user_id),
+        action=_action(action_id, value, blocks),
+        trigger_id=trigger_id,
+        container=container,
+        channel=(channel_id, _channel_name(channel_id)),
+        message=message,
+        response_url=response_url,
+        installation=TEST_APP,
+    )
     return interaction(payload)
 
 
@@ -249,9 +255,10 @@ def _view(
     blocks: list[dict[str, Any]],
     callback_id: str = "",
     private_metadata: str = "",
-    values: dict[str, dict[str, dict[str, Any]]] | None = None,
     title: str = "Pipebot",
 ) -> dict[str, Any]:
+    """The view a test's click or submission comes from, as Slack holds it (its ``state`` is
+    empty; ``view_submission`` fills in the submitted one)."""
     view: dict[str, Any] = {
         "id": view_id,
         "team_id": TEAM_ID,
@@ -259,7 +266,7 @@ def _view(
         "blocks": blocks,
         "private_metadata": private_metadata,
         "callback_id": callback_id,
-        "state": {"values": values or {}},
+        "state": {"values": {}},
         "hash": f"{int(time.time())}.{uuid.uuid4().hex[:8]}",
         "clear_on_close": False,
         "notify_on_close": False,
@@ -288,19 +295,15 @@ def home_block_action(
 ) -> Request:
     """A click on the App Home tab: container ``view``, no channel, message or response_url."""
     blocks = view_blocks or []
-    payload: dict[str, Any] = {
-        "type": "block_actions",
-        "user": _user(user_id),
-        "api_app_id": API_APP_ID,
-        "token": VERIFICATION_TOKEN,
-        "container": {"type": "view", "view_id": view_id},
-        "trigger_id": trigger_id,
-        "team": _team(),
-        "enterprise": None,
-        "is_enterprise_install": False,
-        "view": _view(view_id=view_id, kind="home", blocks=blocks),
-        "actions": [_action(action_id, value, blocks)],
-    }
+    payload = payloads.block_action_payload(
+        user_id=user_id,
+        user_name=_user_name(user_id),
+        action=_action(action_id, value, blocks),
+        trigger_id=trigger_id,
+        container={"type": "view", "view_id": view_id},
+        view=_view(view_id=view_id, kind="home", blocks=blocks),
+        installation=TEST_APP,
+    )
     return interaction(payload)
 
 
@@ -317,26 +320,23 @@ def view_submission(
 ) -> Request:
     """A modal submission. ``values`` is ``view.state.values``: block_id -> action_id -> state,
     e.g. ``{"reason": {"reason_input": {"type": "plain_text_input", "value": "flaky"}}}``."""
-    payload: dict[str, Any] = {
-        "type": "view_submission",
-        "team": _team(),
-        "user": _user(user_id),
-        "api_app_id": API_APP_ID,
-        "token": VERIFICATION_TOKEN,
-        "trigger_id": trigger_id,
-        "view": _view(
-            view_id=view_id,
-            kind="modal",
-            blocks=blocks or [],
-            callback_id=callback_id,
-            private_metadata=private_metadata,
-            values=values,
-            title=title,
-        ),
-        "response_urls": [],
-        "enterprise": None,
-        "is_enterprise_install": False,
-    }
+    view = _view(
+        view_id=view_id,
+        kind="modal",
+        blocks=blocks or [],
+        callback_id=callback_id,
+        private_metadata=private_metadata,
+        title=title,
+    )
+    payload = payloads.view_payload(
+        kind="view_submission",
+        user_id=user_id,
+        user_name=_user_name(user_id),
+        view=view,
+        state_values=values,
+        trigger_id=trigger_id,
+        installation=TEST_APP,
+    )
     return interaction(payload)
 
 
@@ -348,33 +348,13 @@ def event_callback(
     retry_reason: str = "http_timeout",
 ) -> Request:
     """An Events API delivery (JSON). ``retry_num`` adds Slack's redelivery headers."""
-    now = int(time.time())
-    envelope: dict[str, Any] = {
-        "token": VERIFICATION_TOKEN,
-        "team_id": TEAM_ID,
-        "context_team_id": TEAM_ID,
-        "context_enterprise_id": None,
-        "api_app_id": API_APP_ID,
-        "event": event,
-        "type": "event_callback",
-        "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
-        "event_time": now,
-        "authorizations": [
-            {
-                "enterprise_id": None,
-                "team_id": TEAM_ID,
-                "user_id": BOT_USER_ID,
-                "is_bot": True,
-                "is_enterprise_install": False,
-            }
-        ],
-        "is_ext_shared_channel": False,
-        "event_context": f"4-{uuid.uuid4().hex}",
-    }
+    body, content_type = payloads.event_body(
+        event, event_time=int(time.time()), event_id=event_id, installation=TEST_APP
+    )
     extra: dict[str, str] = {}
     if retry_num is not None:
         extra = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": retry_reason}
-    return _signed(json.dumps(envelope), JSON, extra)
+    return _signed(body, content_type, extra)
 
 
 def app_home_opened(
