@@ -130,10 +130,10 @@ def wait_in_timeline(sandbox: SandboxProcess, user: str, text: str, timeout: flo
 
 
 def test_valid_bot_blocks_pass_and_broken_ones_are_refused_as_slack_would() -> None:
-    from bot.slack import blocks
+    from bot.slack.messages import help_blocks
     from sandbox.validate import message_problem, view_problem
 
-    assert message_problem({"text": "help", "blocks": blocks.help_blocks(text="hi")}) is None
+    assert message_problem({"text": "help", "blocks": help_blocks(text="hi")}) is None
     assert message_problem({"text": ""}).error == "no_text"  # type: ignore[union-attr]
     unknown = message_problem({"blocks": [{"type": "carousel"}]})
     assert unknown is not None and unknown.error == "invalid_blocks"

@@ -1,6 +1,6 @@
 """Every Slack action_id, callback_id and block_id pipebot uses, in one place.
 
-Renderers (``bot/blocks.py``) put them on buttons and views; handlers
+Renderers (``bot/slack/``) put them on buttons and views; handlers
 (``handlers/``) listen for them. Buttons carry identifiers only (see
 ``ButtonRef``), never an approval token: the token is read at click time.
 """
@@ -34,6 +34,9 @@ BUTTON_ACTIONS = (
     DELETE_CANCEL,
     REFRESH_STATUS,
 )
+"""Every button above. The tests walk it: each button is refused without its permission
+(``tests/test_security.py``), answers stale and foreign values (``tests/test_fuzz_inputs.py``),
+and is the only kind a renderer draws (``tests/blockcheck.py``)."""
 
 # Modals (view_submission callback_id)
 CREATE_VIEW = "pipebot.create"

@@ -2,8 +2,9 @@
 and builders of text objects, blocks and buttons that keep within those limits by
 construction. Pure functions; no I/O.
 
-Slack rejects, rather than truncates, a payload that breaks a limit (see
-``docs/slack-platform.md``): every builder here cuts its text to fit.
+Slack rejects, rather than truncates, a payload that breaks a limit (the numbers below are
+from https://api.slack.com/reference/block-kit/blocks and
+https://api.slack.com/reference/surfaces/views): every builder here cuts its text to fit.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any, Final
 from bot.slack.ids import ButtonRef
 
 Block = dict[str, Any]
+Element = dict[str, Any]
+"""A block element: a button, an input, a select."""
 
 # --------------------------------------------------------------------------- Slack's limits
 
@@ -28,6 +31,23 @@ CONFIRM_BUTTON_MAX: Final = 30
 CONTEXT_ELEMENTS_MAX: Final = 10
 ACTIONS_ELEMENTS_MAX: Final = 25
 MESSAGE_BLOCKS_MAX: Final = 50
+VIEW_BLOCKS_MAX: Final = 100
+VIEW_TITLE_MAX: Final = 24
+VIEW_BUTTON_MAX: Final = 24
+PRIVATE_METADATA_MAX: Final = 3000
+PLAIN_TEXT_INPUT_MAX: Final = 3000
+INPUT_LABEL_MAX: Final = 2000
+PLACEHOLDER_MAX: Final = 150
+OPTION_TEXT_MAX: Final = 75
+
+MESSAGE_TEXT_BUDGET: Final = 10_000
+"""Most characters of text (all text objects summed) one message's blocks may hold.
+
+Slack refuses messages whose blocks hold about 11-13k characters of text in total
+(``msg_blocks_too_long``), below any documented per-field limit."""
+
+VIEW_TEXT_BUDGET: Final = 60_000
+"""Same for the App Home (views are capped at 250 kB, not by a text total)."""
 
 ESCAPES: Final = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _FENCE: Final = re.compile("`{3,}")
@@ -174,7 +194,7 @@ def button(
     ref: ButtonRef,
     style: str | None = None,
     confirm: dict[str, Any] | None = None,
-) -> dict[str, Any] | None:
+) -> Element | None:
     """A button carrying ``ref``; None when the encoded ref would not fit a value (2000)."""
     value = ref.encode()
     if len(value) > BUTTON_VALUE_MAX:
@@ -192,10 +212,34 @@ def button(
     return element
 
 
-def actions(buttons: Sequence[dict[str, Any] | None]) -> list[Block]:
+def actions(buttons: Sequence[Element | None]) -> list[Block]:
     """Actions blocks for the buttons (at most 25 per block); none when no button is left."""
     present = [b for b in buttons if b is not None]
     return [
         {"type": "actions", "elements": present[i : i + ACTIONS_ELEMENTS_MAX]}
         for i in range(0, len(present), ACTIONS_ELEMENTS_MAX)
     ]
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def fallback_text(*, blocks: Sequence[Mapping[str, Any]], limit: int = 3000) -> str:
+    """The notification text for a message (``text`` next to ``blocks``).
+
+    The header if there is one, else the first section's text; chat.update documents a
+    4,000-character limit for ``text``, so it is cut to ``limit``.
+    """
+    for wanted in ("header", "section", "context"):
+        for block in blocks:
+            if block.get("type") != wanted:
+                continue
+            text = block.get("text")
+            if wanted == "context":
+                elements = block.get("elements") or []
+                text = elements[0] if elements else None
+            if isinstance(text, Mapping) and isinstance(text.get("text"), str):
+                if text.get("type") == "plain_text":
+                    return esc(str(text["text"]), limit)
+                return clip_mrkdwn(str(text["text"]), limit)
+    return "pipebot"

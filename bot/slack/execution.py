@@ -1,0 +1,167 @@
+"""One execution in detail (``execution NAME ID``, and the View log button): its facts,
+every action execution in the order they started, and the failed action's log tail."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from bot.ops.pipeline_state import FINISHED
+from bot.slack.kit import (
+    MESSAGE_BLOCKS_MAX,
+    MESSAGE_TEXT_BUDGET,
+    SECTION_TEXT_MAX,
+    Block,
+    code,
+    divider,
+    esc,
+    escape,
+    header,
+    one_line,
+    section,
+    text_size,
+)
+from bot.slack.text import (
+    NAME_MAX,
+    SUMMARY_MAX,
+    aware,
+    duration,
+    name,
+    pack,
+    revision_text,
+    short_id,
+    slack_date,
+    status_emoji,
+    status_label,
+    tail_fit,
+    trigger_text,
+)
+
+_ARTIFACTS_SHOWN: Final = 3
+_NEVER: Final = datetime.min.replace(tzinfo=UTC)  # sorts actions without a time first
+
+
+def execution_blocks(
+    *,
+    pipeline: str,
+    execution: Mapping[str, Any],
+    actions: Sequence[Mapping[str, Any]],
+    log_tail: str | None,
+    command: str = "/pipeline",
+) -> list[Block]:
+    """One execution (GetPipelineExecution's ``pipelineExecution``) with every action
+    execution (ListActionExecutions details, any order) and the failed action's log tail."""
+    execution_id = str(execution.get("pipelineExecutionId") or "?")
+    ordered = sorted(actions, key=lambda a: aware(a.get("startTime")) or _NEVER)
+    blocks: list[Block] = [
+        header(f"{pipeline} · execution {short_id(execution_id)}"),
+        section(_facts(execution, ordered)),
+    ]
+    tail: list[Block] = []
+    if log_tail is not None:
+        tail.append(
+            _log_section(
+                log_tail=log_tail,
+                title=_log_title(ordered),
+                pipeline=pipeline,
+                execution_id=execution_id,
+                command=command,
+            )
+        )
+    if ordered:
+        middle = pack(
+            [_action_execution_chunk(a) for a in ordered],
+            max_blocks=MESSAGE_BLOCKS_MAX - len(blocks) - len(tail) - 1,
+            budget=MESSAGE_TEXT_BUDGET - text_size(blocks) - text_size(tail),
+            more=lambda n: f"…and {n} more action execution{'s' if n != 1 else ''} not shown.",
+        )
+        blocks += [divider(), *middle]
+    else:
+        blocks.append(section("_No action has run in this execution yet._"))
+    return [*blocks, *tail]
+
+
+def _facts(execution: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]]) -> str:
+    """Status and ID, version, trigger and mode, times, source revisions, summary."""
+    execution_id = str(execution.get("pipelineExecutionId") or "?")
+    status = execution.get("status")
+    lines = [f"{status_emoji(status)} *{status_label(status)}* · {code(execution_id)}"]
+    facts = []
+    if execution.get("pipelineVersion") is not None:
+        facts.append(f"pipeline version {execution['pipelineVersion']}")
+    trigger = trigger_text(execution.get("trigger"))
+    if trigger:
+        facts.append(trigger)
+    if execution.get("executionMode"):
+        facts.append(f"mode {esc(str(execution['executionMode']), 20)}")
+    if facts:
+        lines.append(" · ".join(facts))
+    starts = [t for t in (aware(a.get("startTime")) for a in ordered) if t is not None]
+    ends = [t for t in (aware(a.get("lastUpdateTime")) for a in ordered) if t is not None]
+    if starts:
+        timing = f"started {slack_date(starts[0])}"
+        if status in FINISHED and ends:
+            timing += (
+                f" · ended {slack_date(max(ends))}"
+                f" · took {duration((max(ends) - starts[0]).total_seconds())}"
+            )
+        lines.append(timing)
+    for artifact in list(execution.get("artifactRevisions") or [])[:_ARTIFACTS_SHOWN]:
+        revision = revision_text(artifact.get("revisionId"), artifact.get("revisionSummary"))
+        if revision:
+            lines.append(f"{name(artifact.get('name'), 60)}: {revision}")
+    summary = execution.get("statusSummary")
+    if isinstance(summary, str) and summary.strip():
+        lines.append("_" + esc(one_line(summary), SUMMARY_MAX) + "_")
+    return "\n".join(lines)
+
+
+def _action_execution_chunk(detail: Mapping[str, Any]) -> str:
+    status = detail.get("status")
+    where = f"*{name(detail.get('stageName'))}* / *{name(detail.get('actionName'))}*"
+    line = f"{status_emoji(status)} {where} · {status_label(status)}"
+    started = aware(detail.get("startTime"))
+    updated = aware(detail.get("lastUpdateTime"))
+    if started is not None:
+        line += f" · started {slack_date(started)}"
+        if status in FINISHED | {"Abandoned"} and updated is not None:
+            line += f" · took {duration((updated - started).total_seconds())}"
+    if detail.get("updatedBy") and status != "InProgress":
+        line += f" · by {esc(str(detail['updatedBy']), 120)}"
+    result = (detail.get("output") or {}).get("executionResult") or {}
+    summary = result.get("externalExecutionSummary") or (result.get("errorDetails") or {}).get(
+        "message"
+    )
+    lines = [line]
+    if isinstance(summary, str) and summary.strip():
+        lines.append("      " + esc(one_line(summary), SUMMARY_MAX))
+    return "\n".join(lines)
+
+
+def _log_title(ordered: Sequence[Mapping[str, Any]]) -> str:
+    """Whose log it is: the action that failed last, when one did."""
+    failed = [a for a in ordered if a.get("status") in ("Failed", "Abandoned")]
+    if not failed:
+        return "*Log tail:*"
+    last = max(failed, key=lambda a: aware(a.get("lastUpdateTime")) or _NEVER)
+    return f"*Log tail* of {name(last.get('stageName'), 60)} / {name(last.get('actionName'), 60)}:"
+
+
+def _log_section(
+    *, log_tail: str, title: str, pipeline: str, execution_id: str, command: str
+) -> Block:
+    """The log's last lines in a code block, cut from the top to fit one section."""
+    note = (
+        f"_(truncated; full log: `{escape(command)} execution {esc(pipeline, NAME_MAX)} "
+        f"{esc(execution_id, 64)}`)_"
+    )
+    raw = log_tail.rstrip("\n")
+    if not raw.strip():
+        return section(f"{title}\n```\n(empty log)\n```")
+    frame = len(title) + len("\n```\n") + len("\n```")
+    body, cut = tail_fit(raw, SECTION_TEXT_MAX - frame)
+    if not cut:
+        return section(f"{title}\n```\n{body}\n```")
+    body, _ = tail_fit(raw, SECTION_TEXT_MAX - frame - len("…\n") - len(note) - 1)
+    return section(f"{title}\n```\n…\n{body}\n```\n{note}")

@@ -1,0 +1,97 @@
+"""What a message shows once someone acted on it: the clicked message again with its stale
+buttons dropped and an outcome line appended.
+
+The handlers write the outcome line of most clicks themselves; an approval's lines are
+here (``approval_answer_line`` for the channel, ``approval_taken_line`` for a decision that
+came second), and ``decision_outcome`` is the line of an approval decided in Slack, which
+both the click's own answer and the notifier (``bot.notify.snapshot``, when it sees the
+approval resolved) draw: one function, so the thread shows the same words whichever of the
+two draws last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final
+
+from bot.slack.ids import (
+    APPROVE,
+    DELETE_CANCEL,
+    DELETE_CONFIRM,
+    REJECT,
+    RETRY_ALL,
+    RETRY_FAILED,
+    STOP,
+)
+from bot.slack.kit import MESSAGE_BLOCKS_MAX, Block, clip_mrkdwn, context, esc, one_line
+from bot.slack.text import flat_name, mention, slack_date
+
+OUTCOME_MAX: Final = 1000
+"""Longest outcome line ``outcome_blocks`` appends; messages with buttons leave room for it."""
+
+STALE_AFTER_CLICK: Final = frozenset(
+    {APPROVE, REJECT, RETRY_FAILED, RETRY_ALL, STOP, DELETE_CONFIRM, DELETE_CANCEL}
+)
+"""Buttons that act on the state a message showed: dropped by ``outcome_blocks``."""
+
+
+def outcome_blocks(
+    *,
+    original: Sequence[Mapping[str, Any]],
+    outcome: str,
+    drop: Collection[str] = STALE_AFTER_CLICK,
+) -> list[Block]:
+    """The clicked message again, stale buttons dropped and the outcome appended.
+
+    Buttons that act on a state snapshot (``STALE_AFTER_CLICK``: Approve, Reject,
+    Retry, Stop, Delete) no longer apply once someone acted; Start, Refresh and View
+    log still do. Pass ``drop=()`` when ``original`` was rendered afresh after the
+    action, so its buttons match the current state. An actions block left without
+    buttons is removed. ``outcome`` is mrkdwn, cut to ``OUTCOME_MAX`` characters:
+    renderers keep that much of the text budget free.
+    """
+    blocks: list[Block] = []
+    for block in original:
+        if block.get("type") != "actions":
+            blocks.append(dict(block))
+            continue
+        kept = [
+            element
+            for element in block.get("elements") or []
+            if element.get("action_id") not in drop
+        ]
+        if kept:
+            blocks.append({**block, "elements": kept})
+    note = context(clip_mrkdwn(outcome, OUTCOME_MAX))
+    return [*blocks[: MESSAGE_BLOCKS_MAX - 1], note]
+
+
+def decision_outcome(
+    *, stage: str, action: str, approved: bool, user_id: str, comment: str | None
+) -> str:
+    """The outcome line of an approval decided in Slack, as its thread reply shows it:
+    the same whether the click's own answer or the notifier draws it last."""
+    where = f"{flat_name(stage)} / {flat_name(action)}"
+    said = f": “{esc(one_line(comment), 400)}”" if comment else ""
+    if approved:
+        return f"✅ Approved {where} by {mention(user_id)}{said}"
+    return f"❌ Rejected {where} by {mention(user_id)}{said}"
+
+
+def approval_answer_line(
+    *, approved: bool, user_id: str, pipeline: str, stage: str, action: str, comment: str | None
+) -> str:
+    """The channel's line for an approval answered from a command, a click or a form."""
+    icon = "✅" if approved else "❌"
+    verdict = "approved" if approved else "rejected"
+    note = f": {comment}" if comment else ""
+    return f"{icon} <@{user_id}> {verdict} *{stage}/{action}* of *{pipeline}*{note}"
+
+
+def approval_taken_line(*, answering: bool, verdict: str, user_id: str, at: datetime) -> str:
+    """The private answer to someone whose decision came second: who answered, and when
+    (``answering``: the first answer is still on its way to the backend)."""
+    if answering:
+        return f"<@{user_id}> is answering this approval right now (since {slack_date(at)})."
+    return f"Already {verdict} by <@{user_id}> at {slack_date(at)}."

@@ -1,0 +1,534 @@
+"""The status message of one pipeline (``status NAME``, and its Refresh): every stage and
+action, what waits, and the buttons that apply.
+
+Input is a GetPipelineState response plus the newest ListPipelineExecutions summaries.
+A pipeline can hold 50 stages of 50 actions, more than one message can show: the stages
+fill what the header, the rows of buttons and the footer leave of Slack's budgets, in
+less detail when they must (see ``_stages``). ``OUTCOME_MAX`` stays free so that the
+outcome line of a click fits below the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any, Final, NamedTuple
+
+from bot.ops.pipeline_state import IN_PROGRESS, is_waiting_approval, retryable_stages
+from bot.slack import buttons
+from bot.slack.ids import REFRESH_STATUS, START, STOP, ButtonRef
+from bot.slack.kit import (
+    MESSAGE_BLOCKS_MAX,
+    MESSAGE_TEXT_BUDGET,
+    SECTION_TEXT_MAX,
+    Block,
+    Element,
+    actions,
+    button,
+    clip,
+    clip_mrkdwn,
+    code,
+    confirm_dialog,
+    context,
+    divider,
+    esc,
+    escape,
+    header,
+    one_line,
+    section,
+    text_size,
+)
+from bot.slack.outcomes import OUTCOME_MAX
+from bot.slack.text import (
+    ENTERING_EMOJI,
+    NAME_MAX,
+    SUMMARY_MAX,
+    WAITING_EMOJI,
+    ago,
+    aware,
+    date_and_ago,
+    fits,
+    join_lines,
+    name,
+    pack,
+    revision_text,
+    short_id,
+    slack_date,
+    source_revisions_text,
+    status_emoji,
+    status_label,
+    trigger_text,
+)
+
+_MAX_APPROVAL_ROWS: Final = 5  # approvals with their own buttons
+_MAX_RETRY_ROWS: Final = 5  # failed stages with their own retry buttons
+_ROWS_BUDGET: Final = 3500  # text for those rows, so that the stages keep the larger part
+_MAX_INBOUND_SHOWN: Final = 5
+_EARLIER_SHOWN: Final = 4
+_INDENT: Final = "      "
+
+
+def status_blocks(
+    *,
+    state: Mapping[str, Any],
+    executions: Sequence[Mapping[str, Any]],
+    approvals_allowed: bool,
+    operate_allowed: bool,
+    now: datetime,
+    command: str = "/pipeline",
+) -> list[Block]:
+    """A pipeline's status: every stage and action, what waits, and the buttons that apply.
+
+    ``state`` is a GetPipelineState response; ``executions`` the newest few
+    ListPipelineExecutions summaries, newest first. Start/Stop/Retry buttons appear
+    only with ``operate_allowed``, Approve/Reject only with ``approvals_allowed``;
+    Refresh and View log always. ``command`` is the slash command, for hints.
+    """
+    pipeline = str(state.get("pipelineName") or "?")
+    latest = executions[0] if executions else None
+    top = _top(state, executions, pipeline=pipeline, now=now, command=command)
+    rows = _button_rows(
+        state,
+        pipeline=pipeline,
+        approvals_allowed=approvals_allowed,
+        operate_allowed=operate_allowed,
+        now=now,
+        command=command,
+    )
+    bottom = [
+        *rows,
+        *actions(_controls(pipeline, latest, operate_allowed=operate_allowed)),
+        context(f"Updated {slack_date(now)}"),
+    ]
+    middle = _stages(
+        list(state.get("stageStates") or []),
+        pipeline=pipeline,
+        max_blocks=MESSAGE_BLOCKS_MAX - len(top) - len(bottom),
+        budget=MESSAGE_TEXT_BUDGET - OUTCOME_MAX - text_size(top) - text_size(bottom),
+        now=now,
+        command=command,
+    )
+    return [*top, *middle, *bottom]
+
+
+# --------------------------------------------------------------------------- header
+
+
+def _top(
+    state: Mapping[str, Any],
+    executions: Sequence[Mapping[str, Any]],
+    *,
+    pipeline: str,
+    now: datetime,
+    command: str,
+) -> list[Block]:
+    """Header, the latest execution, the few before it, then a divider."""
+    version = state.get("pipelineVersion")
+    latest = executions[0] if executions else None
+    top: list[Block] = [header(f"{pipeline} · v{version}" if version is not None else pipeline)]
+    top.append(section(_latest_text(latest, pipeline=pipeline, now=now, command=command)))
+    earlier = _earlier_text(executions[1:], now=now)
+    if earlier:
+        top.append(context(earlier))
+    top.append(divider())
+    return top
+
+
+def _latest_text(
+    latest: Mapping[str, Any] | None, *, pipeline: str, now: datetime, command: str
+) -> str:
+    if latest is None:
+        return (
+            "*Latest execution:* none yet. Start one with "
+            f"`{escape(command)} start {esc(pipeline, NAME_MAX)}`."
+        )
+    status = latest.get("status")
+    started = aware(latest.get("startTime"))
+    updated = aware(latest.get("lastUpdateTime"))
+    lines = [
+        f"*Latest execution* {code(short_id(latest.get('pipelineExecutionId')))} · "
+        f"{status_emoji(status)} {status_label(status)}"
+    ]
+    times = []
+    if started is not None:
+        times.append(f"started {date_and_ago(started, now)}")
+    if updated is not None:
+        times.append(f"last change {date_and_ago(updated, now)}")
+    if times:
+        lines.append(" · ".join(times))
+    trigger = trigger_text(latest.get("trigger"))
+    revisions = source_revisions_text(latest.get("sourceRevisions"))
+    detail = " · ".join(t for t in (trigger, revisions) if t)
+    if detail:
+        lines.append(detail)
+    summary = latest.get("statusSummary")
+    if isinstance(summary, str) and summary.strip():
+        lines.append("_" + esc(one_line(summary), SUMMARY_MAX) + "_")
+    stop = latest.get("stopTrigger") or {}
+    if stop.get("reason"):
+        lines.append(f"Stop reason: {esc(one_line(str(stop['reason'])), 220)}")
+    return "\n".join(lines)
+
+
+def _earlier_text(executions: Sequence[Mapping[str, Any]], *, now: datetime) -> str | None:
+    shown = []
+    for execution in executions[:_EARLIER_SHOWN]:
+        when = aware(execution.get("lastUpdateTime")) or aware(execution.get("startTime"))
+        shown.append(
+            f"{status_emoji(execution.get('status'))} "
+            f"{code(short_id(execution.get('pipelineExecutionId')))} {ago(when, now)}".rstrip()
+        )
+    return "Earlier: " + " · ".join(shown) if shown else None
+
+
+# --------------------------------------------------------------------------- rows of buttons
+
+
+def _button_rows(
+    state: Mapping[str, Any],
+    *,
+    pipeline: str,
+    approvals_allowed: bool,
+    operate_allowed: bool,
+    now: datetime,
+    command: str,
+) -> list[Block]:
+    """Waiting approvals, then failed or stopped stages, each a row with its buttons.
+
+    Both kinds share one slice of the text budget (``_ROWS_BUDGET``: long names make
+    buttons and confirms costly) so that the stages keep the larger part; what does not
+    fit is counted in a note naming the command that reaches it.
+    """
+    rows: list[Block] = []
+    waiting = _waiting_approvals(state)
+    shown = _take_rows(
+        [
+            _approval_row(
+                approval,
+                pipeline=pipeline,
+                allowed=approvals_allowed,
+                label_names=len(waiting) > 1,
+                now=now,
+            )
+            for approval in waiting[:_MAX_APPROVAL_ROWS]
+        ],
+        rows,
+        budget=_ROWS_BUDGET,
+    )
+    if len(waiting) > shown:
+        extra = len(waiting) - shown
+        rows.append(
+            context(
+                f"…and {extra} more approval{'s' if extra != 1 else ''} waiting: "
+                f"`{escape(command)} approve {esc(pipeline, NAME_MAX)} STAGE/ACTION`"
+            )
+        )
+    failed = list(retryable_stages(state))
+    retry_rows = [
+        _retry_row(stage, pipeline=pipeline, allowed=operate_allowed)
+        for stage in failed[:_MAX_RETRY_ROWS]
+    ]
+    shown = _take_rows(retry_rows, rows, budget=_ROWS_BUDGET)
+    if len(failed) > shown and any(retry_rows):
+        extra = len(failed) - shown
+        rows.append(
+            context(
+                f"…and {extra} more failed stage{'s' if extra != 1 else ''}: "
+                f"`{escape(command)} retry {esc(pipeline, NAME_MAX)} STAGE`"
+            )
+        )
+    return rows
+
+
+class _Waiting(NamedTuple):
+    """An approval waiting, as the status message shows it (never its token)."""
+
+    stage: str
+    action: str
+    execution_id: str | None
+    since: datetime | None
+
+
+def _waiting_approvals(state: Mapping[str, Any]) -> list[_Waiting]:
+    """Every approval waiting, in pipeline order.
+
+    Not ``pipeline_state.pending_approvals``: that one reads the token for an answer and
+    requires stage and action names, which the API model leaves optional; a status
+    message draws whatever it is given ("?" for a missing name).
+    """
+    waiting = []
+    for stage in state.get("stageStates") or []:
+        execution_id = (stage.get("latestExecution") or {}).get("pipelineExecutionId")
+        for action in stage.get("actionStates") or []:
+            latest = action.get("latestExecution") or {}
+            if is_waiting_approval(latest):
+                waiting.append(
+                    _Waiting(
+                        stage=str(stage.get("stageName") or "?"),
+                        action=str(action.get("actionName") or "?"),
+                        execution_id=execution_id,
+                        since=aware(latest.get("lastStatusChange")),
+                    )
+                )
+    return waiting
+
+
+def _approval_row(
+    approval: _Waiting, *, pipeline: str, allowed: bool, label_names: bool, now: datetime
+) -> list[Block]:
+    """A waiting approval: what and since when, then Approve/Reject if the viewer may."""
+    stage, action, execution_id = approval.stage, approval.action, approval.execution_id
+    text = (
+        f"{WAITING_EMOJI} *Approval waiting:* {name(stage)} / {name(action)}"
+        f" · execution {code(short_id(execution_id))} · since {date_and_ago(approval.since, now)}"
+    )
+    row = [section(text)]
+    if allowed and execution_id:
+        ref = ButtonRef(pipeline=pipeline, execution=execution_id, stage=stage, action=action)
+        row += actions(
+            buttons.approve_reject(
+                ref=ref, pipeline=pipeline, stage=stage, action=action, label_names=label_names
+            )
+        )
+    return row
+
+
+def _retry_row(stage: Mapping[str, Any], *, pipeline: str, allowed: bool) -> list[Block]:
+    stage_name = str(stage.get("stageName") or "?")
+    execution_id = str((stage.get("latestExecution") or {}).get("pipelineExecutionId"))
+    row: list[Element | None] = []
+    if allowed:
+        row += buttons.retry(
+            pipeline=pipeline,
+            stage=stage_name,
+            execution_id=execution_id,
+            failed_text=f"Retry failed actions: {clip(stage_name, 40)}",
+            all_text=f"Retry all actions: {clip(stage_name, 40)}",
+        )
+    failed_action = next(
+        (
+            str(a.get("actionName") or "?")
+            for a in stage.get("actionStates") or []
+            if (a.get("latestExecution") or {}).get("status") == "Failed"
+        ),
+        None,
+    )
+    if failed_action is not None:
+        row.append(
+            buttons.view_log(
+                pipeline=pipeline,
+                stage=stage_name,
+                execution_id=execution_id,
+                action=failed_action,
+                text=f"View log: {clip(failed_action, 50)}",
+            )
+        )
+    return actions(row)
+
+
+def _take_rows(groups: Sequence[list[Block]], rows: list[Block], *, budget: int) -> int:
+    """Append whole groups to ``rows`` while ``rows`` stays within ``budget`` characters;
+    return how many groups were taken."""
+    for taken, group in enumerate(groups):
+        if text_size(rows) + text_size(group) > budget:
+            return taken
+        rows.extend(group)
+    return len(groups)
+
+
+def _controls(
+    pipeline: str, latest: Mapping[str, Any] | None, *, operate_allowed: bool
+) -> list[Element | None]:
+    """Start (and Stop while the latest execution runs) for operators; Refresh for all."""
+    pipeline_ref = ButtonRef(pipeline=pipeline)
+    controls: list[Element | None] = []
+    if operate_allowed:
+        controls.append(
+            button(
+                text="Start",
+                action_id=START,
+                ref=pipeline_ref,
+                style="primary",
+                confirm=confirm_dialog(
+                    title="Start a new execution?",
+                    text=f"Start a new execution of {clip(pipeline, 100)} from the latest source?",
+                    confirm="Start",
+                ),
+            )
+        )
+        if latest is not None and latest.get("status") in IN_PROGRESS:
+            controls.append(
+                button(
+                    text="Stop",
+                    action_id=STOP,
+                    ref=ButtonRef(pipeline=pipeline, execution=latest.get("pipelineExecutionId")),
+                    style="danger",
+                )
+            )
+    controls.append(button(text="Refresh", action_id=REFRESH_STATUS, ref=pipeline_ref))
+    return controls
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def _stages(
+    stages: Sequence[Mapping[str, Any]],
+    *,
+    pipeline: str,
+    max_blocks: int,
+    budget: int,
+    now: datetime,
+    command: str,
+) -> list[Block]:
+    """Every stage within what is left of the budgets: in full if they fit, else quiet
+    stages compact, else every stage compact, and what still does not fit is counted."""
+    if not stages:
+        return [section("_No stage has run yet._")]
+    chunks = [_stage_chunk(s, now=now, compact=False) for s in stages]
+    if not fits(chunks, max_blocks=max_blocks, budget=budget):
+        chunks = [_stage_chunk(s, now=now, compact=_is_quiet(s, now=now)) for s in stages]
+    if not fits(chunks, max_blocks=max_blocks, budget=budget):
+        chunks = [_stage_chunk(s, now=now, compact=True) for s in stages]
+    return pack(
+        chunks,
+        max_blocks=max_blocks,
+        budget=budget,
+        more=lambda n: (
+            f"…and {n} more stage{'s' if n != 1 else ''}: the pipeline is too long for one "
+            "message. Each stage's actions are in "
+            f"`{escape(command)} execution {esc(pipeline, 100)} ID`."
+        ),
+    )
+
+
+def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool) -> str:
+    lines = [
+        line
+        for line in (_transition_line(stage, now=now), _inbound_line(stage))
+        if line is not None
+    ]
+    heading = _stage_heading(stage)
+    stage_actions = list(stage.get("actionStates") or [])
+    if compact:
+        marks = []
+        if any(is_waiting_approval(a.get("latestExecution")) for a in stage_actions):
+            marks.append(f"{WAITING_EMOJI} approval waiting")
+        failed = [
+            a
+            for a in stage_actions
+            if (a.get("latestExecution") or {}).get("status") in ("Failed", "Abandoned")
+        ]
+        if failed:
+            marks.append(f"❌ {name(failed[0].get('actionName'), 60)}")
+        marks.append(f"{len(stage_actions)} action{'s' if len(stage_actions) != 1 else ''}")
+        heading += " · " + " · ".join(marks)
+        if lines:
+            # The transition and inbound lines matter more than the actions: keep them short.
+            lines = [clip_mrkdwn(line, 400) for line in lines]
+        return "\n".join([*lines, heading])
+    action_lines = [_INDENT + _action_line(a, now=now) for a in stage_actions]
+    return join_lines(
+        [*lines, heading, *action_lines],
+        limit=SECTION_TEXT_MAX,
+        more=lambda n: f"{_INDENT}…and {n} more action{'s' if n != 1 else ''}",
+    )
+
+
+def _stage_heading(stage: Mapping[str, Any]) -> str:
+    latest = stage.get("latestExecution") or {}
+    status = latest.get("status")
+    line = f"{status_emoji(status)} *{name(stage.get('stageName'))}* · {status_label(status)}"
+    if latest.get("pipelineExecutionId"):
+        line += f" · {code(short_id(latest['pipelineExecutionId']))}"
+    retry = stage.get("retryStageMetadata") or {}
+    attempts = (retry.get("manualStageRetryAttempt") or 0) + (
+        retry.get("autoStageRetryAttempt") or 0
+    )
+    if attempts:
+        line += f" · retry {attempts}"
+    return line
+
+
+def _action_line(action: Mapping[str, Any], *, now: datetime) -> str:
+    """One action of a stage: status and since when, its revision, why it failed."""
+    action_name = name(action.get("actionName"))
+    latest = action.get("latestExecution") or {}
+    status = latest.get("status")
+    changed = aware(latest.get("lastStatusChange"))
+    if is_waiting_approval(latest):
+        since = date_and_ago(changed, now)
+        line = f"{WAITING_EMOJI} {action_name} · waiting for approval since {since}"
+    else:
+        line = f"{status_emoji(status)} {action_name} · {status_label(status)}"
+        if status == "InProgress":
+            line += f" · started {ago(changed, now)}" if changed else ""
+            percent = latest.get("percentComplete")
+            if isinstance(percent, int):
+                line += f" · {percent}%"
+        elif changed is not None:
+            line += f" {ago(changed, now)}"
+    revision = action.get("currentRevision") or {}
+    if revision.get("revisionId"):
+        # A source action's summary is the commit message only when it succeeded.
+        message = latest.get("summary") if status == "Succeeded" else None
+        line += " · " + revision_text(revision["revisionId"], message)
+    if status in ("Failed", "Abandoned"):
+        error = latest.get("errorDetails") or {}
+        summary = latest.get("summary") or error.get("message")
+        if isinstance(summary, str) and summary.strip():
+            line += " — " + esc(one_line(summary), SUMMARY_MAX)
+    return line
+
+
+def _transition_line(stage: Mapping[str, Any], *, now: datetime) -> str | None:
+    transition = stage.get("inboundTransitionState") or {}
+    if transition.get("enabled", True):
+        return None
+    line = f"⛔ _Transition into {name(stage.get('stageName'))} disabled_"
+    if transition.get("lastChangedBy"):
+        line += f" by {esc(str(transition['lastChangedBy']), 120)}"
+    changed = aware(transition.get("lastChangedAt"))
+    if changed is not None:
+        line += f" {date_and_ago(changed, now)}"
+    if transition.get("disabledReason"):
+        line += f": “{esc(one_line(str(transition['disabledReason'])), 320)}”"
+    return line
+
+
+def _inbound(stage: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    many = stage.get("inboundExecutions")
+    if many:
+        return list(many)
+    one = stage.get("inboundExecution")
+    return [one] if one else []
+
+
+def _inbound_line(stage: Mapping[str, Any]) -> str | None:
+    inbound = _inbound(stage)
+    if not inbound:
+        return None
+    shown = [
+        f"{code(short_id(e.get('pipelineExecutionId')))} ({status_label(e.get('status'))})"
+        for e in inbound[:_MAX_INBOUND_SHOWN]
+    ]
+    extra = len(inbound) - len(shown)
+    tail = f" and {extra} more" if extra > 0 else ""
+    return (
+        f"{ENTERING_EMOJI} _Waiting to enter {name(stage.get('stageName'))}:_ "
+        f"{', '.join(shown)}{tail}"
+    )
+
+
+def _is_quiet(stage: Mapping[str, Any], *, now: datetime) -> bool:
+    """Nothing to act on or look at: succeeded or never run, nothing waiting or disabled."""
+    status = (stage.get("latestExecution") or {}).get("status")
+    if status not in (None, "Succeeded", "Skipped"):
+        return False
+    if _inbound(stage) or _transition_line(stage, now=now):
+        return False
+    for action in stage.get("actionStates") or []:
+        action_status = (action.get("latestExecution") or {}).get("status")
+        if action_status not in (None, "Succeeded"):
+            return False
+    return True
