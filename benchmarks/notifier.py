@@ -44,7 +44,8 @@ from sqlmodel import col, select
 
 if TYPE_CHECKING:
     from bot.engine import LocalCodePipeline
-    from bot.notify.notifier import Notifier, TickStats
+    from bot.notify.context import TickStats
+    from bot.notify.notifier import Notifier
     from tests.fake_slack import Call, FakeSlack
 
 ROOT = Path(__file__).resolve().parents[1]

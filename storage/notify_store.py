@@ -1,4 +1,4 @@
-"""Storage functions for channel notifications: subscriptions, posted messages, outbox, lease.
+"""Storage functions for channel notifications: subscriptions, posted messages, outbox, polls.
 
 Keyword-only functions that take a session; the caller owns the transaction.
 Nothing outside ``storage/`` builds SQL.
@@ -11,7 +11,10 @@ The notifier's contract with this module:
   the oldest, so a channel's messages go out in order (an ``update`` queued after its
   ``post`` finds the parent's ``ts`` stored by then), and a channel whose head keeps failing
   waits alone;
-- one process at a time runs the notifier, holding a ``SchedulerLease`` it renews every tick.
+- sent messages are kept a while, then pruned (``prune_outbox``); a thread reply whose
+  buttons still stand is kept until they give way, as its payload is how it is redrawn;
+- one process at a time runs the notifier, holding a lease it renews every tick
+  (``storage.lease_store``).
 
 Times passed in are normalised to UTC (SQLite compares them as text). Timestamps come back
 naive from SQLite: pass them through ``storage.db.utc``.
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from enum import Enum
 from typing import Any, Final, Literal, cast
 
@@ -35,7 +38,6 @@ from storage.models import (
     PipelinePoll,
     PostedEvent,
     PostedExecution,
-    SchedulerLease,
     Subscription,
 )
 
@@ -154,13 +156,6 @@ def subscriptions_for_pipeline(*, session: Session, pipeline: str) -> list[Subsc
             .where(Subscription.pipeline == pipeline)
             .order_by(col(Subscription.id))
         )
-    )
-
-
-def subscribed_pipelines(*, session: Session) -> list[str]:
-    """Every pipeline with at least one subscribed channel, by name (each once)."""
-    return list(
-        session.exec(select(Subscription.pipeline).distinct().order_by(col(Subscription.pipeline)))
     )
 
 
@@ -359,20 +354,6 @@ def mark_event_resolved(
     return _rowcount(result) > 0
 
 
-def unresolved_events(
-    *, session: Session, execution_id: str, channel_id: str | None = None
-) -> list[PostedEvent]:
-    """The execution's replies whose buttons still stand (in every channel unless one is given)."""
-    statement = (
-        select(PostedEvent)
-        .where(PostedEvent.execution_id == execution_id, col(PostedEvent.resolved).is_(False))
-        .order_by(col(PostedEvent.id))
-    )
-    if channel_id is not None:
-        statement = statement.where(PostedEvent.channel_id == channel_id)
-    return list(session.exec(statement))
-
-
 # --- outbox ------------------------------------------------------------------------------------
 
 
@@ -460,59 +441,31 @@ def mark_outbox_failed(
 
 
 def prune_outbox(*, session: Session, done_before: datetime) -> int:
-    """Delete messages sent before ``done_before`` (undone ones are never deleted); the count."""
+    """Delete messages sent before ``done_before``; the count.
+
+    Undone messages are never deleted, nor is a thread reply whose buttons still stand (its
+    event unresolved): its queued payload is the only copy of what it says, read to redraw
+    it when its buttons give way (``queued_reply_payload``, ``event_reply_payload``), which
+    may be days later (an approval waits up to its timeout, a failure until it is retried).
+    """
+    buttons_stand = (
+        select(PostedEvent.id)
+        .where(
+            col(PostedEvent.channel_id) == col(OutboxMessage.channel_id),
+            col(PostedEvent.execution_id) == col(OutboxMessage.execution_id),
+            col(PostedEvent.event_key) == col(OutboxMessage.event_key),
+            col(PostedEvent.resolved).is_(False),
+        )
+        .exists()
+    )
     result = session.execute(
         delete(OutboxMessage).where(
             col(OutboxMessage.done_at).is_not(None),
             col(OutboxMessage.done_at) < utc(done_before),
+            or_(col(OutboxMessage.kind) != "reply", ~buttons_stand),
         )
     )
     return _rowcount(result)
-
-
-# --- the scheduler lease -----------------------------------------------------------------------
-
-
-def acquire_lease(
-    *, session: Session, name: str, holder: str, now: datetime, ttl_seconds: float
-) -> bool:
-    """Take the lease if free, expired or ours (renewing it to now + ttl); False if held.
-
-    One statement (INSERT ... ON CONFLICT DO UPDATE ... WHERE): on PostgreSQL a concurrent
-    taker waits on the row and re-checks the condition against the winner's version.
-    """
-    if ttl_seconds <= 0:
-        raise ValueError(f"ttl_seconds must be positive, not {ttl_seconds!r}")
-    now = utc(now)
-    table = SchedulerLease.__table__  # type: ignore[attr-defined]
-    insert = dialect_insert(session, SchedulerLease).values(
-        name=name, holder=holder, expires_at=now + timedelta(seconds=ttl_seconds)
-    )
-    statement = insert.on_conflict_do_update(
-        index_elements=["name"],
-        set_={"holder": insert.excluded.holder, "expires_at": insert.excluded.expires_at},
-        where=or_(table.c.holder == holder, table.c.expires_at <= now),
-    ).returning(table.c.name)
-    return session.execute(statement).first() is not None
-
-
-def release_lease(*, session: Session, name: str, holder: str) -> bool:
-    """Give the lease up (at shutdown) so another process takes it at once; False if not ours."""
-    result = session.execute(
-        delete(SchedulerLease).where(
-            col(SchedulerLease.name) == name, col(SchedulerLease.holder) == holder
-        )
-    )
-    return _rowcount(result) > 0
-
-
-def get_lease(*, session: Session, name: str) -> SchedulerLease | None:
-    """The lease row, expired or not (diagnostics)."""
-    return session.exec(
-        select(SchedulerLease)
-        .where(SchedulerLease.name == name)
-        .execution_options(populate_existing=True)
-    ).first()
 
 
 # --- poll bookkeeping --------------------------------------------------------------------------

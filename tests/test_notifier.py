@@ -17,10 +17,11 @@ from typing import Any, cast
 import pytest
 from slack_sdk.web import WebClient
 from sqlalchemy import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bot.app import make_web_client
-from bot.notify.notifier import Notifier, TickStats
+from bot.notify.context import TickStats
+from bot.notify.notifier import Notifier
 from bot.notify.scheduler import JOB_ID, start_scheduler, stop_scheduler, wake
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import PipelineOps
@@ -507,6 +508,46 @@ def test_a_failed_post_stays_queued_and_goes_out_later(h: Harness) -> None:
     assert len(parents) == 1
     parent_ts = parents[0].response["ts"]  # type: ignore[index]
     assert all(c.params["ts"] == parent_ts for c in h.updates("C1"))
+
+
+def test_sent_messages_are_pruned_a_day_on_and_unsent_ones_never(h: Harness) -> None:
+    h.engine.create_pipeline(pipeline=release())
+    h.subscribe("web", "C1")
+    notifier = h.notifier(approval_reminder_minutes=10_000)  # no reminder within the test
+    h.pump(
+        notifier,
+        lambda: bool(h.replies_with("C1", "Approval needed")) and not h.pending(),
+        "the approval reply",
+    )
+    approval_ts = str(h.replies_with("C1", "Approval needed")[0].response["ts"])  # type: ignore[index]
+    with transaction(h.sessions) as session:
+        held = notify_store.enqueue(
+            session=session, channel_id="CHELD", kind="post", payload='{"text": "held"}'
+        )
+        assert held.id is not None
+        notify_store.mark_outbox_failed(
+            session=session,
+            message_id=held.id,
+            error="ratelimited",
+            next_attempt_at=h.clock() + timedelta(days=30),
+        )
+
+    def outbox() -> list[tuple[str, bool]]:
+        with h.sessions() as session:
+            rows = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))
+            return [(row.kind, row.done_at is not None) for row in rows]
+
+    assert len(outbox()) > 2
+    h.clock.advance(25 * 60 * 60)
+    notifier.run_once()
+    # Kept: the approval reply, whose buttons still stand (its payload redraws it once
+    # answered), and the message not sent yet.
+    assert outbox() == [("reply", True), ("post", False)]
+
+    h.answer(approved=True)
+    h.pump(notifier, lambda: bool(h.updates("C1", approval_ts)), "the approval's outcome")
+    resolved = text_of(h.updates("C1", approval_ts)[-1])
+    assert "Approval needed" in resolved and "Approved" in resolved, resolved
 
 
 # --- several processes ---------------------------------------------------------------------------

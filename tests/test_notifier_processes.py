@@ -20,7 +20,7 @@ from sqlalchemy import func
 from sqlmodel import col, select
 
 from bot.engine import LocalCodePipeline
-from storage import notify_store
+from storage import lease_store, notify_store
 from storage.db import make_engine, make_session_factory, transaction
 from storage.models import OutboxMessage
 from tests.conftest import PostgresDatabases
@@ -144,7 +144,7 @@ def test_two_worker_processes_post_each_message_once(
 
         # Kill the lease holder (-9: no release); the other process takes over.
         with sessions() as session:
-            lease = notify_store.get_lease(session=session, name="notifier")
+            lease = lease_store.get_lease(session=session, name="notifier")
         assert lease is not None
         holder_pid = int(lease.holder.split(":")[1])
         holder = next(w for w in workers if w.pid == holder_pid)
@@ -170,7 +170,7 @@ def test_two_worker_processes_post_each_message_once(
                 what=f"the finished replies in {channel}",
             )
         with sessions() as session:
-            lease = notify_store.get_lease(session=session, name="notifier")
+            lease = lease_store.get_lease(session=session, name="notifier")
         assert lease is not None and int(lease.holder.split(":")[1]) != holder_pid
     finally:
         for worker in workers:

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
-from storage import notify_store
+from storage import lease_store, notify_store
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction, utc
 from storage.models import OutboxMessage
 
@@ -185,7 +185,6 @@ def test_subscriptions_are_listed_per_channel_and_pipeline(sessions: SessionFact
         assert [s.pipeline for s in c1] == ["api", "web"]
         web = notify_store.subscriptions_for_pipeline(session=session, pipeline="web")
         assert [s.channel_id for s in web] == ["C2", "C1"]
-        assert notify_store.subscribed_pipelines(session=session) == ["api", "db", "web"]
         assert notify_store.subscriptions_for_channel(session=session, channel_id="C9") == []
 
     with transaction(sessions) as session:
@@ -193,7 +192,6 @@ def test_subscriptions_are_listed_per_channel_and_pipeline(sessions: SessionFact
         assert not notify_store.unsubscribe(session=session, pipeline="db", channel_id="C3")
         assert notify_store.unsubscribe(session=session, pipeline="web", channel_id="C1")
     with sessions() as session:
-        assert notify_store.subscribed_pipelines(session=session) == ["api", "web"]
         web = notify_store.subscriptions_for_pipeline(session=session, pipeline="web")
         assert [s.channel_id for s in web] == ["C2"]
 
@@ -305,14 +303,18 @@ def test_record_event_once_then_post_and_resolve(sessions: SessionFactory) -> No
         assert not notify_store.mark_event_posted(
             session=session, channel_id="C1", execution_id="e1", event_key="nope", message_ts="3.0"
         )
+
+    def approval(channel: str, execution_id: str = "e1") -> tuple[str | None, bool]:
+        with sessions() as session:
+            event = notify_store.get_event(
+                session=session, channel_id=channel, execution_id=execution_id, event_key=APPROVAL
+            )
+            assert event is not None
+            return event.message_ts, event.resolved
+
+    assert approval("C1") == ("2.0", False)
+    assert approval("C2") == (None, False)
     with sessions() as session:
-        pending = notify_store.unresolved_events(session=session, execution_id="e1")
-        assert [(e.channel_id, e.event_key, e.message_ts) for e in pending] == [
-            ("C1", APPROVAL, "2.0"),
-            ("C2", APPROVAL, None),
-        ]
-        c2 = notify_store.unresolved_events(session=session, execution_id="e1", channel_id="C2")
-        assert [e.channel_id for e in c2] == ["C2"]
         stored = notify_store.get_event(
             session=session, channel_id="C1", execution_id="e1", event_key=APPROVAL
         )
@@ -330,13 +332,9 @@ def test_record_event_once_then_post_and_resolve(sessions: SessionFactory) -> No
         assert not notify_store.mark_event_resolved(
             session=session, channel_id="C1", execution_id="e1", event_key="missing"
         )
-    with sessions() as session:
-        pending = notify_store.unresolved_events(session=session, execution_id="e1")
-        assert [e.channel_id for e in pending] == ["C2"]
-        assert [
-            e.execution_id
-            for e in notify_store.unresolved_events(session=session, execution_id="e2")
-        ] == ["e2"]
+    assert approval("C1") == ("2.0", True)
+    assert approval("C2") == (None, False)
+    assert approval("C1", "e2") == (None, False)
 
 
 def test_record_event_once_is_idempotent_under_concurrency(database_url: str) -> None:
@@ -464,6 +462,50 @@ def test_prune_outbox_deletes_only_sent_messages(sessions: SessionFactory) -> No
     assert _due(sessions, T0) == ["pending"]
 
 
+def test_prune_outbox_keeps_a_reply_until_its_buttons_give_way(sessions: SessionFactory) -> None:
+    def reply(key: str, *, resolved: bool) -> int:
+        notify_store.record_event_once(
+            session=session, channel_id="C1", execution_id="e1", event_key=key, resolved=resolved
+        )
+        message = notify_store.enqueue(
+            session=session,
+            channel_id="C1",
+            kind="reply",
+            payload=f'{{"text": "{key}"}}',
+            execution_id="e1",
+            event_key=key,
+            at=T0,
+        )
+        assert message.id is not None
+        notify_store.mark_outbox_done(session=session, message_id=message.id, now=T0)
+        return message.id
+
+    def kept() -> list[str | None]:
+        with sessions() as session:
+            rows = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id)))
+            return [row.event_key for row in rows]
+
+    with transaction(sessions) as session:
+        reply("approval:Gate/Approve", resolved=False)  # its buttons still stand
+        reply("finished", resolved=True)  # nothing to replace later
+    later = T0 + timedelta(days=30)
+    with transaction(sessions) as session:
+        assert notify_store.prune_outbox(session=session, done_before=later) == 1
+    # The reply's payload is what redraws it once answered, however late that is.
+    assert kept() == ["approval:Gate/Approve"]
+    with sessions() as session:
+        assert notify_store.queued_reply_payload(
+            session=session, channel_id="C1", execution_id="e1", event_key="approval:Gate/Approve"
+        )
+    with transaction(sessions) as session:
+        assert notify_store.mark_event_resolved(
+            session=session, channel_id="C1", execution_id="e1", event_key="approval:Gate/Approve"
+        )
+    with transaction(sessions) as session:
+        assert notify_store.prune_outbox(session=session, done_before=later) == 1
+    assert kept() == []
+
+
 # --- lease -------------------------------------------------------------------------------------
 
 LEASE = "notifier"
@@ -471,7 +513,7 @@ LEASE = "notifier"
 
 def _acquire(sessions: SessionFactory, holder: str, now: datetime, ttl: float = 30) -> bool:
     with transaction(sessions) as session:
-        return notify_store.acquire_lease(
+        return lease_store.acquire_lease(
             session=session, name=LEASE, holder=holder, now=now, ttl_seconds=ttl
         )
 
@@ -484,7 +526,7 @@ def test_lease_is_held_renewed_taken_over_when_expired_and_released(
     assert _acquire(sessions, "a", T0 + timedelta(seconds=20))  # renewed to T0+50
     assert not _acquire(sessions, "b", T0 + timedelta(seconds=40))
     with sessions() as session:
-        lease = notify_store.get_lease(session=session, name=LEASE)
+        lease = lease_store.get_lease(session=session, name=LEASE)
         assert lease is not None
         assert (lease.holder, utc(lease.expires_at)) == ("a", T0 + timedelta(seconds=50))
 
@@ -492,19 +534,19 @@ def test_lease_is_held_renewed_taken_over_when_expired_and_released(
     assert _acquire(sessions, "b", T0 + timedelta(seconds=50))
     assert not _acquire(sessions, "a", T0 + timedelta(seconds=51))
     with transaction(sessions) as session:
-        assert not notify_store.release_lease(session=session, name=LEASE, holder="a")
-        assert notify_store.release_lease(session=session, name=LEASE, holder="b")
+        assert not lease_store.release_lease(session=session, name=LEASE, holder="a")
+        assert lease_store.release_lease(session=session, name=LEASE, holder="b")
     with sessions() as session:
-        assert notify_store.get_lease(session=session, name=LEASE) is None
+        assert lease_store.get_lease(session=session, name=LEASE) is None
     assert _acquire(sessions, "a", T0 + timedelta(seconds=52))
 
     # Leases are per name; a lease of another name is independent.
     with transaction(sessions) as session:
-        assert notify_store.acquire_lease(
+        assert lease_store.acquire_lease(
             session=session, name="digest", holder="b", now=T0, ttl_seconds=30
         )
         with pytest.raises(ValueError, match="ttl"):
-            notify_store.acquire_lease(
+            lease_store.acquire_lease(
                 session=session, name="digest", holder="b", now=T0, ttl_seconds=0
             )
 
@@ -512,7 +554,7 @@ def test_lease_is_held_renewed_taken_over_when_expired_and_released(
 def _race_for_lease(database_url: str, now: datetime) -> list[tuple[str, bool]]:
     def take(n: int) -> tuple[str, bool]:
         def work(session: Session) -> tuple[str, bool]:
-            won = notify_store.acquire_lease(
+            won = lease_store.acquire_lease(
                 session=session, name=LEASE, holder=f"h{n}", now=now, ttl_seconds=30
             )
             time.sleep(0.05)  # hold the transaction: the others contend with it
@@ -528,7 +570,7 @@ def test_racing_holders_exactly_one_wins_a_free_lease(database_url: str) -> None
     winners = [holder for holder, won in results if won]
     assert len(winners) == 1
     lease = _in_own_process(
-        database_url, lambda session: notify_store.get_lease(session=session, name=LEASE)
+        database_url, lambda session: lease_store.get_lease(session=session, name=LEASE)
     )
     assert lease is not None
     assert lease.holder == winners[0]
@@ -537,7 +579,7 @@ def test_racing_holders_exactly_one_wins_a_free_lease(database_url: str) -> None
 def test_racing_holders_exactly_one_takes_over_an_expired_lease(database_url: str) -> None:
     assert _in_own_process(
         database_url,
-        lambda session: notify_store.acquire_lease(
+        lambda session: lease_store.acquire_lease(
             session=session, name=LEASE, holder="dead", now=T0, ttl_seconds=30
         ),
     )
@@ -545,7 +587,7 @@ def test_racing_holders_exactly_one_takes_over_an_expired_lease(database_url: st
     winners = [holder for holder, won in results if won]
     assert len(winners) == 1
     lease = _in_own_process(
-        database_url, lambda session: notify_store.get_lease(session=session, name=LEASE)
+        database_url, lambda session: lease_store.get_lease(session=session, name=LEASE)
     )
     assert lease is not None
     assert (lease.holder, utc(lease.expires_at)) == (winners[0], T0 + timedelta(seconds=61))

@@ -37,7 +37,7 @@ from reliability.workload import (
     notification_problems,
     reply_text,
 )
-from storage import notify_store
+from storage import lease_store
 from tests.fake_slack import FakeSlack
 from tests.helpers import make_repo, wait_for
 
@@ -58,7 +58,7 @@ def _channel(name: str) -> str:
 
 def _lease_holder(observer: Observer) -> str | None:
     with observer.sessions() as session:
-        lease = notify_store.get_lease(session=session, name="notifier")
+        lease = lease_store.get_lease(session=session, name="notifier")
         return lease.holder if lease is not None else None
 
 

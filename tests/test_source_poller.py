@@ -10,9 +10,10 @@ from typing import Any, cast
 import pytest
 
 from bot.engine.source_poller import LEASE_NAME, SourcePoller
+from bot.notify.lease import JobLease
 from bot.notify.scheduler import JOB_ID, SOURCE_POLLER_JOB_ID, start_scheduler, stop_scheduler
-from storage import notify_store
-from storage.db import make_engine, make_session_factory
+from storage import lease_store
+from storage.db import SessionFactory, make_engine, make_session_factory
 from tests.helpers import commands_action, commit, pipeline, source_action, wait_for
 
 
@@ -126,13 +127,17 @@ def test_a_missing_repository_does_not_stop_the_other_pipelines(
     assert len(_executions(engine, "broken")) == 1
 
 
+def _lease(sessions: SessionFactory, holder_id: str) -> JobLease:
+    return JobLease(sessions=sessions, name=LEASE_NAME, holder_id=holder_id, interval_seconds=10.0)
+
+
 def test_only_the_lease_holder_polls(engine: Any, repos_dir: Path, database_url: str) -> None:
     _create(engine, "leased")
     db = make_engine(database_url)
     try:
         sessions = make_session_factory(db)
-        first = _poller(engine, repos_dir, sessions=sessions, holder_id="a")
-        second = _poller(engine, repos_dir, sessions=sessions, holder_id="b")
+        first = _poller(engine, repos_dir, lease=_lease(sessions, "a"))
+        second = _poller(engine, repos_dir, lease=_lease(sessions, "b"))
         assert first.run_once() == []
         commit(repos_dir / "app", {"app.txt": "v2\n"}, "Ship v2")
         assert second.run_once() is None, "another process holds the lease"
@@ -140,7 +145,7 @@ def test_only_the_lease_holder_polls(engine: Any, repos_dir: Path, database_url:
         started = second.run_once()
         assert started is not None and len(started) == 1
         with sessions() as session:
-            lease = notify_store.get_lease(session=session, name=LEASE_NAME)
+            lease = lease_store.get_lease(session=session, name=LEASE_NAME)
             assert lease is not None and lease.holder == "b"
         second.close()
     finally:

@@ -16,10 +16,9 @@ polls.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
-from datetime import datetime
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from bot.engine import LocalCodePipeline
 from bot.engine.providers.git import (
@@ -30,8 +29,6 @@ from bot.engine.providers.git import (
     repository_path,
 )
 from bot.engine.states import TriggerType
-from storage import notify_store
-from storage.db import SessionFactory, transaction, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +42,15 @@ def polls_for_changes(configuration: Mapping[str, Any]) -> bool:
     return str(configuration.get("PollForSourceChanges", "true")).strip().lower() != "false"
 
 
+class Lease(Protocol):
+    """The lease that lets one process at a time poll (``bot.notify.lease.JobLease``, named
+    ``LEASE_NAME``), passed in so the engine needs nothing from the rest of the bot."""
+
+    def acquire(self) -> bool: ...
+
+    def release(self) -> None: ...
+
+
 class SourcePoller:
     """Starts an execution when a polled source's branch has a new commit."""
 
@@ -53,19 +59,12 @@ class SourcePoller:
         *,
         client: LocalCodePipeline,
         repositories_dir: Path,
-        sessions: SessionFactory | None = None,
-        holder_id: str = "source-poller",
-        interval_seconds: float = 10.0,
-        clock: Callable[[], datetime] = utcnow,
+        lease: Lease | None = None,
     ) -> None:
-        if interval_seconds <= 0:
-            raise ValueError(f"interval_seconds must be positive, not {interval_seconds!r}")
         self._client = client
         self._repositories_dir = repositories_dir
-        self._sessions = sessions
-        self.holder_id = holder_id
-        self._interval = float(interval_seconds)
-        self._clock = clock
+        # No lease: every run polls (one process, or a test).
+        self._lease = lease
         self._seen: dict[tuple[str, str], str] = {}
         self._warned: set[tuple[str, str, str]] = set()
 
@@ -73,25 +72,14 @@ class SourcePoller:
 
     def run_once(self) -> list[str] | None:
         """Poll if this process holds the lease (always, without sessions); None if another does."""
-        if self._sessions is not None:
-            with transaction(self._sessions) as session:
-                held = notify_store.acquire_lease(
-                    session=session,
-                    name=LEASE_NAME,
-                    holder=self.holder_id,
-                    now=self._clock(),
-                    ttl_seconds=3 * self._interval,
-                )
-            if not held:
-                return None
+        if self._lease is not None and not self._lease.acquire():
+            return None
         return self.poll_once()
 
     def close(self) -> None:
         """Give the lease up so another process takes over at once (at shutdown)."""
-        if self._sessions is None:
-            return
-        with transaction(self._sessions) as session:
-            notify_store.release_lease(session=session, name=LEASE_NAME, holder=self.holder_id)
+        if self._lease is not None:
+            self._lease.release()
 
     def poll_once(self) -> list[str]:
         """Check every pipeline once; return the IDs of the executions started."""

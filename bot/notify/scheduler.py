@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -27,18 +27,20 @@ JOB_ID: Final = "pipebot-notifier"
 SOURCE_POLLER_JOB_ID: Final = "pipebot-source-poller"
 
 
-def _run(notifier: Notifier) -> None:
-    try:
-        notifier.run_once()
-    except Exception:  # logged here with context; the next run tries again
-        log.exception("notifier run failed")
+class _Job(Protocol):
+    """A scheduled job: each run takes (or renews) the job's lease and does nothing unless
+    it holds it; ``close`` gives the lease up."""
+
+    def run_once(self) -> object: ...
+
+    def close(self) -> None: ...
 
 
-def _poll(poller: SourcePoller) -> None:
+def _run(job: _Job, failure: str) -> None:
     try:
-        poller.run_once()
+        job.run_once()
     except Exception:  # logged here with context; the next run tries again
-        log.exception("source polling failed")
+        log.exception(failure)
 
 
 def start_scheduler(
@@ -50,27 +52,21 @@ def start_scheduler(
     """Start a daemon scheduler running the notifier and/or the source poller (when given)
     now and every ``interval_seconds``."""
     scheduler = BackgroundScheduler(timezone=UTC, daemon=True)
+    jobs: list[tuple[str, str, _Job, str]] = []
     if notifier is not None:
+        jobs.append((JOB_ID, "channel notifications", notifier, "notifier run failed"))
+    if source_poller is not None:
+        jobs.append(
+            (SOURCE_POLLER_JOB_ID, "source-change polling", source_poller, "source polling failed")
+        )
+    for job_id, name, job, failure in jobs:
         scheduler.add_job(
             _run,
             trigger="interval",
             seconds=interval_seconds,
-            args=[notifier],
-            id=JOB_ID,
-            name="channel notifications",
-            replace_existing=True,
-            coalesce=True,
-            max_instances=1,
-            next_run_time=datetime.now(UTC),
-        )
-    if source_poller is not None:
-        scheduler.add_job(
-            _poll,
-            trigger="interval",
-            seconds=interval_seconds,
-            args=[source_poller],
-            id=SOURCE_POLLER_JOB_ID,
-            name="source-change polling",
+            args=[job, failure],
+            id=job_id,
+            name=name,
             replace_existing=True,
             coalesce=True,
             max_instances=1,
@@ -97,13 +93,14 @@ def stop_scheduler(
     """Stop the scheduler (waiting for a running job) and give up the jobs' leases."""
     if scheduler.running:
         scheduler.shutdown(wait=True)
-    if notifier is not None:
+    leases: list[tuple[_Job | None, str]] = [
+        (notifier, "the notifier lease"),
+        (source_poller, "the source poller's lease"),
+    ]
+    for job, lease in leases:
+        if job is None:
+            continue
         try:
-            notifier.close()
+            job.close()
         except Exception:
-            log.warning("could not release the notifier lease", exc_info=True)
-    if source_poller is not None:
-        try:
-            source_poller.close()
-        except Exception:
-            log.warning("could not release the source poller's lease", exc_info=True)
+            log.warning("could not release %s", lease, exc_info=True)

@@ -1,0 +1,202 @@
+"""What the notifier's jobs share within one tick: the counts, the context, the lazy reads.
+
+A tick reads each due pipeline once and, in one transaction per pipeline, queues what each
+channel has not seen. Every step of that (the parent message, the thread events, the
+reminders) needs the same few things: the session, the pipeline, its lazy reads, the
+counts and the time. ``TickContext`` carries them for one pipeline; ``ThreadContext`` adds
+the channel and the execution whose thread the messages go to, so no step takes them one
+by one (as Prefect's rules receive one ``OrchestrationContext``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session
+
+from bot.ops.permissions import Permissions
+from bot.ops.pipeline_ops import OpsError, PipelineOps
+from storage import notify_store
+from storage.models import PostedEvent
+from storage.notify_store import OutboxKind
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TickStats:
+    """What one tick did: pipelines read, backend calls made (``token_reads`` of them the
+    one read of every pipeline's change token), Slack calls queued."""
+
+    pipelines_read: int = 0
+    backend_calls: int = 0
+    token_reads: int = 0
+    posts: int = 0
+    updates: int = 0
+    replies: int = 0
+
+
+@dataclass(frozen=True)
+class TickContext:
+    """One pipeline's read within a tick; ``session`` is that read's one write transaction."""
+
+    session: Session
+    pipeline: str
+    lookups: Lookups
+    stats: TickStats
+    now: datetime
+
+    def thread(self, channel: str, execution_id: str) -> ThreadContext:
+        """The same read, queueing into one execution's thread in one channel."""
+        return ThreadContext(
+            session=self.session,
+            pipeline=self.pipeline,
+            lookups=self.lookups,
+            stats=self.stats,
+            now=self.now,
+            channel=channel,
+            execution_id=execution_id,
+        )
+
+
+@dataclass(frozen=True)
+class ThreadContext(TickContext):
+    """Where a step's messages go: one execution's parent message and thread in a channel."""
+
+    channel: str
+    execution_id: str
+
+    def enqueue(self, kind: OutboxKind, payload: Mapping[str, Any], *, key: str | None) -> None:
+        """Queue one Slack call in the outbox (sent in order per channel); ``key`` names the
+        thread event it shows (None for the parent message)."""
+        notify_store.enqueue(
+            session=self.session,
+            channel_id=self.channel,
+            kind=kind,
+            payload=json.dumps(payload),
+            execution_id=self.execution_id,
+            event_key=key,
+            at=self.now,
+        )
+
+    def event(self, key: str) -> PostedEvent | None:
+        """The thread event recorded under ``key`` here, if any."""
+        return notify_store.get_event(
+            session=self.session,
+            channel_id=self.channel,
+            execution_id=self.execution_id,
+            event_key=key,
+        )
+
+    def record_once(self, key: str, *, resolved: bool) -> bool:
+        """Record the thread event ``key``; True only for the first to record it (whichever
+        tick or process): the caller queues its message only then, in this transaction."""
+        _, created = notify_store.record_event_once(
+            session=self.session,
+            channel_id=self.channel,
+            execution_id=self.execution_id,
+            event_key=key,
+            resolved=resolved,
+            at=self.now,
+        )
+        return created
+
+
+class Lookups:
+    """Reads an event reply needs, made at most once per pipeline per tick and only when an
+    event needs them."""
+
+    def __init__(
+        self,
+        *,
+        ops: PipelineOps,
+        permissions: Permissions | None,
+        pipeline: str,
+        stats: TickStats,
+    ) -> None:
+        self._ops = ops
+        self._permissions = permissions
+        self._pipeline = pipeline
+        self._stats = stats
+        self._approvers: list[str] | None = None
+        self._declaration: dict[str, Any] | None = None
+        self._details: dict[str, list[dict[str, Any]]] = {}
+
+    def approvers(self) -> list[str]:
+        """Who may answer the pipeline's approvals (to mention them); [] without permissions."""
+        if self._approvers is None:
+            self._approvers = []
+            if self._permissions is not None:
+                lists = self._permissions.access_lists(self._pipeline)
+                chosen = lists.approvers if lists.approving_role == "approvers" else lists.operators
+                self._approvers = list(chosen)
+        return self._approvers
+
+    def _action_declaration(self, stage: str | None, action: str | None) -> Mapping[str, Any]:
+        if self._declaration is None:
+            self._stats.backend_calls += 1
+            try:
+                self._declaration = self._ops.declaration(self._pipeline)
+            except (OpsError, KeyError, TypeError):  # unreadable: the reply goes without it
+                self._declaration = {}
+        for stage_decl in self._declaration.get("stages") or []:
+            if stage_decl.get("name") != stage:
+                continue
+            for action_decl in stage_decl.get("actions") or []:
+                if action_decl.get("name") == action:
+                    return dict(action_decl)
+        return {}
+
+    def approval_config(
+        self, stage: str | None, action: str | None
+    ) -> tuple[str | None, str | None]:
+        """The approval action's ``CustomData`` and ``ExternalEntityLink``, where declared."""
+        config = self._action_declaration(stage, action).get("configuration") or {}
+        data, link = config.get("CustomData"), config.get("ExternalEntityLink")
+        return (
+            data if isinstance(data, str) else None,
+            link if isinstance(link, str) else None,
+        )
+
+    def action_timeout(self, stage: str | None, action: str | None) -> int | None:
+        """The action's ``timeoutInMinutes``, None when its declaration sets none."""
+        timeout = self._action_declaration(stage, action).get("timeoutInMinutes")
+        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+            return None
+        return int(timeout)
+
+    def action_details(self, execution_id: str) -> list[dict[str, Any]]:
+        """The execution's ListActionExecutions details (read once per tick), [] if unreadable."""
+        found = self._details.get(execution_id)
+        if found is None:
+            self._stats.backend_calls += 1
+            try:
+                found = self._ops.action_details(self._pipeline, execution_id)
+            except OpsError as exc:
+                log.info("notifier: no action details for %s: %s", execution_id, exc.message)
+                found = []
+            self._details[execution_id] = found
+        return found
+
+    def log_tail(self, action_execution_id: str) -> str | None:
+        """The end of a failed action's log, where the backend keeps one; None otherwise."""
+        self._stats.backend_calls += 1
+        try:
+            return self._ops.action_log(self._pipeline, action_execution_id)
+        except Exception:  # a reply without its log beats no reply
+            log.info("notifier: no log for %s", action_execution_id, exc_info=True)
+            return None
+
+
+def earliest(first: datetime | None, second: datetime | None) -> datetime | None:
+    """The earlier of two optional times (None means never)."""
+    if first is None:
+        return second
+    if second is None:
+        return first
+    return min(first, second)
