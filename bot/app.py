@@ -1,18 +1,31 @@
-"""Build the Bolt app from settings and injected services; serve it.
+"""The composition root: every part of a running pipebot is built and wired here.
 
-``build_app`` is the one factory: each ``handlers`` module registers its
-listeners on the app. ``serve`` runs it in Socket Mode when an app-level token
-is configured, otherwise over HTTP with waitress (a production WSGI server with
-a thread pool): ``POST /slack/events`` for every Slack request, ``GET /healthz``
-for probes.
+``running_bot`` builds the bot from settings (backend, database, Web API client,
+the Bolt app) and starts its background work; ``serve`` and the sandbox both run
+the bot through it, and ``run_worker`` runs the background work alone. ``build_app``
+is the one Bolt factory: each ``handlers`` module registers its listeners on the
+app. ``serve`` runs it in Socket Mode when an app-level token is configured,
+otherwise over HTTP with waitress (a production WSGI server with a thread pool):
+``POST /slack/events`` for every Slack request, ``GET /healthz`` for probes.
+``start_background`` starts the scheduler (notifier and, on the embedded engine,
+the source poller) and wires the engine's change feed to wake the notifier.
+
+No other module builds these parts or imports upwards from here.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import App, BoltResponse
@@ -23,12 +36,19 @@ from slack_sdk.http_retry.builtin_handlers import (
 )
 from slack_sdk.web import WebClient
 
+from bot.engine import LocalCodePipeline
+from bot.engine.source_poller import LEASE_NAME as SOURCE_POLLER_LEASE
+from bot.engine.source_poller import SourcePoller
+from bot.notify.lease import JobLease
+from bot.notify.notifier import Notifier
+from bot.notify.scheduler import start_scheduler, stop_scheduler, wake
+from bot.ops.client import ChangeFeed, PipelineClient, close_client, make_client
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import PipelineOps
 from bot.settings import Settings
 from handlers import actions, commands, home, views
 from handlers.common import Services, group_members_via
-from storage.db import SessionFactory
+from storage.db import SessionFactory, make_engine, make_session_factory
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +70,11 @@ def make_web_client(settings: Settings) -> WebClient:
 
 
 def build_services(
-    *, settings: Settings, pipeline_client: Any, sessions: SessionFactory, web_client: WebClient
+    *,
+    settings: Settings,
+    pipeline_client: PipelineClient,
+    sessions: SessionFactory,
+    web_client: WebClient,
 ) -> Services:
     return Services(
         settings=settings,
@@ -141,3 +165,170 @@ def serve(*, settings: Settings, app: App) -> None:
         threads=settings.server_threads,
         ident="pipebot",
     )
+
+
+# --- background work ---------------------------------------------------------------------------
+
+
+def holder_id() -> str:
+    """This process's name in scheduler leases: host, pid and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def throttled(call: Callable[[], None], *, seconds: float) -> Callable[[], None]:
+    """``call`` at most once per ``seconds``, and once more after a burst ends.
+
+    The embedded engine reports every change; a burst of changes becomes one call now
+    and one at the end of the window, so the last change is never left for the next poll.
+    """
+    state = {"last": 0.0, "pending": False}
+    lock = threading.Lock()
+
+    def fire() -> None:
+        with lock:
+            state["pending"] = False
+            state["last"] = time.monotonic()
+        call()
+
+    def throttled_call() -> None:
+        with lock:
+            wait = seconds - (time.monotonic() - state["last"])
+            if wait > 0:
+                if state["pending"]:
+                    return
+                state["pending"] = True
+                timer = threading.Timer(wait, fire)
+                timer.daemon = True
+                timer.start()
+                return
+            state["last"] = time.monotonic()
+        call()
+
+    return throttled_call
+
+
+def start_background(
+    *,
+    settings: Settings,
+    pipeline_client: PipelineClient,
+    sessions: SessionFactory,
+    web_client: WebClient | None = None,
+    permissions: Permissions | None = None,
+    notify: bool = True,
+) -> Callable[[], None]:
+    """Start the background scheduler: the notifier (unless ``notify`` is False) and, on the
+    embedded engine, the source poller. Returns the function that stops it."""
+    holder = holder_id()
+    notifier = None
+    if notify:
+        if permissions is None:
+            # Only the access lists are read (to mention approvers), never group members.
+            permissions = Permissions(
+                admins=settings.admins, sessions=sessions, group_members=lambda _group: frozenset()
+            )
+        notifier = Notifier(
+            ops=PipelineOps(client=pipeline_client, local=settings.backend == "local"),
+            sessions=sessions,
+            web_client=web_client if web_client is not None else make_web_client(settings),
+            holder_id=holder,
+            interval_seconds=settings.poll_seconds,
+            permissions=permissions,
+            approval_reminder_minutes=settings.approval_reminder_minutes,
+            digest_zone=settings.digest_zone,
+        )
+    source_poller = None
+    if isinstance(pipeline_client, LocalCodePipeline):
+        source_poller = SourcePoller(
+            client=pipeline_client,
+            repositories_dir=settings.resolved_repositories_dir,
+            lease=JobLease(
+                sessions=sessions,
+                name=SOURCE_POLLER_LEASE,
+                holder_id=holder,
+                interval_seconds=settings.poll_seconds,
+            ),
+        )
+    scheduler = start_scheduler(
+        notifier=notifier, interval_seconds=settings.poll_seconds, source_poller=source_poller
+    )
+    if notifier is not None:
+        if isinstance(pipeline_client, ChangeFeed):
+            pipeline_client.add_change_listener(throttled(lambda: wake(scheduler), seconds=1.0))
+        log.info(
+            "channel notifications: checking subscribed pipelines every %s s",
+            settings.poll_seconds,
+        )
+    if source_poller is not None:
+        log.info("source polling: checking pipeline sources every %s s", settings.poll_seconds)
+
+    def stop() -> None:
+        stop_scheduler(scheduler, notifier=notifier, source_poller=source_poller)
+
+    return stop
+
+
+def run_worker(settings: Settings, *, stop: threading.Event) -> None:
+    """The embedded engine's worker with the background work (source polling, and channel
+    notifications when a bot token is set), until ``stop`` is set."""
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    client = make_client(settings)
+    try:
+        notify = bool(settings.slack_bot_token)
+        if not notify:
+            log.info("channel notifications are off in this worker: SLACK_BOT_TOKEN is not set")
+        # Source-change polling needs no Slack: the scheduler runs even without a bot token.
+        stop_background = start_background(
+            settings=settings, pipeline_client=client, sessions=sessions, notify=notify
+        )
+        log.info("engine worker running; stop with Ctrl-C or SIGTERM")
+        try:
+            while not stop.wait(1.0):
+                pass
+        finally:
+            stop_background()
+    finally:
+        close_client(client)
+        engine.dispose()
+
+
+@dataclass(frozen=True)
+class RunningBot:
+    """A started bot: the Bolt app and what it runs on."""
+
+    app: App
+    pipeline_client: PipelineClient
+    sessions: SessionFactory
+
+
+@contextmanager
+def running_bot(settings: Settings) -> Iterator[RunningBot]:
+    """Build the bot from ``settings`` (backend, database, Web API client, Bolt app) and
+    start its background work (notifications, source polling); stop it all on exit.
+    ``serve`` and ``sandbox`` both run the bot through this one factory."""
+    engine = make_engine(settings.resolved_database_url)
+    sessions = make_session_factory(engine)
+    pipeline_client = make_client(settings, run_worker=settings.run_worker)
+    try:
+        web_client = make_web_client(settings)
+        services = build_services(
+            settings=settings,
+            pipeline_client=pipeline_client,
+            sessions=sessions,
+            web_client=web_client,
+        )
+        app = build_app(settings=settings, services=services, web_client=web_client)
+        stop_background = start_background(
+            settings=settings,
+            pipeline_client=pipeline_client,
+            sessions=sessions,
+            web_client=web_client,
+            permissions=services.permissions,
+        )
+        try:
+            yield RunningBot(app=app, pipeline_client=pipeline_client, sessions=sessions)
+        finally:
+            stop_background()
+    finally:
+        close_client(pipeline_client)
+        engine.dispose()

@@ -3,14 +3,36 @@
 Source -> Build (build the site, run its unit tests) -> Staging (deploy to a
 local folder, check every link of the deployed pages) -> Approval -> Production
 (deploy to another local folder). Every Commands action does real work.
+
+``run_demo`` (``pipebot demo``) runs it on the embedded engine and follows it on the
+terminal; the sandbox seeds the same pipeline into its stand-in workspace.
 """
 
 from __future__ import annotations
 
 import os
 import subprocess
+import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from botocore.exceptions import ClientError
+
+from bot.engine import LocalCodePipeline
+from bot.ops.pipeline_state import FINISHED, is_waiting_approval
+
+STATUS_MARK = {
+    "InProgress": "…",
+    "Succeeded": "✓",
+    "Failed": "✗",
+    "Stopped": "■",
+    "Stopping": "■",
+    "Superseded": "↷",
+    "Abandoned": "✗",
+    None: " ",
+}
+"""How the terminal follower marks a stage or action status."""
 
 DEMO_PIPELINE = "demo"
 DEMO_REPOSITORY = "demo-app"
@@ -196,3 +218,81 @@ def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:
             },
         ],
     }
+
+
+def run_demo(
+    client: LocalCodePipeline, *, deploy_root: Path, approve: str, out: TextIO = sys.stdout
+) -> int:
+    """Create the demo pipeline (or start it again) and follow its execution on ``out``.
+
+    ``approve`` answers the approval gate: ``ask`` on a terminal, ``yes`` or ``no`` at once.
+    Returns the process exit code: 0 when the execution succeeded, else 1.
+    """
+    try:
+        client.get_pipeline(name=DEMO_PIPELINE)
+        execution_id = client.start_pipeline_execution(name=DEMO_PIPELINE)["pipelineExecutionId"]
+    except ClientError as exc:
+        if exc.response["Error"]["Code"] != "PipelineNotFoundException":
+            raise
+        client.create_pipeline(pipeline=demo_declaration(deploy_root=deploy_root))
+        execution_id = client.list_pipeline_executions(pipelineName=DEMO_PIPELINE, maxResults=1)[
+            "pipelineExecutionSummaries"
+        ][0]["pipelineExecutionId"]
+    print(f"pipeline {DEMO_PIPELINE}: execution {execution_id}", file=out)
+    return follow(client, DEMO_PIPELINE, execution_id, approve=approve, out=out)
+
+
+def follow(
+    client: LocalCodePipeline, name: str, execution_id: str, *, approve: str, out: TextIO
+) -> int:
+    """Print each stage's progress as it changes until the execution finishes."""
+    last = ""
+    answered: set[str] = set()
+    while True:
+        execution = client.get_pipeline_execution(
+            pipelineName=name, pipelineExecutionId=execution_id
+        )["pipelineExecution"]
+        state = client.get_pipeline_state(name=name)
+        lines = []
+        for stage in state["stageStates"]:
+            latest = stage.get("latestExecution", {})
+            mine = latest.get("pipelineExecutionId") == execution_id
+            status = latest.get("status") if mine else None
+            actions = ", ".join(
+                f"{a['actionName']} {STATUS_MARK.get(a.get('latestExecution', {}).get('status'))}"
+                for a in stage["actionStates"]
+                if mine
+            )
+            lines.append(f"  {STATUS_MARK.get(status, ' ')} {stage['stageName']:<12} {actions}")
+            for action in stage["actionStates"]:
+                action_latest = action.get("latestExecution", {})
+                token = action_latest.get("token")
+                if mine and is_waiting_approval(action_latest) and token not in answered:
+                    answered.add(token)
+                    verdict = _verdict(stage["stageName"], action["actionName"], approve)
+                    client.put_approval_result(
+                        pipelineName=name,
+                        stageName=stage["stageName"],
+                        actionName=action["actionName"],
+                        result={"summary": f"{verdict} from the pipebot demo", "status": verdict},
+                        token=token,
+                    )
+                    print(f"  -> {verdict}", file=out)
+        text = "\n".join(lines)
+        if text != last:
+            print(f"[{time.strftime('%H:%M:%S')}] {execution['status']}\n{text}", file=out)
+            out.flush()
+            last = text
+        if execution["status"] in FINISHED:
+            summary = execution.get("statusSummary")
+            detail = f" ({summary})" if summary else ""
+            print(f"execution {execution_id}: {execution['status']}{detail}", file=out)
+            return 0 if execution["status"] == "Succeeded" else 1
+        time.sleep(0.25)
+
+
+def _verdict(stage: str, action: str, approve: str) -> str:
+    if approve == "ask" and sys.stdin.isatty():
+        reply = input(f"Approval {stage}/{action} is waiting. Approve? [y/N] ").strip().lower()
+        return "Approved" if reply in ("y", "yes") else "Rejected"
+    return "Rejected" if approve == "no" else "Approved"

@@ -15,6 +15,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bot.errors import PipebotError
+
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 _USER_ID = re.compile(r"^[UW][A-Z0-9]{2,}$")
 
@@ -23,7 +25,7 @@ def _split_ids(value: str) -> list[str]:
     return [item.strip() for item in value.replace(" ", ",").split(",") if item.strip()]
 
 
-class ConfigurationError(Exception):
+class ConfigurationError(PipebotError):
     """Invalid configuration; the message names every bad variable and how to fix it."""
 
 

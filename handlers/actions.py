@@ -1,40 +1,44 @@
-"""Buttons (block_actions). Each click is acked first, then acted on.
+"""Buttons (block_actions). Each click is acked first, then acted on through
+``handlers.common.perform`` (check, act, audit, reply), as commands and forms are.
 
 Buttons carry a ``ButtonRef`` (identifiers only). After a click, the message it
 came from is redrawn from the pipeline's current state with the outcome (who,
-when) appended, so buttons that no longer apply are gone.
+when) appended, so buttons that no longer apply are gone. ``ACTIONS`` is the one
+table of buttons: each action ID with the permission it needs and its handler.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import Ack, App, Respond
 from slack_sdk.web import WebClient
 
+from bot.ops.approvals import decide_approval
+from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError, request_token
-from bot.slack import blocks, ids, notifications
+from bot.slack import ids, notifications
+from bot.slack.execution import execution_blocks
 from bot.slack.ids import ButtonRef
-from handlers.commands import decide_approval
-from handlers.common import Actor, HeldReplies, Services, audit, check, ephemeral, explain
-from handlers.grammar import Permission
+from bot.slack.kit import escape
+from bot.slack.messages import notice_blocks
+from bot.slack.modals import reject_modal, stop_modal
+from bot.slack.outcomes import (
+    approval_answer_line,
+    approval_taken_line,
+    decision_outcome,
+    outcome_blocks,
+)
+from bot.slack.status import status_blocks
+from bot.slack.text import slack_date
+from handlers.common import Actor, Done, Reply, Services, ephemeral, perform, user_name
+from storage import bot_store
+from storage.db import transaction
 
 log = logging.getLogger(__name__)
-
-PERMISSIONS: dict[str, Permission] = {
-    ids.START: Permission.OPERATE,
-    ids.STOP: Permission.OPERATE,
-    ids.RETRY_FAILED: Permission.OPERATE,
-    ids.RETRY_ALL: Permission.OPERATE,
-    ids.APPROVE: Permission.APPROVE,
-    ids.REJECT: Permission.APPROVE,
-    ids.VIEW_LOG: Permission.READ,
-    ids.DELETE_CONFIRM: Permission.OPERATE,
-    ids.DELETE_CANCEL: Permission.READ,
-    ids.REFRESH_STATUS: Permission.READ,
-}
 
 
 class Click:
@@ -46,7 +50,7 @@ class Click:
         services: Services,
         body: dict[str, Any],
         ref: ButtonRef,
-        respond: Any,
+        respond: Reply,
         client: WebClient,
     ) -> None:
         self.services = services
@@ -54,10 +58,7 @@ class Click:
         self.ref = ref
         self.respond = respond
         self.client = client
-        channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
-            "channel_id"
-        )
-        self.actor = Actor(user_id=(body.get("user") or {}).get("id", "?"), channel_id=channel)
+        self.actor = clicker(body)
         self.message_ts = (body.get("container") or {}).get("message_ts")
         self.trigger_id = body.get("trigger_id")
 
@@ -85,7 +86,7 @@ class Click:
         try:
             state = ops.state(self.ref.pipeline)
             executions = ops.executions(self.ref.pipeline, 5)
-            fresh = blocks.status_blocks(
+            fresh = status_blocks(
                 state=state,
                 executions=executions,
                 approvals_allowed=self._may(Permission.APPROVE),
@@ -97,122 +98,69 @@ class Click:
         self.respond(
             replace_original=True,
             text=outcome[:3000],
-            blocks=blocks.outcome_blocks(original=fresh, outcome=outcome, drop=()),
+            blocks=outcome_blocks(original=fresh, outcome=outcome, drop=()),
         )
 
     def _may(self, permission: Permission) -> bool:
         return self.services.permissions.check(
-            user_id=self.actor.user_id, permission=permission.value, pipeline=self.ref.pipeline
+            user_id=self.actor.user_id, permission=permission, pipeline=self.ref.pipeline
         ).allowed
 
     def when(self) -> str:
-        return blocks.slack_date(self.services.now())
+        return slack_date(self.services.now())
+
+
+def clicker(body: dict[str, Any]) -> Actor:
+    """Who clicked, and in which channel (none on App Home)."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    return Actor(user_id=(body.get("user") or {}).get("id", "?"), channel_id=channel)
 
 
 def register(app: App, services: Services) -> None:
-    for action_id, handler in HANDLERS.items():
-        app.action(action_id)(_listener(services, action_id, handler))
+    for action_id, button in ACTIONS.items():
+        app.action(action_id)(_listener(services, action_id, button))
 
 
-def _listener(
-    services: Services, action_id: str, handler: Callable[[Click], str | None]
-) -> Callable[..., None]:
-    def listen(ack: Any, body: dict[str, Any], respond: Any, client: WebClient) -> None:
+def _listener(services: Services, action_id: str, button: Button) -> Callable[..., None]:
+    def listen(ack: Ack, body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         ack()
         services.later(handle, body, respond, client)
 
-    def handle(body: dict[str, Any], respond: Any, client: WebClient) -> None:
+    def handle(body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         actions = body.get("actions") or [{}]
         try:
             ref = ButtonRef.decode(str(actions[0].get("value", "")))
         except ValueError:
             ephemeral(respond, message="That button is not one pipebot understands any more.")
             return
-        permission = PERMISSIONS[action_id]
-        # A mutating click's replies go out after its audit entry (see HeldReplies).
-        held = HeldReplies(respond)
-        mutating = permission != Permission.READ
-        click = Click(
-            services=services,
-            body=body,
-            ref=ref,
-            respond=held if mutating else respond,
-            client=client,
+
+        def work(reply: Reply) -> Done | None:
+            click = Click(services=services, body=body, ref=ref, respond=reply, client=client)
+            return button.handler(click)
+
+        perform(
+            services,
+            actor=clicker(body),
+            surface="click",
+            what=action_id,
+            permission=button.permission,
+            pipeline=ref.pipeline,
+            execution_id=ref.execution,
+            respond=respond,
+            work=work,
         )
-        try:
-            _carry_out(click, action_id, handler, permission=permission, respond=respond)
-        finally:
-            held.release()
 
     return listen
 
 
-def _carry_out(
-    click: Click,
-    action_id: str,
-    handler: Callable[[Click], str | None],
-    *,
-    permission: Permission,
-    respond: Any,
-) -> None:
-    services, ref = click.services, click.ref
-    if permission != Permission.READ:
-        decision = check(
-            services,
-            actor=click.actor,
-            permission=permission.value,
-            pipeline=ref.pipeline,
-            kind="click",
-            what=action_id,
-            execution_id=ref.execution,
-        )
-        if not decision.allowed:
-            ephemeral(respond, message=decision.reason)
-            return
-    try:
-        execution = handler(click)
-    except OpsError as exc:
-        if permission != Permission.READ:
-            audit(
-                services,
-                actor=click.actor,
-                kind="click",
-                what=action_id,
-                outcome="error",
-                pipeline=ref.pipeline,
-                execution_id=ref.execution,
-                detail=exc.message,
-            )
-        ephemeral(respond, message=explain(services, exc, pipeline=ref.pipeline))
-        return
-    except Exception:
-        log.exception("button %s failed for %s", action_id, click.actor.user_id)
-        ephemeral(
-            respond,
-            message="Sorry, something went wrong on pipebot's side; it has been logged.",
-        )
-        return
-    if permission != Permission.READ and execution is not None:
-        audit(
-            services,
-            actor=click.actor,
-            kind="click",
-            what=action_id,
-            outcome="ok",
-            pipeline=ref.pipeline,
-            execution_id=execution or ref.execution,
-        )
-
-
-def _start(c: Click) -> str | None:
+def _start(c: Click) -> Done | None:
     execution_id = c.services.ops.start(
         c.ref.pipeline,
         {},
         request_token=request_token("slack-click", c.trigger_id or c.services.now().isoformat()),
     )
-    from storage import bot_store
-    from storage.db import transaction
-
     with transaction(c.services.sessions) as session:
         bot_store.record_starter(
             session=session,
@@ -221,10 +169,10 @@ def _start(c: Click) -> str | None:
             user_id=c.actor.user_id,
         )
     c.redraw(f"▶️ Started by <@{c.actor.user_id}> at {c.when()}: execution `{execution_id}`")
-    return execution_id
+    return Done(execution_id=execution_id)
 
 
-def _stop(c: Click) -> str | None:
+def _stop(c: Click) -> Done | None:
     if not c.trigger_id:
         raise OpsError("Slack did not send a trigger to open the form; click again.")
     ref = ButtonRef(
@@ -233,53 +181,66 @@ def _stop(c: Click) -> str | None:
         channel=c.actor.channel_id,
         message_ts=c.message_ts,
     )
-    c.client.views_open(trigger_id=c.trigger_id, view=blocks.stop_modal(ref=ref))
+    c.client.views_open(trigger_id=c.trigger_id, view=stop_modal(ref=ref))
     return None
 
 
-def _retry(mode: str) -> Callable[[Click], str | None]:
-    def retry(c: Click) -> str | None:
+def _retry(mode: str) -> Callable[[Click], Done | None]:
+    def retry(c: Click) -> Done | None:
         stage, execution_id = c.services.ops.retry(
             c.ref.pipeline, c.ref.stage, c.ref.execution, mode=mode
         )
         what = "all actions" if mode == "ALL_ACTIONS" else "failed actions"
         c.redraw(f"🔁 <@{c.actor.user_id}> retried {what} of *{stage}* at {c.when()}")
-        return execution_id
+        return Done(execution_id=execution_id)
 
     return retry
 
 
-def _approve(c: Click) -> str | None:
-    if c.ref.stage is None or c.ref.action is None:
+def _approve(c: Click) -> Done | None:
+    stage, action = c.ref.stage, c.ref.action
+    if stage is None or action is None:
         raise OpsError("That button does not say which approval it answers.")
     outcome = decide_approval(
-        c.services,
-        client=c.client,
-        actor=c.actor,
+        ops=c.services.ops,
+        sessions=c.services.sessions,
+        now=c.services.now(),
+        user_id=c.actor.user_id,
+        user_name=lambda: user_name(c.client, c.actor.user_id),
         pipeline=c.ref.pipeline,
-        stage=c.ref.stage,
-        action=c.ref.action,
+        stage=stage,
+        action=action,
         approved=True,
         comment=None,
         execution_id=c.ref.execution,
     )
-    if outcome.already is not None:
-        ephemeral(c.respond, message=outcome.already)
+    if outcome.state != "decided":
+        taken = approval_taken_line(
+            answering=outcome.state == "answering",
+            verdict=outcome.verdict,
+            user_id=outcome.user_id,
+            at=outcome.at or c.services.now(),
+        )
+        ephemeral(c.respond, message=taken)
         return None
+    line = approval_answer_line(
+        approved=True,
+        user_id=c.actor.user_id,
+        pipeline=c.ref.pipeline,
+        stage=stage,
+        action=action,
+        comment=None,
+    )
     c.redraw(
-        f"{outcome.message} at {c.when()}",
-        reply_outcome=notifications.decision_outcome(
-            stage=c.ref.stage,
-            action=c.ref.action,
-            approved=True,
-            user_id=c.actor.user_id,
-            comment=None,
+        f"{line} at {c.when()}",
+        reply_outcome=decision_outcome(
+            stage=stage, action=action, approved=True, user_id=c.actor.user_id, comment=None
         ),
     )
-    return c.ref.execution or ""
+    return Done(execution_id=c.ref.execution)
 
 
-def _reject(c: Click) -> str | None:
+def _reject(c: Click) -> Done | None:
     if not c.trigger_id:
         raise OpsError("Slack did not send a trigger to open the form; click again.")
     ref = ButtonRef(
@@ -290,11 +251,11 @@ def _reject(c: Click) -> str | None:
         channel=c.actor.channel_id,
         message_ts=c.message_ts,
     )
-    c.client.views_open(trigger_id=c.trigger_id, view=blocks.reject_modal(ref=ref))
+    c.client.views_open(trigger_id=c.trigger_id, view=reject_modal(ref=ref))
     return None
 
 
-def _view_log(c: Click) -> str | None:
+def _view_log(c: Click) -> Done | None:
     if c.ref.execution is None:
         raise OpsError("That button does not say which execution it shows.")
     view = c.services.ops.execution_view(c.ref.pipeline, c.ref.execution)
@@ -302,7 +263,7 @@ def _view_log(c: Click) -> str | None:
         response_type="ephemeral",
         replace_original=False,
         text=f"Execution {c.ref.execution}",
-        blocks=blocks.execution_blocks(
+        blocks=execution_blocks(
             pipeline=c.ref.pipeline,
             execution=view.execution,
             actions=view.actions,
@@ -312,42 +273,51 @@ def _view_log(c: Click) -> str | None:
     return None
 
 
-def _delete_confirm(c: Click) -> str | None:
+def _delete_confirm(c: Click) -> Done | None:
     c.services.ops.delete(c.ref.pipeline)
     c.respond(
         replace_original=True,
         text=f"Pipeline {c.ref.pipeline} deleted",
-        blocks=blocks.notice_blocks(
-            message=f"🗑 Pipeline *{blocks.escape(c.ref.pipeline)}* deleted by "
+        blocks=notice_blocks(
+            message=f"🗑 Pipeline *{escape(c.ref.pipeline)}* deleted by "
             f"<@{c.actor.user_id}> at {c.when()}."
         ),
     )
-    return ""
+    return Done()
 
 
-def _delete_cancel(c: Click) -> str | None:
+def _delete_cancel(c: Click) -> Done | None:
     c.respond(
         replace_original=True,
         text="Kept",
-        blocks=blocks.notice_blocks(message=f"Kept pipeline *{blocks.escape(c.ref.pipeline)}*."),
+        blocks=notice_blocks(message=f"Kept pipeline *{escape(c.ref.pipeline)}*."),
     )
     return None
 
 
-def _refresh(c: Click) -> str | None:
+def _refresh(c: Click) -> Done | None:
     c.redraw(f"Refreshed by <@{c.actor.user_id}> at {c.when()}")
     return None
 
 
-HANDLERS: dict[str, Callable[[Click], str | None]] = {
-    ids.START: _start,
-    ids.STOP: _stop,
-    ids.RETRY_FAILED: _retry("FAILED_ACTIONS"),
-    ids.RETRY_ALL: _retry("ALL_ACTIONS"),
-    ids.APPROVE: _approve,
-    ids.REJECT: _reject,
-    ids.VIEW_LOG: _view_log,
-    ids.DELETE_CONFIRM: _delete_confirm,
-    ids.DELETE_CANCEL: _delete_cancel,
-    ids.REFRESH_STATUS: _refresh,
+@dataclass(frozen=True)
+class Button:
+    """What a button's click needs: its permission and its handler."""
+
+    permission: Permission
+    handler: Callable[[Click], Done | None]
+
+
+ACTIONS: dict[str, Button] = {
+    ids.START: Button(Permission.OPERATE, _start),
+    ids.STOP: Button(Permission.OPERATE, _stop),
+    ids.RETRY_FAILED: Button(Permission.OPERATE, _retry("FAILED_ACTIONS")),
+    ids.RETRY_ALL: Button(Permission.OPERATE, _retry("ALL_ACTIONS")),
+    ids.APPROVE: Button(Permission.APPROVE, _approve),
+    ids.REJECT: Button(Permission.APPROVE, _reject),
+    ids.VIEW_LOG: Button(Permission.READ, _view_log),
+    ids.DELETE_CONFIRM: Button(Permission.OPERATE, _delete_confirm),
+    ids.DELETE_CANCEL: Button(Permission.READ, _delete_cancel),
+    ids.REFRESH_STATUS: Button(Permission.READ, _refresh),
 }
+"""Every button: its action ID (``bot.slack.ids``), the permission it needs, its handler."""

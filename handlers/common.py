@@ -1,26 +1,52 @@
-"""What every handler is given, and the steps they share: permission, audit, replies."""
+"""What every handler is given, and the one path every mutating surface takes.
+
+``perform`` is that path: check the permission, act, audit, reply. Slash commands
+(``handlers.commands``), button clicks (``handlers.actions``) and form submissions
+(``handlers.views``) all go through it, so they refuse, fail and succeed alike:
+
+- refused: audited as ``refused``, the reason told privately;
+- a domain error (``bot.errors.PipebotError``): audited as ``error`` when the operation
+  changes something, its message told privately (with name suggestions for a mistyped
+  pipeline);
+- anything else: logged with its traceback, audited as ``error``, and the user gets a
+  short apology (never the traceback);
+- done: audited as ``ok`` with what it acted on.
+
+A mutating operation's replies are held until its audit entry is written, so a crash in
+between can never leave an outcome the user was told with no audit entry.
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
-from bot.ops.permissions import Decision, Permissions
+from bot.errors import PipebotError
+from bot.ops.permissions import Decision, Permission, Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.settings import Settings
-from bot.slack import blocks
+from bot.slack.messages import error_blocks, notice_blocks
 from handlers.grammar import suggest
-from storage import bot_store
+from storage import bot_store, notify_store
+from storage.bot_store import AuditKind, AuditOutcome
 from storage.db import SessionFactory, transaction
 
 log = logging.getLogger(__name__)
+
+Surface = AuditKind
+"""Where an operation came from; the audit log's ``kind``."""
+
+APOLOGY = (
+    "Sorry, something went wrong on pipebot's side; it has been logged. "
+    "Try again, or ask an admin to look at pipebot's logs."
+)
 
 
 def _utcnow() -> datetime:
@@ -44,8 +70,9 @@ class Services:
         )
     )
 
-    def later(self, work: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-        """Run ``work`` after the ack; a failure is logged (handlers answer their own errors)."""
+    def later(self, work: Callable[..., object], /, *args: Any, **kwargs: Any) -> None:
+        """Run ``work`` after the ack. Work that answers users goes through ``perform``,
+        which answers its own errors; anything that still escapes is logged here."""
 
         def run() -> None:
             try:
@@ -56,6 +83,20 @@ class Services:
         self.background.submit(run)
 
 
+class Reply(Protocol):
+    """Where a surface's answers go, called like Bolt's ``respond``: a slash command's or
+    a click's ``response_url`` (``slack_bolt.Respond``), or a form's ``FormReply``."""
+
+    def __call__(
+        self,
+        *,
+        text: str = ...,
+        blocks: Sequence[dict[str, Any]] | None = ...,
+        response_type: str | None = ...,
+        replace_original: bool | None = ...,
+    ) -> object: ...
+
+
 @dataclass(frozen=True)
 class Actor:
     """Who did something, and where."""
@@ -64,13 +105,40 @@ class Actor:
     channel_id: str | None
 
 
+@dataclass(frozen=True)
+class Done:
+    """What a mutating operation did, for its audit entry: the execution it acted on, and
+    the pipeline when it is only known after acting (``create`` names it in its input).
+    ``then`` is a visible effect other than a reply (a form redrawing the message it was
+    opened from): like the replies, it runs once the audit entry is written."""
+
+    execution_id: str | None = None
+    pipeline: str | None = None
+    then: Callable[[], None] | None = None
+
+
+class RefusedError(PipebotError):
+    """A permission refusal found while acting (``require``): ``perform`` audits it as
+    refused, not as an error, with the execution it was about."""
+
+    def __init__(self, message: str, *, execution_id: str | None = None) -> None:
+        super().__init__(message)
+        self.execution_id = execution_id
+
+
+Work = Callable[[Reply], Done | None]
+"""An operation's body: acts, replies through the ``Reply`` it is given, and returns
+``Done`` when it changed something (audited), None when not (a read, a form opened,
+an approval someone else had already answered)."""
+
+
 def audit(
     services: Services,
     *,
     actor: Actor,
-    kind: str,
+    kind: Surface,
     what: str,
-    outcome: str,
+    outcome: AuditOutcome,
     pipeline: str | None = None,
     execution_id: str | None = None,
     detail: str | None = None,
@@ -82,9 +150,9 @@ def audit(
                 session=session,
                 user_id=actor.user_id,
                 channel_id=actor.channel_id,
-                kind=kind,  # type: ignore[arg-type]
+                kind=kind,
                 what=what,
-                outcome=outcome,  # type: ignore[arg-type]
+                outcome=outcome,
                 pipeline=pipeline,
                 execution_id=execution_id,
                 detail=detail[:2000] if detail else None,
@@ -93,46 +161,122 @@ def audit(
         log.exception("could not write the audit entry for %s by %s", what, actor.user_id)
 
 
-def check(
+def decide(
     services: Services,
     *,
     actor: Actor,
-    permission: str,
+    permission: Permission,
     pipeline: str | None,
-    kind: str,
-    what: str,
     execution_id: str | None = None,
 ) -> Decision:
-    """Decide and, when refused, audit the refusal."""
+    """May ``actor`` do this? With an execution, its starter is looked up, so the
+    pipeline's no-self-approval rule applies."""
     starter = None
-    if permission == "approve" and execution_id is not None:
+    if permission == Permission.APPROVE and execution_id is not None:
         with services.sessions() as session:
             row = bot_store.get_starter(session=session, execution_id=execution_id)
             starter = row.user_id if row is not None else None
-    decision = services.permissions.check(
+    return services.permissions.check(
         user_id=actor.user_id,
-        permission=permission,  # type: ignore[arg-type]
+        permission=permission,
         pipeline=pipeline,
         execution_starter=starter,
     )
+
+
+def require(
+    services: Services,
+    *,
+    actor: Actor,
+    permission: Permission,
+    pipeline: str | None,
+    execution_id: str | None = None,
+) -> None:
+    """Raise ``RefusedError`` unless ``actor`` may do this: for the checks an operation can only
+    make once it has read what it acts on (the execution an approval waits for)."""
+    decision = decide(
+        services, actor=actor, permission=permission, pipeline=pipeline, execution_id=execution_id
+    )
     if not decision.allowed:
-        audit(
+        raise RefusedError(decision.reason, execution_id=execution_id)
+
+
+def perform(
+    services: Services,
+    *,
+    actor: Actor,
+    surface: Surface,
+    what: str,
+    permission: Permission,
+    pipeline: str | None,
+    execution_id: str | None = None,
+    respond: Reply,
+    work: Work,
+) -> None:
+    """Check, act, audit, reply: the one path of every command, click and form.
+
+    ``what`` names the operation in the audit log (the command, the button's action ID, the
+    form); ``execution_id`` is the execution it acts on when known before acting. A
+    ``READ`` operation is neither checked nor audited. See the module docstring for what
+    each outcome is told and audited.
+    """
+    mutating = permission != Permission.READ
+
+    def record(outcome: AuditOutcome, **fields: Any) -> None:
+        if mutating:
+            audit(services, actor=actor, kind=surface, what=what, outcome=outcome, **fields)
+
+    if mutating:
+        decision = decide(
             services,
             actor=actor,
-            kind=kind,
-            what=what,
-            outcome="refused",
+            permission=permission,
             pipeline=pipeline,
             execution_id=execution_id,
-            detail=decision.reason,
         )
-    return decision
+        if not decision.allowed:
+            record("refused", pipeline=pipeline, execution_id=execution_id, detail=decision.reason)
+            ephemeral(respond, message=decision.reason)
+            return
+    held = HeldReplies(respond)
+    done: Done | None = None
+    try:
+        try:
+            done = work(held if mutating else respond)
+        except RefusedError as exc:
+            record(
+                "refused",
+                pipeline=pipeline,
+                execution_id=exc.execution_id or execution_id,
+                detail=exc.message,
+            )
+            ephemeral(held, message=exc.message)
+            return
+        except PipebotError as exc:
+            record("error", pipeline=pipeline, execution_id=execution_id, detail=exc.message)
+            ephemeral(held, message=explain(services, exc, pipeline=pipeline))
+            return
+        except Exception:
+            log.exception("%s %s failed for %s", surface, what, actor.user_id)
+            record("error", pipeline=pipeline, execution_id=execution_id, detail="internal error")
+            ephemeral(held, message=APOLOGY)
+            return
+        if done is not None:
+            record(
+                "ok",
+                pipeline=done.pipeline or pipeline,
+                execution_id=done.execution_id or execution_id,
+            )
+    finally:
+        held.release()  # after the audit entry
+    if done is not None and done.then is not None:
+        done.then()
 
 
-def explain(services: Services, error: OpsError, *, pipeline: str | None) -> str:
+def explain(services: Services, error: PipebotError, *, pipeline: str | None) -> str:
     """The user-facing text of an error, with name suggestions for a mistyped pipeline."""
     message = error.message
-    if error.code == "PipelineNotFoundException" and pipeline:
+    if isinstance(error, OpsError) and error.code == "PipelineNotFoundException" and pipeline:
         try:
             close = suggest(pipeline, services.ops.names())
         except OpsError:
@@ -155,11 +299,10 @@ def user_name(client: WebClient, user_id: str) -> str:
 
 
 class HeldReplies:
-    """A ``respond`` that holds its replies until ``release``: a mutating command's or
-    click's replies go out after its outcome is audited, so a crash in between can never
-    leave an outcome the user was told with no audit entry."""
+    """A ``Reply`` that holds its replies until ``release``: a mutating operation's
+    replies go out after its outcome is audited."""
 
-    def __init__(self, respond: Any) -> None:
+    def __init__(self, respond: Reply) -> None:
         self._respond = respond
         self._held: list[dict[str, Any]] = []
 
@@ -172,13 +315,73 @@ class HeldReplies:
             self._respond(**kwargs)
 
 
-def ephemeral(respond: Any, *, message: str, usage: str | None = None) -> None:
+class FormReply:
+    """A ``Reply`` for a form (a modal has no ``response_url``): privately to its user in
+    the channel it was opened from (chat.postEphemeral), in the channel for an
+    ``in_channel`` answer (chat.postMessage), or as a direct message when the form came
+    from no channel. ``replace_original`` has no meaning here and is ignored."""
+
+    def __init__(self, *, client: WebClient, actor: Actor) -> None:
+        self._client = client
+        self._actor = actor
+
+    def __call__(
+        self,
+        *,
+        text: str = "",
+        blocks: Sequence[dict[str, Any]] | None = None,
+        response_type: str | None = None,
+        replace_original: bool | None = None,
+    ) -> None:
+        kwargs: dict[str, Any] = {"text": text, "blocks": list(blocks or [])}
+        actor = self._actor
+        try:
+            if actor.channel_id is None:
+                self._client.chat_postMessage(channel=actor.user_id, **kwargs)
+            elif response_type == "in_channel":
+                self._client.chat_postMessage(channel=actor.channel_id, **kwargs)
+            else:
+                self._client.chat_postEphemeral(
+                    channel=actor.channel_id, user=actor.user_id, **kwargs
+                )
+        except SlackApiError:
+            log.warning("could not tell %s the outcome of a form", actor.user_id)
+
+
+def ephemeral(respond: Reply, *, message: str, usage: str | None = None) -> None:
     """A private error or notice for the user who asked."""
     respond(
         response_type="ephemeral",
         replace_original=False,
         text=message[:3000],
-        blocks=blocks.error_blocks(message=message, usage=usage),
+        blocks=error_blocks(message=message, usage=usage),
+    )
+
+
+def notice(respond: Reply, *, message: str, public: bool) -> None:
+    """An outcome as a notice: ``public`` ones are for the channel (who did what)."""
+    respond(
+        response_type="in_channel" if public else "ephemeral",
+        replace_original=False,
+        text=message[:3000],
+        blocks=notice_blocks(message=message),
+    )
+
+
+def subscribe_on_create(services: Services, *, pipeline: str, actor: Actor) -> str:
+    """Subscribe the channel a pipeline was created from; the sentence saying so (or "")."""
+    if not actor.channel_id:
+        return ""
+    with transaction(services.sessions) as session:
+        notify_store.subscribe(
+            session=session,
+            pipeline=pipeline,
+            channel_id=actor.channel_id,
+            created_by=actor.user_id,
+        )
+    return (
+        f" This channel is subscribed to its executions "
+        f"(`{services.settings.command} unsubscribe {pipeline}` to stop)."
     )
 
 

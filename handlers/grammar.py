@@ -1,8 +1,9 @@
 """The typed ``/pipeline`` grammar: one registry of commands, a parser that raises, generated help.
 
 Everything here is pure (no I/O), so the slash-command handler can parse before ``ack()`` and answer
-bad input with the subcommand's usage instead of a traceback (the errbot lesson in
-``docs/style.md``). ``parse`` raises ``CommandError`` for every bad input and nothing else.
+bad input with the subcommand's usage instead of a traceback (errbot's lesson in the style notes,
+``../shared/docs/style.md`` beside this repository). ``parse`` raises ``CommandError`` for every
+bad input and nothing else.
 
 Text arrives as Slack sends it: ``&``, ``<`` and ``>`` typed by the user come HTML-escaped and are
 decoded here exactly once; user and group mentions arrive as ``<@U…|name>`` /
@@ -21,15 +22,16 @@ import shlex
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Final, NamedTuple
+
+from bot.errors import PipebotError
+from bot.ops.permissions import PERMISSION_HOLDERS, Permission
 
 __all__ = [
     "REGISTRY",
     "CommandError",
     "CommandSpec",
     "ParsedCommand",
-    "Permission",
     "UnknownCommandError",
     "help_text",
     "normalize_reason",
@@ -38,23 +40,6 @@ __all__ = [
     "suggest",
     "usage_text",
 ]
-
-
-class Permission(StrEnum):
-    """The right a command needs; the bot maps it to admins, operators and approvers."""
-
-    READ = "read"
-    OPERATE = "operate"
-    APPROVE = "approve"
-    ADMIN = "admin"
-
-
-PERMISSION_HOLDERS: Final[Mapping[Permission, str]] = {
-    Permission.READ: "everyone",
-    Permission.OPERATE: "the pipeline's operators and admins",
-    Permission.APPROVE: "the pipeline's approvers and admins",
-    Permission.ADMIN: "admins (`PIPEBOT_ADMINS`)",
-}
 
 
 @dataclass(frozen=True)
@@ -67,7 +52,6 @@ class CommandSpec:
     usage: str
     example: str
     permission: Permission
-    available: bool = True
     notes: str = ""
 
 
@@ -274,12 +258,11 @@ class ParsedCommand:
         return spec
 
 
-class CommandError(Exception):
+class CommandError(PipebotError):
     """Bad command text; ``message`` is user-facing mrkdwn, ``usage`` the command's usage."""
 
     def __init__(self, message: str, *, usage: str | None = None, command: str | None = None):
         super().__init__(message)
-        self.message = message
         self.usage = usage
         self.command = command
 
@@ -874,22 +857,15 @@ def help_text(*, command: str | None, slash: str = "/pipeline", trial_mode: bool
         lines.append(f"Permission: *{spec.permission.value}* ({holders})")
         if spec.notes:
             lines.append(spec.notes)
-        if not spec.available:
-            lines.append("_Not available yet: channel notifications come in a later release._")
     else:
         lines.append(f"*pipebot commands* — `{slash} help COMMAND` shows one in detail")
         for spec in REGISTRY:
-            if not spec.available:
-                continue
             line = f"• `{slash} {spec.usage}` — {spec.summary}"
             if spec.example != spec.usage:
                 line += f" e.g. `{slash} {spec.example}`"
             if spec.aliases:
                 line += " (alias " + ", ".join(f"`{a}`" for a in spec.aliases) + ")"
             lines.append(line)
-        coming = [f"`{spec.name}`" for spec in REGISTRY if not spec.available]
-        if coming:
-            lines.append("_Coming soon:_ " + ", ".join(coming) + " (channel notifications)")
         if not trial_mode:
             lines.append(
                 "Operators may start, stop, retry, edit and enable/disable a pipeline; approvers "

@@ -9,8 +9,11 @@ from slack_bolt import App
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
+from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError
-from bot.slack import blocks
+from bot.ops.pipeline_state import is_in_progress
+from bot.slack.home import home_view
+from bot.slack.messages import error_blocks
 from handlers.common import Services
 
 log = logging.getLogger(__name__)
@@ -21,18 +24,18 @@ def home_for(services: Services, user_id: str) -> dict[str, Any]:
     pipelines = services.ops.list_with_latest()
     approvals = []
     for summary, latest in pipelines:
-        if latest is None or latest.get("status") not in ("InProgress", "Stopping"):
+        if latest is None or not is_in_progress(latest.get("status")):
             continue
         name = summary["name"]
         if not services.permissions.check(
-            user_id=user_id, permission="approve", pipeline=name
+            user_id=user_id, permission=Permission.APPROVE, pipeline=name
         ).allowed:
             continue
         for pending in services.ops.pending_approvals(name):
             approvals.append(
                 (name, pending.stage, pending.action, pending.execution_id or "", pending.since)
             )
-    return blocks.home_view(
+    return home_view(
         pipelines=pipelines,
         approvals=approvals,
         now=services.now(),
@@ -50,7 +53,7 @@ def register(app: App, services: Services) -> None:
         try:
             view = home_for(services, user_id)
         except OpsError as exc:
-            view = {"type": "home", "blocks": blocks.error_blocks(message=exc.message)}
+            view = {"type": "home", "blocks": error_blocks(message=exc.message)}
         try:
             client.views_publish(user_id=user_id, view=view)
         except SlackApiError:

@@ -1,31 +1,62 @@
 """Modal submissions: create/edit a pipeline, reject with a comment, stop options.
 
 A declaration is validated before the ack, locally and fast, so its errors show
-inline in the modal; the backend is called after the ack and its answer is
-posted privately to the user in the channel the modal came from.
+inline in the modal; the backend is called after the ack, through
+``handlers.common.perform`` like commands and clicks, and its answer is posted to the
+user in the channel the modal came from (``FormReply``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import App
+from slack_bolt import Ack, App
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
 from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
 from bot.engine.errors import DeclarationError
+from bot.ops.approvals import decide_approval
+from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError
-from bot.slack import blocks, ids, notifications
+from bot.slack import ids, notifications
 from bot.slack.ids import ButtonRef
-from handlers.commands import decide_approval, subscribe_on_create
-from handlers.common import Actor, Services, audit, check, explain, user_name
-from handlers.grammar import Permission
+from bot.slack.modals import declaration_from_values
+from bot.slack.outcomes import (
+    approval_answer_line,
+    approval_taken_line,
+    decision_outcome,
+    outcome_blocks,
+)
+from bot.slack.status import status_blocks
+from bot.slack.text import slack_date
+from handlers.common import (
+    Actor,
+    Done,
+    FormReply,
+    Reply,
+    Services,
+    ephemeral,
+    notice,
+    perform,
+    subscribe_on_create,
+    user_name,
+)
 from storage import notify_store
 
 log = logging.getLogger(__name__)
+
+Listener = Callable[..., None]
+
+
+def register(app: App, services: Services) -> None:
+    app.view(ids.CREATE_VIEW)(_declaration_listener(services, editing=False))
+    app.view(ids.EDIT_VIEW)(_declaration_listener(services, editing=True))
+    app.view(ids.REJECT_VIEW)(_reject_listener(services))
+    app.view(ids.STOP_VIEW)(_stop_listener(services))
 
 
 def _value(view: dict[str, Any], block: str, element: str) -> Any:
@@ -43,287 +74,238 @@ def _ref(view: dict[str, Any]) -> ButtonRef | None:
         return None
 
 
-class Reply:
-    """Where a modal's outcome goes: privately to its user, in the channel it came from."""
+def _submitter(body: dict[str, Any], ref: ButtonRef | None) -> Actor:
+    """Who submitted the form, in the channel it was opened from (none if it says none)."""
+    return Actor(
+        user_id=(body.get("user") or {}).get("id", "?"),
+        channel_id=ref.channel if ref is not None else None,
+    )
 
-    def __init__(self, *, client: WebClient, actor: Actor) -> None:
-        self.client = client
-        self.actor = actor
 
-    def tell(self, message: str, *, public: bool = False) -> None:
-        kwargs: dict[str, Any] = {
-            "text": message[:3000],
-            "blocks": blocks.notice_blocks(message=message),
-        }
+# --- create and edit ----------------------------------------------------------------------------
+
+
+def _declaration_listener(services: Services, *, editing: bool) -> Listener:
+    def listen(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        text = declaration_from_values((view.get("state") or {}).get("values") or {})
+        ref = _ref(view)
         try:
-            if self.actor.channel_id is None:
-                self.client.chat_postMessage(channel=self.actor.user_id, **kwargs)
-            elif public:
-                self.client.chat_postMessage(channel=self.actor.channel_id, **kwargs)
-            else:
-                self.client.chat_postEphemeral(
-                    channel=self.actor.channel_id, user=self.actor.user_id, **kwargs
-                )
-        except SlackApiError:
-            log.warning("could not tell %s the outcome of a form", self.actor.user_id)
-
-
-def register(app: App, services: Services) -> None:
-    def declaration_listener(callback_id: str) -> Any:
-        def listen(ack: Any, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
-            text = blocks.declaration_from_values((view.get("state") or {}).get("values") or {})
-            ref = _ref(view)
-            try:
-                pipeline, _tags = split_declaration(parse_declaration_text(text))
-                validate_declaration(pipeline, local=services.ops.local)
-            except DeclarationError as exc:
-                ack(response_action="errors", errors={ids.DECLARATION_BLOCK: exc.message[:2000]})
-                return
-            editing = callback_id == ids.EDIT_VIEW
-            if editing and ref is not None and pipeline.get("name") != ref.pipeline:
-                ack(
-                    response_action="errors",
-                    errors={
-                        ids.DECLARATION_BLOCK: f"This form edits {ref.pipeline}; the declaration "
-                        f"is named {pipeline.get('name')}. Renaming is not supported."
-                    },
-                )
-                return
-            ack()
-            services.later(work, body, client, ref, pipeline, text, editing)
-
-        def work(
-            body: dict[str, Any],
-            client: WebClient,
-            ref: ButtonRef | None,
-            pipeline: dict[str, Any],
-            text: str,
-            editing: bool,
-        ) -> None:
-            actor = Actor(
-                user_id=(body.get("user") or {}).get("id", "?"),
-                channel_id=ref.channel if ref is not None else None,
+            pipeline, _tags = split_declaration(parse_declaration_text(text))
+            validate_declaration(pipeline, local=services.ops.local)
+        except DeclarationError as exc:
+            ack(response_action="errors", errors={ids.DECLARATION_BLOCK: exc.message[:2000]})
+            return
+        if editing and ref is not None and pipeline.get("name") != ref.pipeline:
+            ack(
+                response_action="errors",
+                errors={
+                    ids.DECLARATION_BLOCK: f"This form edits {ref.pipeline}; the declaration "
+                    f"is named {pipeline.get('name')}. Renaming is not supported."
+                },
             )
-            name = str(pipeline.get("name"))
-            reply = Reply(client=client, actor=actor)
-            what = "edit" if editing else "create"
-            decision = check(
-                services,
-                actor=actor,
-                permission=Permission.OPERATE.value,
-                pipeline=name,
-                kind="view",
-                what=what,
-            )
-            if not decision.allowed:
-                reply.tell(decision.reason)
-                return
-            try:
-                result = services.ops.update(name, text) if editing else services.ops.create(text)
-            except OpsError as exc:
-                _failed(
-                    services,
-                    reply,
-                    exc,
-                    what=what,
-                    pipeline=name,
-                    execution_id=None,
-                    suggest=False,
-                )
-                return
-            audit(services, actor=actor, kind="view", what=what, outcome="ok", pipeline=name)
-            verb = "updated" if editing else "created"
-            note = "" if editing else subscribe_on_create(services, pipeline=name, actor=actor)
-            reply.tell(
-                f"<@{actor.user_id}> {verb} pipeline *{name}* (version {result['version']})."
-                + note,
-                public=True,
-            )
+            return
+        ack()
+        actor = _submitter(body, ref)
+        name = str(pipeline.get("name"))
+        services.later(
+            perform,
+            services,
+            actor=actor,
+            surface="view",
+            what="edit" if editing else "create",
+            permission=Permission.OPERATE,
+            pipeline=name,
+            respond=FormReply(client=client, actor=actor),
+            work=lambda reply: _save(
+                services, reply, actor=actor, name=name, text=text, editing=editing
+            ),
+        )
 
-        return listen
+    return listen
 
-    app.view(ids.CREATE_VIEW)(declaration_listener(ids.CREATE_VIEW))
-    app.view(ids.EDIT_VIEW)(declaration_listener(ids.EDIT_VIEW))
 
-    def reject_listener(
-        ack: Any, body: dict[str, Any], view: dict[str, Any], client: WebClient
-    ) -> None:
+def _save(
+    services: Services, reply: Reply, *, actor: Actor, name: str, text: str, editing: bool
+) -> Done:
+    result = services.ops.update(name, text) if editing else services.ops.create(text)
+    verb = "updated" if editing else "created"
+    note = "" if editing else subscribe_on_create(services, pipeline=name, actor=actor)
+    notice(
+        reply,
+        message=f"<@{actor.user_id}> {verb} pipeline *{name}* (version {result['version']})."
+        + note,
+        public=True,
+    )
+    return Done()
+
+
+# --- reject -------------------------------------------------------------------------------------
+
+
+def _reject_listener(services: Services) -> Listener:
+    def listen(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         comment = str(_value(view, ids.COMMENT_BLOCK, ids.COMMENT_INPUT) or "").strip()
         if not comment:
             ack(response_action="errors", errors={ids.COMMENT_BLOCK: "Say why you reject."})
             return
         ack()
-        services.later(reject_work, body, view, client, comment)
-
-    def reject_work(
-        body: dict[str, Any], view: dict[str, Any], client: WebClient, comment: str
-    ) -> None:
         ref = _ref(view)
-        actor = Actor(
-            user_id=(body.get("user") or {}).get("id", "?"),
-            channel_id=ref.channel if ref is not None else None,
-        )
-        reply = Reply(client=client, actor=actor)
+        actor = _submitter(body, ref)
+        reply = FormReply(client=client, actor=actor)
         if ref is None or ref.stage is None or ref.action is None:
-            reply.tell("That form no longer says which approval it answers; use `reject`.")
-            return
-        decision = check(
-            services,
-            actor=actor,
-            permission=Permission.APPROVE.value,
-            pipeline=ref.pipeline,
-            kind="view",
-            what="reject",
-            execution_id=ref.execution,
-        )
-        if not decision.allowed:
-            reply.tell(decision.reason)
-            return
-        try:
-            outcome = decide_approval(
-                services,
-                client=client,
-                actor=actor,
-                pipeline=ref.pipeline,
-                stage=ref.stage,
-                action=ref.action,
-                approved=False,
-                comment=comment,
-                execution_id=ref.execution,
-            )
-        except OpsError as exc:
-            _failed(
-                services,
+            services.later(
+                ephemeral,
                 reply,
-                exc,
-                what="reject",
-                pipeline=ref.pipeline,
-                execution_id=ref.execution,
-                suggest=True,
+                message="That form no longer says which approval it answers; use `reject`.",
             )
             return
-        if outcome.already is not None:
-            reply.tell(outcome.already)
-            return
-        audit(
+        services.later(
+            perform,
             services,
             actor=actor,
-            kind="view",
+            surface="view",
             what="reject",
-            outcome="ok",
+            permission=Permission.APPROVE,
             pipeline=ref.pipeline,
             execution_id=ref.execution,
-        )
-        _update_origin(
-            client,
-            ref,
-            outcome.message + f" at {blocks.slack_date(services.now())}",
-            services,
-            reply_outcome=notifications.decision_outcome(
-                stage=ref.stage or "?",
-                action=ref.action or "?",
-                approved=False,
-                user_id=actor.user_id,
-                comment=comment,
+            respond=reply,
+            work=lambda reply_: _reject(
+                services, reply_, client=client, actor=actor, ref=ref, comment=comment
             ),
         )
-        reply.tell(outcome.message, public=True)
 
-    app.view(ids.REJECT_VIEW)(reject_listener)
+    return listen
 
-    def stop_listener(
-        ack: Any, body: dict[str, Any], view: dict[str, Any], client: WebClient
-    ) -> None:
-        ack()
-        services.later(stop_work, body, view, client)
 
-    def stop_work(body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
-        ref = _ref(view)
-        actor = Actor(
-            user_id=(body.get("user") or {}).get("id", "?"),
-            channel_id=ref.channel if ref is not None else None,
+def _reject(
+    services: Services,
+    reply: Reply,
+    *,
+    client: WebClient,
+    actor: Actor,
+    ref: ButtonRef,
+    comment: str,
+) -> Done | None:
+    stage, action = ref.stage or "?", ref.action or "?"
+    outcome = decide_approval(
+        ops=services.ops,
+        sessions=services.sessions,
+        now=services.now(),
+        user_id=actor.user_id,
+        user_name=lambda: user_name(client, actor.user_id),
+        pipeline=ref.pipeline,
+        stage=stage,
+        action=action,
+        approved=False,
+        comment=comment,
+        execution_id=ref.execution,
+    )
+    if outcome.state != "decided":
+        taken = approval_taken_line(
+            answering=outcome.state == "answering",
+            verdict=outcome.verdict,
+            user_id=outcome.user_id,
+            at=outcome.at or services.now(),
         )
-        reply = Reply(client=client, actor=actor)
+        ephemeral(reply, message=taken)
+        return None
+    line = approval_answer_line(
+        approved=False,
+        user_id=actor.user_id,
+        pipeline=ref.pipeline,
+        stage=stage,
+        action=action,
+        comment=comment,
+    )
+    notice(reply, message=line, public=True)
+    thread_line = decision_outcome(
+        stage=stage, action=action, approved=False, user_id=actor.user_id, comment=comment
+    )
+    return Done(
+        then=lambda: _update_origin(
+            services,
+            client,
+            ref,
+            f"{line} at {slack_date(services.now())}",
+            reply_outcome=thread_line,
+        )
+    )
+
+
+# --- stop ---------------------------------------------------------------------------------------
+
+
+def _stop_listener(services: Services) -> Listener:
+    def listen(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
+        ack()
+        ref = _ref(view)
+        actor = _submitter(body, ref)
+        reply = FormReply(client=client, actor=actor)
         if ref is None:
-            reply.tell("That form no longer says which execution it stops; use `stop`.")
+            services.later(
+                ephemeral,
+                reply,
+                message="That form no longer says which execution it stops; use `stop`.",
+            )
             return
         abandon = _value(view, ids.STOP_MODE_BLOCK, ids.STOP_MODE_INPUT) == "abandon"
         reason = str(_value(view, ids.STOP_REASON_BLOCK, ids.STOP_REASON_INPUT) or "").strip()
-        decision = check(
+        services.later(
+            perform,
             services,
             actor=actor,
-            permission=Permission.OPERATE.value,
-            pipeline=ref.pipeline,
-            kind="view",
+            surface="view",
             what="stop",
-        )
-        if not decision.allowed:
-            reply.tell(decision.reason)
-            return
-        full = f"Stopped by {user_name(client, actor.user_id)} in Slack" + (
-            f": {reason}" if reason else ""
-        )
-        try:
-            execution_id = services.ops.stop(
-                ref.pipeline, ref.execution, abandon=abandon, reason=full
-            )
-        except OpsError as exc:
-            _failed(
+            permission=Permission.OPERATE,
+            pipeline=ref.pipeline,
+            respond=reply,
+            work=lambda reply_: _stop(
                 services,
-                reply,
-                exc,
-                what="stop",
-                pipeline=ref.pipeline,
-                execution_id=ref.execution,
-                suggest=True,
-            )
-            return
-        audit(
-            services,
-            actor=actor,
-            kind="view",
-            what="stop",
-            outcome="ok",
-            pipeline=ref.pipeline,
-            execution_id=execution_id,
+                reply_,
+                client=client,
+                actor=actor,
+                ref=ref,
+                abandon=abandon,
+                reason=reason,
+            ),
         )
-        how = "stopped and abandoned" if abandon else "is stopping"
-        message = f"⏹ <@{actor.user_id}>: execution `{execution_id}` of *{ref.pipeline}* {how}"
-        _update_origin(client, ref, f"{message} at {blocks.slack_date(services.now())}", services)
-        reply.tell(message, public=True)
 
-    app.view(ids.STOP_VIEW)(stop_listener)
+    return listen
 
 
-def _failed(
+def _stop(
     services: Services,
     reply: Reply,
-    exc: OpsError,
     *,
-    what: str,
-    pipeline: str | None,
-    execution_id: str | None,
-    suggest: bool,
-) -> None:
-    """Audit a form's failed backend call and tell its user what went wrong."""
-    audit(
-        services,
-        actor=reply.actor,
-        kind="view",
-        what=what,
-        outcome="error",
-        pipeline=pipeline,
-        execution_id=execution_id,
-        detail=exc.message,
+    client: WebClient,
+    actor: Actor,
+    ref: ButtonRef,
+    abandon: bool,
+    reason: str,
+) -> Done:
+    full = f"Stopped by {user_name(client, actor.user_id)} in Slack" + (
+        f": {reason}" if reason else ""
     )
-    reply.tell(explain(services, exc, pipeline=pipeline if suggest else None))
+    execution_id = services.ops.stop(ref.pipeline, ref.execution, abandon=abandon, reason=full)
+    how = "stopped and abandoned" if abandon else "is stopping"
+    message = f"⏹ <@{actor.user_id}>: execution `{execution_id}` of *{ref.pipeline}* {how}"
+    notice(reply, message=message, public=True)
+    return Done(
+        execution_id=execution_id,
+        then=lambda: _update_origin(
+            services, client, ref, f"{message} at {slack_date(services.now())}"
+        ),
+    )
+
+
+# --- the message a form came from -----------------------------------------------------------------
 
 
 def _update_origin(
+    services: Services,
     client: WebClient,
     ref: ButtonRef,
     outcome: str,
-    services: Services,
     *,
     reply_outcome: str | None = None,
 ) -> None:
@@ -352,7 +334,7 @@ def _update_origin(
     try:
         state = services.ops.state(ref.pipeline)
         executions = services.ops.executions(ref.pipeline, 5)
-        fresh = blocks.status_blocks(
+        fresh = status_blocks(
             state=state,
             executions=executions,
             approvals_allowed=True,
@@ -363,7 +345,7 @@ def _update_origin(
             channel=ref.channel,
             ts=ref.message_ts,
             text=outcome[:3000],
-            blocks=blocks.outcome_blocks(original=fresh, outcome=outcome, drop=()),
+            blocks=outcome_blocks(original=fresh, outcome=outcome, drop=()),
         )
     except (OpsError, SlackApiError):
         # An ephemeral message cannot be updated by chat.update; the outcome is still told.

@@ -139,7 +139,7 @@ def test_models_and_migrations_agree(database_url: str) -> None:
 def test_throttled_calls_once_now_and_once_after_a_burst() -> None:
     import threading
 
-    from bot.cli import _throttled
+    from bot.app import throttled
 
     calls: list[float] = []
     done = threading.Event()
@@ -149,9 +149,9 @@ def test_throttled_calls_once_now_and_once_after_a_burst() -> None:
         if len(calls) == 2:
             done.set()
 
-    throttled = _throttled(record, seconds=0.2)
+    call = throttled(record, seconds=0.2)
     for _ in range(50):
-        throttled()
+        call()
     assert len(calls) == 1  # the first call goes through at once
     assert done.wait(5)  # the burst's trailing call follows the window
     assert len(calls) == 2

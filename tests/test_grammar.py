@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bot.ops.permissions import Permission
 from handlers.grammar import (
     REGISTRY,
     CommandError,
     ParsedCommand,
-    Permission,
     UnknownCommandError,
     help_text,
     normalize_reason,
@@ -67,7 +67,6 @@ def test_registry_covers_the_issue_commands_in_help_order() -> None:
         "unsubscribe",
         "subscriptions",
     ]
-    assert all(spec.available for spec in REGISTRY)
 
 
 @pytest.mark.parametrize(
@@ -208,15 +207,11 @@ def test_help_too_many_arguments() -> None:
     assert error_of("help start stop").usage is not None
 
 
-def test_help_lists_every_available_command_with_its_example() -> None:
+def test_help_lists_every_command_with_its_example() -> None:
     text = help_text(command=None, trial_mode=False)
     for spec in REGISTRY:
-        if spec.available:
-            assert f"`/pipeline {spec.usage}` — {spec.summary}" in text
-            assert f"`/pipeline {spec.example}`" in text
-        else:
-            assert f"`/pipeline {spec.usage}`" not in text
-            assert f"`{spec.name}`" in text
+        assert f"`/pipeline {spec.usage}` — {spec.summary}" in text
+        assert f"`/pipeline {spec.example}`" in text
     assert "(alias `show`)" in text
     assert "PIPEBOT_ADMINS" not in text
     assert len(text) < 3000
@@ -244,8 +239,6 @@ def test_help_for_one_command(spec: Any) -> None:
     assert spec.permission.value in text
     for alias in spec.aliases:
         assert f"`{alias}`" in text
-    if not spec.available:
-        assert "Not available yet" in text
 
 
 def test_help_for_an_alias_and_for_an_unknown_command() -> None:
@@ -637,7 +630,6 @@ def test_subscription_commands_parse(text: str, pipeline: str | None, args: dict
     parsed = parse(text)
     assert parsed.pipeline == pipeline
     assert parsed.args == args
-    assert parsed.spec.available
 
 
 @pytest.mark.parametrize(

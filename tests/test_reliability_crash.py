@@ -137,7 +137,7 @@ def _approve(deployment: Deployment, name: str, stage: str, action: str, executi
             return
         except AssertionError:
             # "is answering right now": an answer cut short by a kill is taken over once
-            # stale (handlers.commands.PENDING_TAKEOVER_SECONDS); click again.
+            # stale (bot.ops.approvals.PENDING_TAKEOVER_SECONDS); click again.
             time.sleep(3)
     raise AssertionError(
         f"the approval {name} {stage}/{action} of {execution} could not be answered after "

@@ -14,10 +14,9 @@ from urllib.parse import quote
 import pytest
 
 from bot.app import wsgi_app
+from bot.ops.approvals import PENDING_TAKEOVER_SECONDS, decide_approval
 from bot.slack import ids
 from bot.slack.ids import ButtonRef
-from handlers.commands import PENDING_TAKEOVER_SECONDS, decide_approval
-from handlers.common import Actor
 from reliability.harness import wsgi_post
 from tests.helpers import wait_for
 from tests.slack_bot import (
@@ -61,9 +60,11 @@ def test_an_approval_cut_short_by_a_crash_can_still_be_answered(
     monkeypatch.setattr(bot.services.ops, "answer", die)
     with pytest.raises(Crash):
         decide_approval(
-            bot.services,
-            client=bot.fake.web_client(),
-            actor=Actor(user_id=ADMIN, channel_id="C1"),
+            ops=bot.services.ops,
+            sessions=bot.services.sessions,
+            now=bot.services.now(),
+            user_id=ADMIN,
+            user_name=lambda: "admin",
             pipeline="web",
             stage="Gate",
             action="Approve",

@@ -25,11 +25,12 @@ from pydantic import SecretStr
 from bot.app import build_app, build_services, make_web_client
 from bot.logging_setup import configure_logging
 from bot.notify.notifier import Notifier
+from bot.ops.permissions import Permission
 from bot.settings import Settings
 from bot.slack import ids
 from bot.slack.ids import ButtonRef
-from handlers.actions import PERMISSIONS
-from handlers.grammar import REGISTRY, Permission
+from handlers.actions import ACTIONS
+from handlers.grammar import REGISTRY
 from reliability.figures import record
 from reliability.harness import Secrets
 from storage import bot_store, notify_store
@@ -258,7 +259,7 @@ def test_every_mutating_command_button_and_form_refuses_an_unauthorised_user(bot
         assert reply.params.get("response_type") == "ephemeral", name
         assert "admins:" in text_of(reply).lower(), name  # the refusal names who may
         walked += 1
-    buttons = [a for a in ids.BUTTON_ACTIONS if PERMISSIONS[a] != Permission.READ]
+    buttons = [a for a in ids.BUTTON_ACTIONS if ACTIONS[a].permission != Permission.READ]
     ref = ButtonRef(pipeline="web", execution=execution, stage="Gate", action="Approve")
     for action_id in buttons:
         bot.click(action_id, ref, user=OTHER, name=f"btn-{action_id}")

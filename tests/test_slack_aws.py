@@ -746,8 +746,7 @@ def test_approve_button_for_an_answered_approval_is_told_so(stubbed: StubbedBot)
 
 def test_approve_command_with_a_comment(stubbed: StubbedBot) -> None:
     bot, stub = stubbed.bot, stubbed.stub
-    # Once to find the approval (and check the approver), once to read the token to answer.
-    stub.add_response("get_pipeline_state", waiting_state(), {"name": "web"})
+    # Read once: the approval found (and the approver checked) is the one answered.
     stub.add_response("get_pipeline_state", waiting_state(), {"name": "web"})
     stub.add_response(
         "put_approval_result",

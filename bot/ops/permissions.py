@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Final, Literal
 
 from storage import bot_store
@@ -31,7 +32,24 @@ from storage.db import SessionFactory
 
 logger = logging.getLogger(__name__)
 
-PermissionName = Literal["read", "operate", "approve", "admin"]
+
+class Permission(StrEnum):
+    """The right an operation needs; ``Permissions.check`` maps it to admins, operators and
+    approvers."""
+
+    READ = "read"
+    OPERATE = "operate"
+    APPROVE = "approve"
+    ADMIN = "admin"
+
+
+PERMISSION_HOLDERS: Final[dict[Permission, str]] = {
+    Permission.READ: "everyone",
+    Permission.OPERATE: "the pipeline's operators and admins",
+    Permission.APPROVE: "the pipeline's approvers and admins",
+    Permission.ADMIN: "admins (`PIPEBOT_ADMINS`)",
+}
+"""Who holds each permission, as help says it."""
 
 _ROLE_NOUN: Final = {"operators": "operator", "approvers": "approver"}
 
@@ -117,17 +135,21 @@ class Permissions:
         self,
         *,
         user_id: str,
-        permission: PermissionName,
+        permission: Permission,
         pipeline: str | None,
         execution_starter: str | None = None,
     ) -> Decision:
         """Decide; ``execution_starter`` is who started the execution being approved, if known."""
-        if permission == "read":
+        if permission == Permission.READ:
             return Decision(True, "Everyone may read.")
         # The lists are read only when a rule needs them: admins and trial mode stay off the
         # database unless a starter approves their own execution.
         lists: PipelineAccessLists | None = None
-        if permission == "approve" and pipeline is not None and execution_starter == user_id:
+        if (
+            permission == Permission.APPROVE
+            and pipeline is not None
+            and execution_starter == user_id
+        ):
             lists = self.access_lists(pipeline)
             if lists.no_self_approval:
                 return Decision(
@@ -140,22 +162,26 @@ class Permissions:
         if user_id in self.admins:
             return Decision(True, "You are an admin.")
         admins = f"Admins: {mentions(sorted(self.admins))}."
-        if permission == "admin":
+        if permission == Permission.ADMIN:
             return Decision(False, f"You need to be a pipebot admin. {admins}")
-        if permission not in ("operate", "approve"):
+        if permission not in (Permission.OPERATE, Permission.APPROVE):
             raise ValueError(f"unknown permission: {permission!r}")
 
-        verb = "operate" if permission == "operate" else "approve or reject executions of"
+        verb = "operate" if permission == Permission.OPERATE else "approve or reject executions of"
         if pipeline is None:
             return Decision(False, f"Only admins may {verb} that. {admins}")
         if lists is None:
             lists = self.access_lists(pipeline)
         role: Literal["operators", "approvers"] = (
-            "operators" if permission == "operate" else lists.approving_role
+            "operators" if permission == Permission.OPERATE else lists.approving_role
         )
         subjects = lists.operators if role == "operators" else lists.approvers
         if not subjects:
-            missing = "operators list" if permission == "operate" else "approvers or operators list"
+            missing = (
+                "operators list"
+                if permission == Permission.OPERATE
+                else "approvers or operators list"
+            )
             return Decision(
                 False, f"Only admins may {verb} {lists.pipeline}: it has no {missing}. {admins}"
             )
@@ -166,7 +192,7 @@ class Permissions:
         noun = _ROLE_NOUN[role]
         article = "an" if noun[0] in "aeiou" else "a"
         need = f"You need to be {article} {noun} of {lists.pipeline}"
-        if permission == "approve" and role == "operators":
+        if permission == Permission.APPROVE and role == "operators":
             need += " (it has no approvers list, so its operators approve)"
         holders = f"{role.capitalize()}: {mentions(subjects)}."
         if unchecked:
@@ -176,11 +202,6 @@ class Permissions:
                 f"Slack just now; try again in a moment. {holders} {admins}",
             )
         return Decision(False, f"{need}. {holders} {admins}")
-
-    def forget_groups(self) -> None:
-        """Drop cached group members (after ``access`` changes, or on a subteam event)."""
-        with self._cache_lock:
-            self._cache.clear()
 
     def _is_listed(self, user_id: str, subjects: Iterable[str]) -> tuple[bool, list[str]]:
         """(listed directly or through a group, groups whose lookup failed)."""

@@ -29,6 +29,15 @@ from botocore.exceptions import (
 
 from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
 from bot.engine.errors import DeclarationError
+from bot.errors import PipebotError
+from bot.ops.client import ActionLogs, ChangeFeed, PipelineClient
+from bot.ops.pipeline_state import (
+    APPROVAL_SUMMARY_MAX,
+    IN_PROGRESS,
+    PendingApproval,
+    pending_approvals,
+    retryable_stages,
+)
 from storage.db import utc
 
 log = logging.getLogger(__name__)
@@ -78,12 +87,12 @@ ERROR_MESSAGES: Mapping[str, str] = {
 }
 
 
-class OpsError(Exception):
-    """A failure to tell the user, in words they can act on."""
+class OpsError(PipebotError):
+    """A pipeline operation that failed; ``code`` is AWS's error code when AWS (or the
+    engine, with AWS's codes) refused it."""
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
-        self.message = message
         self.code = code
 
 
@@ -120,23 +129,12 @@ def run_guarded(call: Callable[[], T]) -> T:
 
 
 @dataclass(frozen=True)
-class PendingApproval:
-    pipeline: str
-    stage: str
-    action: str
-    execution_id: str | None
-    token: str
-    since: datetime | None
-
-
-@dataclass(frozen=True)
 class ExecutionView:
     execution: dict[str, Any]
     actions: list[dict[str, Any]]
     log_tail: str | None
 
 
-IN_PROGRESS = ("InProgress", "Stopping")
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 
 
@@ -153,13 +151,9 @@ def request_token(*parts: str) -> str:
 class PipelineOps:
     """Pipeline operations on a boto3-shaped client (AWS's or the embedded engine)."""
 
-    def __init__(self, *, client: Any, local: bool) -> None:
+    def __init__(self, *, client: PipelineClient, local: bool) -> None:
         self._client = client
         self._local = local
-
-    @property
-    def client(self) -> Any:
-        return self._client
 
     @property
     def local(self) -> bool:
@@ -230,14 +224,16 @@ class PipelineOps:
     def change_tokens(self) -> dict[str, str] | None:
         """Each pipeline's change token where the backend keeps them (the embedded engine),
         one read for all pipelines; None on AWS, where only reading a pipeline tells."""
-        tokens = getattr(self._client, "change_tokens", None)
-        if not callable(tokens):
+        if not isinstance(self._client, ChangeFeed):
             return None
-        return dict(run_guarded(tokens))
+        return dict(run_guarded(self._client.change_tokens))
+
+    def declaration(self, name: str) -> dict[str, Any]:
+        """The pipeline's declaration (GetPipeline's ``pipeline``)."""
+        return run_guarded(lambda: dict(self._client.get_pipeline(name=name)["pipeline"]))
 
     def declaration_text(self, name: str) -> str:
-        pipeline = run_guarded(lambda: self._client.get_pipeline(name=name)["pipeline"])
-        return json.dumps({"pipeline": pipeline}, indent=2, default=str)
+        return json.dumps({"pipeline": self.declaration(name)}, indent=2, default=str)
 
     def _action_details(self, name: str, execution_id: str) -> list[dict[str, Any]]:
         paginator = self._client.get_paginator("list_action_executions")
@@ -273,9 +269,10 @@ class PipelineOps:
         if not failed:
             return None
         detail = failed[-1]
-        get_log = getattr(self._client, "get_action_log", None)
-        if get_log is not None:
-            text = get_log(actionExecutionId=detail["actionExecutionId"], tailLines=40)
+        if isinstance(self._client, ActionLogs):
+            text = self._client.get_action_log(
+                actionExecutionId=detail["actionExecutionId"], tailLines=40
+            )
             if text:
                 return str(text)
         result = detail.get("output", {}).get("executionResult", {})
@@ -283,33 +280,18 @@ class PipelineOps:
         return str(summary) if summary else None
 
     def action_log(self, name: str, action_execution_id: str) -> str | None:
-        get_log = getattr(self._client, "get_action_log", None)
-        if get_log is None:
+        if not isinstance(self._client, ActionLogs):
             return None
-        return str(get_log(actionExecutionId=action_execution_id, tailLines=60)) or None
+        return (
+            str(self._client.get_action_log(actionExecutionId=action_execution_id, tailLines=60))
+            or None
+        )
 
     def pending_approvals(
         self, name: str, state: Mapping[str, Any] | None = None
     ) -> list[PendingApproval]:
-        state = state if state is not None else self.state(name)
-        pending = []
-        for stage in state.get("stageStates", []):
-            execution_id = stage.get("latestExecution", {}).get("pipelineExecutionId")
-            for action in stage.get("actionStates", []):
-                latest = action.get("latestExecution", {})
-                token = latest.get("token")
-                if latest.get("status") == "InProgress" and token:
-                    pending.append(
-                        PendingApproval(
-                            pipeline=name,
-                            stage=stage["stageName"],
-                            action=action["actionName"],
-                            execution_id=execution_id,
-                            token=token,
-                            since=latest.get("lastStatusChange"),
-                        )
-                    )
-        return pending
+        """The approvals waiting in ``name`` (read now, or from ``state`` when given)."""
+        return pending_approvals(name, state if state is not None else self.state(name))
 
     # --- writes ------------------------------------------------------------------------------
 
@@ -376,12 +358,10 @@ class PipelineOps:
     ) -> tuple[str, str]:
         """Retry a stage; default: the Failed or Stopped stage of the latest execution."""
         if stage is None or execution_id is None:
-            state = self.state(name)
             candidates = [
                 s
-                for s in state.get("stageStates", [])
-                if s.get("latestExecution", {}).get("status") in ("Failed", "Stopped")
-                and (stage is None or s["stageName"] == stage)
+                for s in retryable_stages(self.state(name))
+                if (stage is None or s["stageName"] == stage)
                 and (
                     execution_id is None
                     or s["latestExecution"]["pipelineExecutionId"] == execution_id
@@ -426,7 +406,7 @@ class PipelineOps:
                 pipelineName=approval.pipeline,
                 stageName=approval.stage,
                 actionName=approval.action,
-                result={"summary": summary[:512], "status": status},
+                result={"summary": summary[:APPROVAL_SUMMARY_MAX], "status": status},
                 token=approval.token,
             )
         )

@@ -32,6 +32,9 @@ FAILED_OR_STOPPED: Final = frozenset({"Failed", "Stopped", "Stopping"})
 STAGE_DONE: Final = frozenset({"Succeeded", "Failed", "Stopped", "Skipped", "Cancelled"})
 """Stage execution statuses after which the stage holds nothing for that execution."""
 
+APPROVAL_SUMMARY_MAX: Final = 512
+"""ApprovalResult.summary's maximum length (the API model's constraint)."""
+
 RETRYABLE_STAGE: Final = frozenset({"Failed", "Stopped"})
 """Stage execution statuses RetryStageExecution accepts (when not superseded)."""
 
