@@ -132,12 +132,6 @@ def set_policy(
     return policy
 
 
-def forget_pipeline(*, session: Session, pipeline: str) -> None:
-    """Drop the pipeline's access lists and policy (after the pipeline itself is deleted)."""
-    session.execute(delete(PipelineAccess).where(col(PipelineAccess.pipeline) == pipeline))
-    session.execute(delete(PipelinePolicy).where(col(PipelinePolicy.pipeline) == pipeline))
-
-
 # --- audit -------------------------------------------------------------------------------------
 
 

@@ -199,9 +199,9 @@ class EngineWorker(SQLModel, table=True):
 
 # --- the Slack bot -----------------------------------------------------------------------------
 #
-# Pipelines are referred to by name, not by foreign key: on the AWS backend they live in AWS,
-# and access lists outlive a delete-and-recreate of the same name on purpose only if the caller
-# keeps them (``bot_store.forget_pipeline`` clears them).
+# Pipelines are referred to by name, not by foreign key: on the AWS backend they live in AWS.
+# A pipeline's access lists and policy are kept when it is deleted, so a pipeline re-created
+# under the same name is governed as before (as an IAM policy naming a pipeline's ARN is).
 
 
 class PipelineAccess(SQLModel, table=True):

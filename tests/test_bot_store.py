@@ -90,7 +90,7 @@ def test_unknown_role_is_refused(sessions: SessionFactory) -> None:
         )
 
 
-def test_policy_get_set_and_forget_pipeline(sessions: SessionFactory) -> None:
+def test_policy_get_and_set(sessions: SessionFactory) -> None:
     with sessions() as session:
         assert bot_store.get_policy(session=session, pipeline="web") is None
 
@@ -120,12 +120,6 @@ def test_policy_get_set_and_forget_pipeline(sessions: SessionFactory) -> None:
         assert stored.no_self_approval
         assert stored.updated_by == "U7"
         assert utc(stored.updated_at) > T0
-
-    with transaction(sessions) as session:
-        bot_store.forget_pipeline(session=session, pipeline="web")
-    with sessions() as session:
-        assert bot_store.get_policy(session=session, pipeline="web") is None
-        assert bot_store.list_access(session=session, pipeline="web") == []
 
 
 # --- audit -------------------------------------------------------------------------------------

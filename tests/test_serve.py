@@ -170,3 +170,17 @@ def test_readme_documents_every_command_and_variable() -> None:
         assert f"`/pipeline {spec.example}`" in readme, spec.name
     for name, field in Settings.model_fields.items():
         assert f"`{field.alias or name}`" in readme, field.alias
+
+
+def test_readme_architecture_names_every_module_of_the_layout() -> None:
+    """The README's map of the folders stays true: every module of handlers/ and of bot/'s
+    subpackages is named in its Architecture section, and no folder it names is missing."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Architecture") : readme.index("## Reliability")]
+    for folder in ("handlers", "bot/ops", "bot/slack", "bot/notify", "bot/engine", "storage"):
+        assert f"`{folder}/`" in section, folder
+        for module in sorted((REPO / folder).glob("*.py")):
+            if module.name == "__init__.py":
+                continue
+            stem = module.stem
+            assert f"`{stem}`" in section or f"`{module.name}`" in section, f"{folder}/{stem}"

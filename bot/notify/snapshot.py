@@ -39,7 +39,13 @@ from datetime import datetime
 from typing import Any, Final
 
 from bot.ops.approvals import parse_decision_summary
-from bot.ops.pipeline_state import STAGE_DONE, is_finished, is_waiting_approval
+from bot.ops.pipeline_state import (
+    ENDED_BEFORE_ANSWER,
+    STAGE_DONE,
+    is_action_failed,
+    is_finished,
+    is_waiting_approval,
+)
 from bot.slack.kit import clip, esc, one_line
 from bot.slack.outcomes import decision_outcome
 from bot.slack.text import (
@@ -275,7 +281,7 @@ def _action_digest(action: Mapping[str, Any], *, started: datetime | None) -> di
         if is_waiting_approval(latest):
             digest["status"] = WAITING_FOR_APPROVAL
         digest["since"] = iso(changed)
-    elif status in ("Failed", "Abandoned"):
+    elif is_action_failed(status):
         error = latest.get("errorDetails") or {}
         digest["id"] = latest.get("actionExecutionId")
         digest["summary"] = trimmed(latest.get("summary") or error.get("message"), SUMMARY_MAX)
@@ -296,7 +302,7 @@ def _detail_digest(detail: Mapping[str, Any]) -> dict[str, Any] | None:
     summary = trimmed(result.get("externalExecutionSummary"), SUMMARY_MAX)
     if status == "InProgress":
         digest["since"] = iso(detail.get("lastUpdateTime") or detail.get("startTime"))
-    elif status in ("Failed", "Abandoned"):
+    elif is_action_failed(status):
         digest["id"] = detail.get("actionExecutionId")
         digest["summary"] = summary
     elif status == "Succeeded" and detail.get("updatedBy"):
@@ -483,7 +489,7 @@ def _approval_outcome(after: Mapping[str, Any], stage: str, action: str) -> str:
     if status == "InProgress":
         return f"⏹ The approval {where} was replaced (the stage was retried)"
     execution = after.get("status")
-    if execution in ("Superseded", "Stopped", "Stopping", "Cancelled"):
+    if execution in ENDED_BEFORE_ANSWER:
         return (
             f"{status_emoji(execution)} No longer needed: the execution was "
             f"{status_label(execution).lower()}"

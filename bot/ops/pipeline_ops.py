@@ -35,6 +35,7 @@ from bot.ops.pipeline_state import (
     APPROVAL_SUMMARY_MAX,
     IN_PROGRESS,
     PendingApproval,
+    is_action_failed,
     pending_approvals,
     retryable_stages,
 )
@@ -265,7 +266,7 @@ class PipelineOps:
         return run_guarded(read)
 
     def _failed_log_tail(self, actions: Sequence[Mapping[str, Any]]) -> str | None:
-        failed = [a for a in actions if a.get("status") in ("Failed", "Abandoned")]
+        failed = [a for a in actions if is_action_failed(a.get("status"))]
         if not failed:
             return None
         detail = failed[-1]

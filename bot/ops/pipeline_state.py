@@ -39,6 +39,19 @@ RETRYABLE_STAGE: Final = frozenset({"Failed", "Stopped"})
 """Stage execution statuses RetryStageExecution accepts (when not superseded)."""
 
 
+ACTION_FAILED: Final = frozenset({"Failed", "Abandoned"})
+"""Action execution statuses of an action that did not succeed (ListActionExecutions and
+GetPipelineState; Abandoned is a stop with abandon or an action the engine lost)."""
+
+ENDED_BEFORE_ANSWER: Final = frozenset({"Superseded", "Stopped", "Stopping", "Cancelled"})
+"""Execution statuses that end a waiting approval without an answer."""
+
+
+def is_action_failed(status: object) -> bool:
+    """Whether an action execution status is one of ``ACTION_FAILED``."""
+    return status in ACTION_FAILED
+
+
 def is_finished(status: object) -> bool:
     """Whether an execution status is final (``FINISHED``)."""
     return status in FINISHED

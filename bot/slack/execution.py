@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
-from bot.ops.pipeline_state import FINISHED
+from bot.ops.pipeline_state import FINISHED, is_action_failed
 from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
     MESSAGE_TEXT_BUDGET,
@@ -141,7 +141,7 @@ def _action_execution_chunk(detail: Mapping[str, Any]) -> str:
 
 def _log_title(ordered: Sequence[Mapping[str, Any]]) -> str:
     """Whose log it is: the action that failed last, when one did."""
-    failed = [a for a in ordered if a.get("status") in ("Failed", "Abandoned")]
+    failed = [a for a in ordered if is_action_failed(a.get("status"))]
     if not failed:
         return "*Log tail:*"
     last = max(failed, key=lambda a: aware(a.get("lastUpdateTime")) or _NEVER)

@@ -33,7 +33,7 @@ from bot.notify.snapshot import (
     WAITING_TO_ENTER,
     Event,
 )
-from bot.ops.pipeline_state import is_finished
+from bot.ops.pipeline_state import is_action_failed, is_finished
 from bot.slack import buttons
 from bot.slack.ids import ButtonRef
 from bot.slack.kit import (
@@ -212,7 +212,7 @@ def _stage_line(stage: Mapping[str, Any], *, finished: bool, now: datetime, comp
     stage_actions: list[Mapping[str, Any]] = list(stage.get("actions") or [])
     approvals = [a for a in stage_actions if a.get("status") == WAITING_FOR_APPROVAL]
     running = [a for a in stage_actions if a.get("status") == "InProgress"]
-    failed = [a for a in stage_actions if a.get("status") in ("Failed", "Abandoned")]
+    failed = [a for a in stage_actions if is_action_failed(a.get("status"))]
     shown = WAITING_FOR_APPROVAL if approvals and not running else status
     label = ("Not reached" if finished else "Pending") if status is None else _label(shown)
     line = f"{_emoji(shown)} *{flat_name(stage.get('name'))}* · {label}"

@@ -14,7 +14,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
-from bot.ops.pipeline_state import IN_PROGRESS, is_waiting_approval, retryable_stages
+from bot.ops.pipeline_state import (
+    IN_PROGRESS,
+    is_action_failed,
+    is_waiting_approval,
+    retryable_stages,
+)
 from bot.slack import buttons
 from bot.slack.ids import REFRESH_STATUS, START, STOP, ButtonRef
 from bot.slack.kit import (
@@ -417,7 +422,7 @@ def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool) -> s
         failed = [
             a
             for a in stage_actions
-            if (a.get("latestExecution") or {}).get("status") in ("Failed", "Abandoned")
+            if is_action_failed((a.get("latestExecution") or {}).get("status"))
         ]
         if failed:
             marks.append(f"❌ {name(failed[0].get('actionName'), 60)}")
@@ -473,7 +478,7 @@ def _action_line(action: Mapping[str, Any], *, now: datetime) -> str:
         # A source action's summary is the commit message only when it succeeded.
         message = latest.get("summary") if status == "Succeeded" else None
         line += " · " + revision_text(revision["revisionId"], message)
-    if status in ("Failed", "Abandoned"):
+    if is_action_failed(status):
         error = latest.get("errorDetails") or {}
         summary = latest.get("summary") or error.get("message")
         if isinstance(summary, str) and summary.strip():
