@@ -215,12 +215,7 @@ def _approve(c: Click) -> Done | None:
         execution_id=c.ref.execution,
     )
     if outcome.state != "decided":
-        taken = approval_taken_line(
-            answering=outcome.state == "answering",
-            verdict=outcome.verdict,
-            user_id=outcome.user_id,
-            at=outcome.at or c.services.now(),
-        )
+        taken = approval_taken_line(outcome, now=c.services.now())
         ephemeral(c.respond, message=taken)
         return None
     line = approval_answer_line(

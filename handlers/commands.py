@@ -334,12 +334,7 @@ def _answer(r: Request, *, approved: bool) -> Done | None:
         approval=approval,
     )
     if outcome.state != "decided":
-        taken = approval_taken_line(
-            answering=outcome.state == "answering",
-            verdict=outcome.verdict,
-            user_id=outcome.user_id,
-            at=outcome.at or r.services.now(),
-        )
+        taken = approval_taken_line(outcome, now=r.services.now())
         ephemeral(r.respond, message=taken)
         return None
     r.public(

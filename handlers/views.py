@@ -201,12 +201,7 @@ def _reject(
         execution_id=ref.execution,
     )
     if outcome.state != "decided":
-        taken = approval_taken_line(
-            answering=outcome.state == "answering",
-            verdict=outcome.verdict,
-            user_id=outcome.user_id,
-            at=outcome.at or services.now(),
-        )
+        taken = approval_taken_line(outcome, now=services.now())
         ephemeral(reply, message=taken)
         return None
     line = approval_answer_line(

@@ -776,3 +776,17 @@ def check_parse(text: str) -> None:
         assert spec_for(parsed.name) is not None
         assert parsed.text == text
         assert parsed.pipeline is None or 1 <= len(parsed.pipeline) <= 100
+
+
+def test_every_command_has_one_parser_and_one_handler_and_every_button_one_action() -> None:
+    """A command is declared in REGISTRY, parsed by its parser and carried out by its
+    handler; a button is drawn with an ID of ``ids.BUTTON_ACTIONS`` and handled by
+    ``actions.ACTIONS``. The tables must name the same things, or a command or a click
+    would fail only when someone uses it."""
+    from bot.slack import ids
+    from handlers import actions, commands, grammar
+
+    names = {spec.name for spec in REGISTRY}
+    assert set(grammar._PARSERS) == names
+    assert set(commands.HANDLERS) == names
+    assert set(ids.BUTTON_ACTIONS) == set(actions.ACTIONS)

@@ -15,6 +15,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final
 
+from bot.ops.approvals import ApprovalOutcome
 from bot.slack.ids import (
     APPROVE,
     DELETE_CANCEL,
@@ -89,9 +90,11 @@ def approval_answer_line(
     return f"{icon} <@{user_id}> {verdict} *{stage}/{action}* of *{pipeline}*{note}"
 
 
-def approval_taken_line(*, answering: bool, verdict: str, user_id: str, at: datetime) -> str:
-    """The private answer to someone whose decision came second: who answered, and when
-    (``answering``: the first answer is still on its way to the backend)."""
-    if answering:
-        return f"<@{user_id}> is answering this approval right now (since {slack_date(at)})."
-    return f"Already {verdict} by <@{user_id}> at {slack_date(at)}."
+def approval_taken_line(outcome: ApprovalOutcome, *, now: datetime) -> str:
+    """The private answer to someone whose decision came second (``outcome.state`` is not
+    ``decided``): who answered, and when; ``answering`` means the first answer is still on
+    its way to the backend."""
+    at = slack_date(outcome.at or now)
+    if outcome.state == "answering":
+        return f"<@{outcome.user_id}> is answering this approval right now (since {at})."
+    return f"Already {outcome.verdict} by <@{outcome.user_id}> at {at}."
