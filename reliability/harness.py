@@ -27,6 +27,8 @@ ROOT: Final = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `tests` is not installed; it lives next to this folder
     sys.path.insert(0, str(ROOT))
 
+from tests.slack_requests import SIGNING_SECRET  # noqa: E402 (after the path is set)
+
 HOST: Final = "127.0.0.1"
 START_TIMEOUT: Final = 120.0
 """Seconds for a started server to answer /healthz (migrations included, on a busy box)."""
@@ -43,7 +45,7 @@ class Secrets:
     """
 
     bot_token: str = "xoxb-4242424242-reliability-bot-token-value"
-    signing_secret: str = "test-signing-secret"  # what tests.slack_requests signs with
+    signing_secret: str = SIGNING_SECRET  # what the tests' requests are signed with
     aws_access_key_id: str = "AKIARELIABILITY0TEST"
     aws_secret_access_key: str = "reliabilitySecretAccessKey0000000000000000"
     aws_session_token: str = "reliability-session-token-FwoGZXIvYXdzEJr"

@@ -468,7 +468,7 @@ def test_a_post_cut_short_by_a_crash_is_not_posted_twice(h: Harness) -> None:
             super().chat_postMessage(**kwargs)
             raise Crash  # Slack posted it; the process dies before recording that
 
-    dying._web = DiesAfterSlackAnswers(token="xoxb-test", base_url=h.fake.base_url)
+    dying._outbox.web_client = DiesAfterSlackAnswers(token="xoxb-test", base_url=h.fake.base_url)
     h.clock.advance(INTERVAL)
     dying.tick()
     with pytest.raises(Crash):

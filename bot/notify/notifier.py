@@ -77,15 +77,6 @@ class Notifier:
         self._digests = Digests(ops=ops, sessions=sessions, clock=clock, zone=digest_zone)
         self._outbox = Outbox(sessions=sessions, web_client=web_client, clock=clock)
 
-    @property
-    def _web(self) -> WebClient:
-        """The outbox's Slack client; a test swaps it to cut a post short as a crash would."""
-        return self._outbox.web_client
-
-    @_web.setter
-    def _web(self, client: WebClient) -> None:
-        self._outbox.web_client = client
-
     def run_once(self) -> TickStats | None:
         """Tick and send the queue if this process holds the lease; None if another does."""
         if not self._lease.acquire():
