@@ -34,7 +34,18 @@ from bot.slack.outcomes import (
 )
 from bot.slack.status import status_blocks
 from bot.slack.text import slack_date
-from handlers.common import Actor, Done, Reply, Services, ephemeral, perform, user_name
+from handlers.common import (
+    Actor,
+    Done,
+    FormReply,
+    Reply,
+    Services,
+    ephemeral,
+    notice,
+    perform,
+    publish_home,
+    user_name,
+)
 from storage import bot_store
 from storage.db import transaction
 
@@ -62,6 +73,10 @@ class Click:
         self.message_ts = (body.get("container") or {}).get("message_ts")
         self.trigger_id = body.get("trigger_id")
 
+    def on_home(self) -> bool:
+        """Whether the button is on the App Home tab (a view, with no message to redraw)."""
+        return (self.body.get("view") or {}).get("type") == "home"
+
     def in_thread(self) -> bool:
         """Whether the clicked message is a thread reply (a notification's event reply)."""
         message = self.body.get("message") or {}
@@ -72,7 +87,12 @@ class Click:
         """Replace the clicked message with the pipeline's current status and the outcome;
         a notification's thread reply (an approval request, a failure) keeps what it says,
         its buttons giving way to ``reply_outcome`` (else ``outcome``), drawn as the
-        notifier draws it (whichever of the two lands last, the reply reads the same)."""
+        notifier draws it (whichever of the two lands last, the reply reads the same).
+        On App Home the outcome is told privately and the tab is drawn afresh."""
+        if self.on_home():
+            notice(self.respond, message=outcome, public=False)
+            publish_home(self.services, self.client, self.actor.user_id)
+            return
         if self.in_thread():
             original = list((self.body.get("message") or {}).get("blocks") or [])
             shown = reply_outcome or outcome
@@ -130,10 +150,15 @@ def _listener(services: Services, action_id: str, button: Button) -> Callable[..
 
     def handle(body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         actions = body.get("actions") or [{}]
+        actor = clicker(body)
+        # A click on App Home (or in a modal) comes with no response_url to answer through.
+        answer: Reply = (
+            respond if body.get("response_url") else FormReply(client=client, actor=actor)
+        )
         try:
             ref = ButtonRef.decode(str(actions[0].get("value", "")))
         except ValueError:
-            ephemeral(respond, message="That button is not one pipebot understands any more.")
+            ephemeral(answer, message="That button is not one pipebot understands any more.")
             return
 
         def work(reply: Reply) -> Done | None:
@@ -142,13 +167,13 @@ def _listener(services: Services, action_id: str, button: Button) -> Callable[..
 
         perform(
             services,
-            actor=clicker(body),
+            actor=actor,
             surface="click",
             what=action_id,
             permission=button.permission,
             pipeline=ref.pipeline,
             execution_id=ref.execution,
-            respond=respond,
+            respond=answer,
             work=work,
         )
 

@@ -31,7 +31,9 @@ from slack_sdk.web import WebClient
 from bot.errors import PipebotError
 from bot.ops.permissions import Decision, Permission, Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
+from bot.ops.pipeline_state import is_in_progress
 from bot.settings import Settings
+from bot.slack.home import home_view
 from bot.slack.messages import error_blocks, notice_blocks
 from handlers.grammar import suggest
 from storage import bot_store, notify_store
@@ -316,10 +318,11 @@ class HeldReplies:
 
 
 class FormReply:
-    """A ``Reply`` for a form (a modal has no ``response_url``): privately to its user in
-    the channel it was opened from (chat.postEphemeral), in the channel for an
-    ``in_channel`` answer (chat.postMessage), or as a direct message when the form came
-    from no channel. ``replace_original`` has no meaning here and is ignored."""
+    """A ``Reply`` for a surface with no ``response_url`` (a form, a click on App Home):
+    privately to its user in the channel it came from (chat.postEphemeral), in the channel
+    for an ``in_channel`` answer (chat.postMessage), or as a direct message from the app
+    when it came from no channel (App Home). ``replace_original`` has no meaning here and
+    is ignored."""
 
     def __init__(self, *, client: WebClient, actor: Actor) -> None:
         self._client = client
@@ -383,6 +386,42 @@ def subscribe_on_create(services: Services, *, pipeline: str, actor: Actor) -> s
         f" This channel is subscribed to its executions "
         f"(`{services.settings.command} unsubscribe {pipeline}` to stop)."
     )
+
+
+def home_view_for(services: Services, user_id: str) -> dict[str, Any]:
+    """The App Home view for ``user_id`` (approvals listed only where they may approve)."""
+    pipelines = services.ops.list_with_latest()
+    approvals = []
+    for summary, latest in pipelines:
+        if latest is None or not is_in_progress(latest.get("status")):
+            continue
+        name = summary["name"]
+        if not services.permissions.check(
+            user_id=user_id, permission=Permission.APPROVE, pipeline=name
+        ).allowed:
+            continue
+        for pending in services.ops.pending_approvals(name):
+            approvals.append(
+                (name, pending.stage, pending.action, pending.execution_id or "", pending.since)
+            )
+    return home_view(
+        pipelines=pipelines,
+        approvals=approvals,
+        now=services.now(),
+        trial_mode=services.permissions.trial_mode,
+    )
+
+
+def publish_home(services: Services, client: WebClient, user_id: str) -> None:
+    """Draw ``user_id``'s App Home tab afresh (views.publish); an error drawn in its place."""
+    try:
+        view = home_view_for(services, user_id)
+    except OpsError as exc:
+        view = {"type": "home", "blocks": error_blocks(message=exc.message)}
+    try:
+        client.views_publish(user_id=user_id, view=view)
+    except SlackApiError:
+        log.exception("could not publish the Home tab for %s", user_id)
 
 
 def group_members_via(client: WebClient) -> Callable[[str], frozenset[str]]:

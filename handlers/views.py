@@ -42,6 +42,7 @@ from handlers.common import (
     ephemeral,
     notice,
     perform,
+    publish_home,
     subscribe_on_create,
     user_name,
 )
@@ -222,6 +223,7 @@ def _reject(
             client,
             ref,
             f"{line} at {slack_date(services.now())}",
+            actor_id=actor.user_id,
             reply_outcome=thread_line,
         )
     )
@@ -253,6 +255,7 @@ def _stop_listener(services: Services) -> Listener:
             what="stop",
             permission=Permission.OPERATE,
             pipeline=ref.pipeline,
+            execution_id=ref.execution,
             respond=reply,
             work=lambda reply_: _stop(
                 services,
@@ -288,7 +291,11 @@ def _stop(
     return Done(
         execution_id=execution_id,
         then=lambda: _update_origin(
-            services, client, ref, f"{message} at {slack_date(services.now())}"
+            services,
+            client,
+            ref,
+            f"{message} at {slack_date(services.now())}",
+            actor_id=actor.user_id,
         ),
     )
 
@@ -302,12 +309,17 @@ def _update_origin(
     ref: ButtonRef,
     outcome: str,
     *,
+    actor_id: str,
     reply_outcome: str | None = None,
 ) -> None:
     """Redraw the message a modal was opened from, when it is a channel message: a status
     message with the current status, a notification's thread reply keeping what it says,
-    its buttons giving way to ``reply_outcome`` (else ``outcome``) as the notifier draws it."""
-    if ref.channel is None or ref.message_ts is None:
+    its buttons giving way to ``reply_outcome`` (else ``outcome``) as the notifier draws it.
+    A form opened from App Home (no channel) redraws the submitter's Home tab."""
+    if ref.channel is None:
+        publish_home(services, client, actor_id)
+        return
+    if ref.message_ts is None:
         return
     with services.sessions() as session:
         payload = notify_store.event_reply_payload(

@@ -18,7 +18,7 @@ from storage import bot_store
 from storage.db import transaction
 from tests.helpers import wait_for
 from tests.slack_bot import OTHER, Bot, release, text_of, waiting_approval
-from tests.slack_requests import bolt_request, view_submission
+from tests.slack_requests import bolt_request, home_block_action, view_submission
 
 
 def _audit(bot: Bot, what: str) -> list[Any]:
@@ -145,3 +145,41 @@ def test_self_approval_found_while_acting_is_audited_as_a_refusal(bot: Bot) -> N
     entry = _wait_audited(bot, "approve", "refused")
     assert entry.kind == "command" and entry.execution_id == execution
     assert waiting_approval(bot)  # still waiting
+
+
+def _home_click(bot: Bot, action_id: str, ref: ButtonRef, *, user: str) -> None:
+    body, headers = home_block_action(action_id=action_id, value=ref.encode(), user_id=user)
+    assert bot.app.dispatch(bolt_request(body, headers)).status == 200
+
+
+def _direct_message(bot: Bot, user: str) -> str:
+    posts = bot.fake.wait_for("chat.postMessage", where=lambda c: c.params.get("channel") == user)
+    return text_of(posts[-1])
+
+
+def test_approve_on_app_home_is_answered_and_redraws_the_home_tab(bot: Bot) -> None:
+    """A click on App Home has no response_url: the outcome is told as a direct message and
+    the tab is drawn afresh, so the approval no longer shows as waiting."""
+    bot.engine.create_pipeline(pipeline=release())
+    waiting_approval(bot)
+    execution = bot.engine.list_pipeline_executions(pipelineName="web")[
+        "pipelineExecutionSummaries"
+    ][0]["pipelineExecutionId"]
+    ref = ButtonRef(pipeline="web", execution=execution, stage="Gate", action="Approve")
+    _home_click(bot, ids.APPROVE, ref, user="UADMIN")
+    told = _direct_message(bot, "UADMIN")
+    assert "approved *Gate/Approve* of *web*" in told
+    published = bot.fake.wait_for(
+        "views.publish", where=lambda c: c.params.get("user_id") == "UADMIN"
+    )
+    assert "Nothing waits for you." in text_of(published[-1])
+    entry = _wait_audited(bot, ids.APPROVE, "ok")
+    assert entry.kind == "click" and entry.execution_id == execution
+
+
+def test_a_refused_click_on_app_home_is_answered(bot: Bot) -> None:
+    bot.engine.create_pipeline(pipeline=release())
+    _home_click(bot, ids.START, ButtonRef(pipeline="web"), user=OTHER)
+    assert "admin" in _direct_message(bot, OTHER).lower()
+    entry = _wait_audited(bot, ids.START, "refused")
+    assert entry.user_id == OTHER
