@@ -23,6 +23,7 @@ from typing import Final, Literal
 
 from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.ops.pipeline_state import PendingApproval
+from bot.slack.kit import escape
 from storage import bot_store
 from storage.db import SessionFactory, transaction, utc
 
@@ -146,8 +147,8 @@ def decide_approval(
             raise
     if execution_id is not None and approval.execution_id not in (None, execution_id):
         raise OpsError(
-            f"That approval is no longer waiting: `{stage}/{action}` now waits for execution "
-            f"`{approval.execution_id}`."
+            f"That approval is no longer waiting: `{escape(stage)}/{escape(action)}` now waits "
+            f"for execution `{escape(approval.execution_id)}`."
         )
     verdict: Literal["approved", "rejected"] = "approved" if approved else "rejected"
     # One record per approval attempt (its token) makes the decision exactly-once across

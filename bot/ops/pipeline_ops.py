@@ -39,6 +39,7 @@ from bot.ops.pipeline_state import (
     pending_approvals,
     retryable_stages,
 )
+from bot.slack.kit import escape
 from storage.db import utc
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,12 @@ ERROR_MESSAGES: Mapping[str, str] = {
 
 class OpsError(PipebotError):
     """A pipeline operation that failed; ``code`` is AWS's error code when AWS (or the
-    engine, with AWS's codes) refused it."""
+    engine, with AWS's codes) refused it.
+
+    ``message`` is mrkdwn: every value in it that a user, a declaration or AWS controls is
+    escaped (``bot.slack.kit.escape``) where it is put in, so it can never ping a channel,
+    mention someone or hide a link (https://api.slack.com/reference/surfaces/formatting#escaping).
+    """
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
@@ -102,9 +108,9 @@ def describe_client_error(exc: ClientError) -> OpsError:
     code = str(error.get("Code", "Unknown"))
     detail = str(error.get("Message", "")).strip()
     known = ERROR_MESSAGES.get(code)
-    text = f"AWS CodePipeline refused the request ({code})." if known is None else known
+    text = f"AWS CodePipeline refused the request ({escape(code)})." if known is None else known
     if detail and detail not in text:
-        text = f"{text}\n> {detail[:1500]}"
+        text = f"{text}\n> {escape(detail[:1500])}"
     return OpsError(text, code=code)
 
 
@@ -115,7 +121,7 @@ def run_guarded(call: Callable[[], T]) -> T:
     except ClientError as exc:
         raise describe_client_error(exc) from None
     except ParamValidationError as exc:
-        raise OpsError(f"The request was not valid: {exc}") from None
+        raise OpsError(f"The request was not valid: {escape(str(exc))}") from None
     except (NoCredentialsError, PartialCredentialsError):
         raise OpsError(
             "pipebot has no AWS credentials: set AWS_PROFILE or AWS_ACCESS_KEY_ID and "
@@ -124,9 +130,9 @@ def run_guarded(call: Callable[[], T]) -> T:
     except NoRegionError:
         raise OpsError("pipebot has no AWS region: set AWS_REGION (see README).") from None
     except EndpointConnectionError as exc:
-        raise OpsError(f"pipebot could not reach AWS CodePipeline: {exc}") from None
+        raise OpsError(f"pipebot could not reach AWS CodePipeline: {escape(str(exc))}") from None
     except BotoCoreError as exc:
-        raise OpsError(f"The AWS call failed: {exc}") from None
+        raise OpsError(f"The AWS call failed: {escape(str(exc))}") from None
 
 
 @dataclass(frozen=True)
@@ -307,7 +313,8 @@ class PipelineOps:
         pipeline, _tags = self._declaration(text)
         if pipeline.get("name") != name:
             raise OpsError(
-                f"The declaration is for pipeline `{pipeline.get('name')}`, not `{name}`; "
+                f"The declaration is for pipeline `{escape(str(pipeline.get('name')))}`, "
+                f"not `{escape(name)}`; "
                 "renaming is not supported (create a new pipeline instead)."
             )
         return run_guarded(
@@ -320,7 +327,7 @@ class PipelineOps:
             pipeline, tags = split_declaration(document)
             validate_declaration(pipeline, local=self._local)
         except DeclarationError as exc:
-            raise OpsError(exc.message, code=exc.code) from None
+            raise OpsError(escape(exc.message), code=exc.code) from None
         return pipeline, tags
 
     def delete(self, name: str) -> None:
@@ -341,7 +348,7 @@ class PipelineOps:
         if execution_id is None:
             running = [e for e in self.executions(name, 20) if e["status"] in IN_PROGRESS]
             if not running:
-                raise OpsError(f"No execution of `{name}` is in progress.")
+                raise OpsError(f"No execution of `{escape(name)}` is in progress.")
             execution_id = running[0]["pipelineExecutionId"]
         params: dict[str, Any] = {
             "pipelineName": name,
@@ -369,8 +376,10 @@ class PipelineOps:
                 )
             ]
             if not candidates:
-                where = f" stage `{stage}` of" if stage else ""
-                raise OpsError(f"Nothing to retry:{where} `{name}` has no failed or stopped stage.")
+                where = f" stage `{escape(stage)}` of" if stage else ""
+                raise OpsError(
+                    f"Nothing to retry:{where} `{escape(name)}` has no failed or stopped stage."
+                )
             chosen = candidates[-1]
             stage = chosen["stageName"]
             execution_id = chosen["latestExecution"]["pipelineExecutionId"]
@@ -391,12 +400,12 @@ class PipelineOps:
             if (stage is None or p.stage == stage) and (action is None or p.action == action)
         ]
         if not matching:
-            target = f" `{stage}/{action}`" if stage else ""
-            raise OpsError(f"No approval{target} is waiting in `{name}`.")
+            target = f" `{escape(stage)}/{escape(action or '')}`" if stage else ""
+            raise OpsError(f"No approval{target} is waiting in `{escape(name)}`.")
         if len(matching) > 1:
-            listed = ", ".join(f"`{p.stage}/{p.action}`" for p in matching)
+            listed = ", ".join(f"`{escape(p.stage)}/{escape(p.action)}`" for p in matching)
             raise OpsError(
-                f"Several approvals wait in `{name}` ({listed}): name one as STAGE/ACTION."
+                f"Several approvals wait in `{escape(name)}` ({listed}): name one as STAGE/ACTION."
             )
         return matching[0]
 

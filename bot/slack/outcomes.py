@@ -25,7 +25,15 @@ from bot.slack.ids import (
     RETRY_FAILED,
     STOP,
 )
-from bot.slack.kit import MESSAGE_BLOCKS_MAX, Block, clip_mrkdwn, context, esc, one_line
+from bot.slack.kit import (
+    MESSAGE_BLOCKS_MAX,
+    Block,
+    clip_mrkdwn,
+    context,
+    esc,
+    escape,
+    one_line,
+)
 from bot.slack.text import flat_name, mention, slack_date
 
 OUTCOME_MAX: Final = 1000
@@ -83,11 +91,13 @@ def decision_outcome(
 def approval_answer_line(
     *, approved: bool, user_id: str, pipeline: str, stage: str, action: str, comment: str | None
 ) -> str:
-    """The channel's line for an approval answered from a command, a click or a form."""
+    """The channel's line for an approval answered from a command, a click or a form; the
+    names and the comment are escaped (the comment is whatever the user typed)."""
     icon = "✅" if approved else "❌"
     verdict = "approved" if approved else "rejected"
-    note = f": {comment}" if comment else ""
-    return f"{icon} <@{user_id}> {verdict} *{stage}/{action}* of *{pipeline}*{note}"
+    note = f": {escape(comment)}" if comment else ""
+    where = f"*{escape(stage)}/{escape(action)}* of *{escape(pipeline)}*"
+    return f"{icon} {mention(user_id)} {verdict} {where}{note}"
 
 
 def approval_taken_line(outcome: ApprovalOutcome, *, now: datetime) -> str:
