@@ -17,7 +17,6 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk.web import WebClient
 
-from bot.ops.approvals import decide_approval
 from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError, request_token
 from bot.slack import ids, notifications
@@ -27,8 +26,6 @@ from bot.slack.kit import escape
 from bot.slack.messages import notice_blocks
 from bot.slack.modals import reject_modal, stop_modal
 from bot.slack.outcomes import (
-    approval_answer_line,
-    approval_taken_line,
     decision_outcome,
     outcome_blocks,
 )
@@ -40,11 +37,11 @@ from handlers.common import (
     FormReply,
     Reply,
     Services,
+    answer_approval,
     ephemeral,
     notice,
     perform,
     publish_home,
-    user_name,
 )
 from storage import bot_store
 from storage.db import transaction
@@ -226,12 +223,11 @@ def _approve(c: Click) -> Done | None:
     stage, action = c.ref.stage, c.ref.action
     if stage is None or action is None:
         raise OpsError("That button does not say which approval it answers.")
-    outcome = decide_approval(
-        ops=c.services.ops,
-        sessions=c.services.sessions,
-        now=c.services.now(),
-        user_id=c.actor.user_id,
-        user_name=lambda: user_name(c.client, c.actor.user_id),
+    line = answer_approval(
+        c.services,
+        c.respond,
+        client=c.client,
+        actor=c.actor,
         pipeline=c.ref.pipeline,
         stage=stage,
         action=action,
@@ -239,18 +235,8 @@ def _approve(c: Click) -> Done | None:
         comment=None,
         execution_id=c.ref.execution,
     )
-    if outcome.state != "decided":
-        taken = approval_taken_line(outcome, now=c.services.now())
-        ephemeral(c.respond, message=taken)
+    if line is None:
         return None
-    line = approval_answer_line(
-        approved=True,
-        user_id=c.actor.user_id,
-        pipeline=c.ref.pipeline,
-        stage=stage,
-        action=action,
-        comment=None,
-    )
     c.redraw(
         f"{line} at {c.when()}",
         reply_outcome=decision_outcome(

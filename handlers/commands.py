@@ -14,7 +14,6 @@ from typing import Any
 from slack_bolt import Ack, App, Respond
 from slack_sdk.web import WebClient
 
-from bot.ops.approvals import decide_approval
 from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError, request_token
 from bot.slack import ids
@@ -24,13 +23,13 @@ from bot.slack.history import history_blocks, list_blocks
 from bot.slack.ids import ButtonRef
 from bot.slack.messages import delete_confirm_blocks, error_blocks, help_blocks, notice_blocks
 from bot.slack.modals import declaration_modal
-from bot.slack.outcomes import approval_answer_line, approval_taken_line
 from bot.slack.status import status_blocks
 from handlers.common import (
     Actor,
     Done,
     Reply,
     Services,
+    answer_approval,
     ephemeral,
     notice,
     perform,
@@ -319,34 +318,21 @@ def _answer(r: Request, *, approved: bool) -> Done | None:
         pipeline=r.name,
         execution_id=approval.execution_id,
     )
-    comment = r.args.get("comment")
-    outcome = decide_approval(
-        ops=r.ops,
-        sessions=r.services.sessions,
-        now=r.services.now(),
-        user_id=r.actor.user_id,
-        user_name=lambda: user_name(r.client, r.actor.user_id),
+    line = answer_approval(
+        r.services,
+        r.respond,
+        client=r.client,
+        actor=r.actor,
         pipeline=r.name,
         stage=approval.stage,
         action=approval.action,
         approved=approved,
-        comment=comment,
+        comment=r.args.get("comment"),
         approval=approval,
     )
-    if outcome.state != "decided":
-        taken = approval_taken_line(outcome, now=r.services.now())
-        ephemeral(r.respond, message=taken)
+    if line is None:
         return None
-    r.public(
-        approval_answer_line(
-            approved=approved,
-            user_id=r.actor.user_id,
-            pipeline=r.name,
-            stage=approval.stage,
-            action=approval.action,
-            comment=comment,
-        )
-    )
+    r.public(line)
     return Done(execution_id=approval.execution_id)
 
 

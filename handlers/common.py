@@ -29,12 +29,14 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
 from bot.errors import PipebotError
+from bot.ops.approvals import decide_approval
 from bot.ops.permissions import Decision, Permission, Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
-from bot.ops.pipeline_state import is_in_progress
+from bot.ops.pipeline_state import PendingApproval, is_in_progress
 from bot.settings import Settings
 from bot.slack.home import home_view
 from bot.slack.messages import error_blocks, notice_blocks
+from bot.slack.outcomes import approval_answer_line, approval_taken_line
 from handlers.grammar import suggest
 from storage import bot_store, notify_store
 from storage.bot_store import AuditKind, AuditOutcome
@@ -273,6 +275,50 @@ def perform(
         held.release()  # after the audit entry
     if done is not None and done.then is not None:
         done.then()
+
+
+def answer_approval(
+    services: Services,
+    reply: Reply,
+    *,
+    client: WebClient,
+    actor: Actor,
+    pipeline: str,
+    stage: str,
+    action: str,
+    approved: bool,
+    comment: str | None,
+    execution_id: str | None = None,
+    approval: PendingApproval | None = None,
+) -> str | None:
+    """Answer an approval from any surface (``bot.ops.approvals.decide_approval``). Returns
+    the channel's line for the answer; when someone else answered first (or is answering),
+    tells ``actor`` so privately and returns None (nothing changed, nothing to audit)."""
+    outcome = decide_approval(
+        ops=services.ops,
+        sessions=services.sessions,
+        now=services.now(),
+        user_id=actor.user_id,
+        user_name=lambda: user_name(client, actor.user_id),
+        pipeline=pipeline,
+        stage=stage,
+        action=action,
+        approved=approved,
+        comment=comment,
+        execution_id=execution_id,
+        approval=approval,
+    )
+    if outcome.state != "decided":
+        ephemeral(reply, message=approval_taken_line(outcome, now=services.now()))
+        return None
+    return approval_answer_line(
+        approved=approved,
+        user_id=actor.user_id,
+        pipeline=pipeline,
+        stage=stage,
+        action=action,
+        comment=comment,
+    )
 
 
 def explain(services: Services, error: PipebotError, *, pipeline: str | None) -> str:

@@ -19,15 +19,12 @@ from slack_sdk.web import WebClient
 
 from bot.engine.declaration import parse_declaration_text, split_declaration, validate_declaration
 from bot.engine.errors import DeclarationError
-from bot.ops.approvals import decide_approval
 from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError
 from bot.slack import ids, notifications
 from bot.slack.ids import ButtonRef
 from bot.slack.modals import declaration_from_values
 from bot.slack.outcomes import (
-    approval_answer_line,
-    approval_taken_line,
     decision_outcome,
     outcome_blocks,
 )
@@ -39,6 +36,7 @@ from handlers.common import (
     FormReply,
     Reply,
     Services,
+    answer_approval,
     ephemeral,
     notice,
     perform,
@@ -188,12 +186,11 @@ def _reject(
     comment: str,
 ) -> Done | None:
     stage, action = ref.stage or "?", ref.action or "?"
-    outcome = decide_approval(
-        ops=services.ops,
-        sessions=services.sessions,
-        now=services.now(),
-        user_id=actor.user_id,
-        user_name=lambda: user_name(client, actor.user_id),
+    line = answer_approval(
+        services,
+        reply,
+        client=client,
+        actor=actor,
         pipeline=ref.pipeline,
         stage=stage,
         action=action,
@@ -201,18 +198,8 @@ def _reject(
         comment=comment,
         execution_id=ref.execution,
     )
-    if outcome.state != "decided":
-        taken = approval_taken_line(outcome, now=services.now())
-        ephemeral(reply, message=taken)
+    if line is None:
         return None
-    line = approval_answer_line(
-        approved=False,
-        user_id=actor.user_id,
-        pipeline=ref.pipeline,
-        stage=stage,
-        action=action,
-        comment=comment,
-    )
     notice(reply, message=line, public=True)
     thread_line = decision_outcome(
         stage=stage, action=action, approved=False, user_id=actor.user_id, comment=comment
