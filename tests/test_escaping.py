@@ -182,6 +182,10 @@ def test_markup_from_a_declaration_a_commit_and_a_log_never_reaches_channels_liv
     failed action's output and summary, a stop reason, all written by someone other than the
     reader of the channel."""
     h = Harness(engine, database_url, fake)
+    # The build fails only once the notifier has seen it running, so its failure is a change
+    # the notifier watches happen, whatever the machine's speed (it raced the first read).
+    gate = repos_dir.parent / "fail-now"
+    wait = f"while [ ! -f {gate} ]; do sleep 0.05; done"
     try:
         commit(repos_dir / "app", {"app.txt": "v2\n"}, f"Ship {MARKUP}")
         engine.create_pipeline(
@@ -208,7 +212,7 @@ def test_markup_from_a_declaration_a_commit_and_a_log_never_reaches_channels_liv
                 "broken",
                 [
                     ("Source", [source_action()]),
-                    ("Build", [commands_action("Build", [f"echo '{MARKUP}'", "exit 3"])]),
+                    ("Build", [commands_action("Build", [wait, f"echo '{MARKUP}'", "exit 3"])]),
                 ],
             )
         )
@@ -217,9 +221,13 @@ def test_markup_from_a_declaration_a_commit_and_a_log_never_reaches_channels_liv
         notifier = h.notifier()
         h.pump(
             notifier,
-            lambda: bool(h.replies_with("C1", "Approval")) and bool(h.replies_with("C1", "Build")),
-            "the approval request and the failure reply",
+            lambda: (
+                bool(h.replies_with("C1", "Approval")) and len(h.posts("C1", thread=False)) == 2
+            ),
+            "the approval request and both parent messages",
         )
+        gate.touch()
+        h.pump(notifier, lambda: bool(h.replies_with("C1", "Build")), "the failure reply")
         execution = engine.list_pipeline_executions(pipelineName="web")[
             "pipelineExecutionSummaries"
         ][0]["pipelineExecutionId"]
