@@ -235,6 +235,7 @@ def start_background(
             permissions=permissions,
             approval_reminder_minutes=settings.approval_reminder_minutes,
             digest_zone=settings.digest_zone,
+            command=settings.command,
         )
     source_poller = None
     if isinstance(pipeline_client, LocalCodePipeline):

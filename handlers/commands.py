@@ -21,9 +21,10 @@ from bot.slack.access import access_blocks, audit_blocks
 from bot.slack.execution import execution_blocks
 from bot.slack.history import history_blocks, list_blocks
 from bot.slack.ids import ButtonRef
-from bot.slack.messages import delete_confirm_blocks, error_blocks, help_blocks, notice_blocks
+from bot.slack.messages import delete_confirm_blocks, error_blocks, help_blocks
 from bot.slack.modals import declaration_modal
 from bot.slack.status import status_blocks
+from bot.slack.subscriptions import FILTER_WORDS, resumed_text, subscriptions_blocks
 from handlers.common import (
     Actor,
     Done,
@@ -413,13 +414,6 @@ def _audit(r: Request) -> Done | None:
     return None
 
 
-_FILTER_WORDS = {
-    "all": "every execution, approval and failure",
-    "failures": "failed and stopped executions",
-    "approvals": "approval requests and their outcome",
-}
-
-
 def _channel(r: Request) -> str:
     if not r.actor.channel_id:
         raise OpsError("Run this command in the channel it is about.")
@@ -438,6 +432,8 @@ def _subscribe(r: Request) -> Done | None:
     if digest is not None:
         digest_time = None if digest == "off" else str(digest)
     with transaction(r.services.sessions) as session:
+        # Subscribing in a channel whose subscriptions were suspended resumes them all.
+        resumed = notify_store.resume_channel(session=session, channel_id=channel)
         row, created = notify_store.subscribe(
             session=session,
             pipeline=r.name,
@@ -453,16 +449,25 @@ def _subscribe(r: Request) -> Done | None:
     verb = "subscribed this channel to" if created else "changed this channel's subscription to"
     if not created and events is None and digest is None:
         verb = "kept this channel's subscription to"
+    if resumed and not created:
+        verb = "resumed this channel's subscription to"
     text = (
-        f"<@{r.actor.user_id}> {verb} *{r.name}*: {_FILTER_WORDS.get(row.events, row.events)} "
+        f"<@{r.actor.user_id}> {verb} *{r.name}*: {FILTER_WORDS.get(row.events, row.events)} "
         "are posted here, one message per execution kept up to date, events in its thread."
     )
     if row.digest_time is not None:
         text += f" A digest of the last 24 hours is posted daily at {row.digest_time} ({zone.key})."
     elif digest == "off":
         text += " No daily digest."
+    detail = None
+    if resumed:
+        text += " " + resumed_text(resumed, now=utcnow())
+        detail = "resumed after " + ", ".join(
+            f"{s.pipeline} (suspended {s.suspended_at:%Y-%m-%d %H:%M} UTC: {s.error})"
+            for s in resumed
+        )
     r.public(text)
-    return Done()
+    return Done(detail=detail)
 
 
 def _unsubscribe(r: Request) -> Done | None:
@@ -480,23 +485,16 @@ def _subscriptions(r: Request) -> Done | None:
     channel = _channel(r)
     with r.services.sessions() as session:
         rows = notify_store.subscriptions_for_channel(session=session, channel_id=channel)
-    if not rows:
-        text = (
-            "This channel follows no pipeline: "
-            f"`{r.services.settings.command} subscribe NAME` posts one's executions here."
-        )
-    else:
-        lines = [f"*This channel's subscriptions* ({len(rows)}):"]
-        zone = r.services.settings.digest_zone.key
-        lines += [
-            f"• *{row.pipeline}* — {_FILTER_WORDS.get(row.events, row.events)}"
-            + (f"; daily digest at {row.digest_time} ({zone})" if row.digest_time else "")
-            for row in rows[:40]
-        ]
-        if len(rows) > 40:
-            lines.append(f"…and {len(rows) - 40} more.")
-        text = "\n".join(lines)
-    r.private(notice_blocks(message=text), text)
+    blocks = subscriptions_blocks(
+        subscriptions=rows,
+        zone=r.services.settings.digest_zone.key,
+        now=utcnow(),
+        command=r.services.settings.command,
+    )
+    text = "\n".join(
+        str(block["text"]["text"]) for block in blocks if block.get("type") == "section"
+    )
+    r.private(blocks, text)
     return None
 
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
@@ -34,18 +34,19 @@ from bot.ops.permissions import Decision, Permission, Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.ops.pipeline_state import PendingApproval, is_in_progress
 from bot.settings import Settings
+from bot.slack.api_errors import Scope, SlackFailure, classify
 from bot.slack.home import home_view
 from bot.slack.messages import error_blocks, notice_blocks
 from bot.slack.outcomes import approval_answer_line, approval_taken_line
 from handlers.grammar import suggest
 from storage import bot_store, notify_store
-from storage.bot_store import AuditKind, AuditOutcome
+from storage.bot_store import AuditOutcome
 from storage.db import SessionFactory, transaction
 
 log = logging.getLogger(__name__)
 
-Surface = AuditKind
-"""Where an operation came from; the audit log's ``kind``."""
+Surface = Literal["command", "click", "view"]
+"""Where an operation came from; the audit log's ``kind`` (``storage.bot_store.AuditKind``)."""
 
 APOLOGY = (
     "Sorry, something went wrong on pipebot's side; it has been logged. "
@@ -114,11 +115,14 @@ class Done:
     """What a mutating operation did, for its audit entry: the execution it acted on, and
     the pipeline when it is only known after acting (``create`` names it in its input).
     ``then`` is a visible effect other than a reply (a form redrawing the message it was
-    opened from): like the replies, it runs once the audit entry is written."""
+    opened from): like the replies, it runs once the audit entry is written. ``detail`` goes
+    into the audit entry."""
 
     execution_id: str | None = None
     pipeline: str | None = None
     then: Callable[[], None] | None = None
+    detail: str | None = None
+    """What the audit entry adds (e.g. the suspension a subscribe resumed)."""
 
 
 class RefusedError(PipebotError):
@@ -270,6 +274,7 @@ def perform(
                 "ok",
                 pipeline=done.pipeline or pipeline,
                 execution_id=done.execution_id or execution_id,
+                detail=done.detail,
             )
     finally:
         held.release()  # after the audit entry
@@ -393,8 +398,8 @@ class FormReply:
                 self._client.chat_postEphemeral(
                     channel=actor.channel_id, user=actor.user_id, **kwargs
                 )
-        except SlackApiError:
-            log.warning("could not tell %s the outcome of a form", actor.user_id)
+        except SlackApiError as exc:
+            log_slack_failure(classify(exc), f"telling {actor.user_id} the outcome of a form")
 
 
 def ephemeral(respond: Reply, *, message: str, usage: str | None = None) -> None:
@@ -450,11 +455,15 @@ def home_view_for(services: Services, user_id: str) -> dict[str, Any]:
             approvals.append(
                 (name, pending.stage, pending.action, pending.execution_id or "", pending.since)
             )
+    with services.sessions() as session:
+        suspended = notify_store.suspended_subscriptions(session=session)
     return home_view(
         pipelines=pipelines,
         approvals=approvals,
         now=services.now(),
         trial_mode=services.permissions.trial_mode,
+        command=services.settings.command,
+        suspended=suspended,
     )
 
 
@@ -466,8 +475,28 @@ def publish_home(services: Services, client: WebClient, user_id: str) -> None:
         view = {"type": "home", "blocks": error_blocks(message=exc.message)}
     try:
         client.views_publish(user_id=user_id, view=view)
-    except SlackApiError:
-        log.exception("could not publish the Home tab for %s", user_id)
+    except SlackApiError as exc:
+        # Not retried: the tab is drawn afresh the next time it is opened.
+        log_slack_failure(classify(exc), f"publishing the Home tab for {user_id}")
+
+
+def log_slack_failure(failure: SlackFailure, what: str) -> None:
+    """Log a failed Web API call made while answering someone, as loud as what it means
+    (``bot.slack.api_errors``): CRITICAL when Slack refuses pipebot's token or app, an
+    error when it refuses a channel or the message, a warning when it may work later."""
+    level = {
+        Scope.INSTALLATION: logging.CRITICAL,
+        Scope.CHANNEL: logging.ERROR,
+        Scope.MESSAGE: logging.ERROR,
+    }.get(failure.scope, logging.WARNING)
+    log.log(
+        level,
+        "Slack refused %s (%s to %s: %s)",
+        what,
+        failure.code,
+        failure.method or "Slack",
+        failure.scope.value,
+    )
 
 
 def group_members_via(client: WebClient) -> Callable[[str], frozenset[str]]:

@@ -32,9 +32,13 @@ from storage.models import (
 Role = Literal["operators", "approvers"]
 ROLES: Final[tuple[Role, ...]] = ("operators", "approvers")
 
-AuditKind = Literal["command", "click", "view"]
+AuditKind = Literal["command", "click", "view", "notifier"]
+"""Where an audited change came from: a person's command, click or form, or the notifier
+acting on its own (a subscription suspended because Slack refused its channel)."""
 AuditOutcome = Literal["ok", "refused", "error"]
-AUDIT_KINDS: Final[tuple[AuditKind, ...]] = ("command", "click", "view")
+AUDIT_KINDS: Final[tuple[AuditKind, ...]] = ("command", "click", "view", "notifier")
+NOTIFIER_ACTOR: Final = "pipebot"
+"""The audit entries' ``user_id`` for what the notifier did on its own."""
 AUDIT_OUTCOMES: Final[tuple[AuditOutcome, ...]] = ("ok", "refused", "error")
 
 

@@ -294,7 +294,18 @@ class Subscription(SQLModel, table=True):
     digest_sent_on: str | None = Field(default=None, max_length=10)
     """The local date (YYYY-MM-DD) of the last digest sent, so a day gets one."""
     created_by: str = Field(max_length=32)
+    """Who subscribed: told (a direct message) when the subscription is suspended."""
     created_at: datetime = Field(sa_column=_ts())
+    suspended_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    """When Slack refused the channel for good (``bot.slack.api_errors.Scope.CHANNEL``): its
+    messages wait, nothing new is queued, until someone subscribes in the channel again.
+    None while the subscription is active."""
+    suspended_error: str | None = Field(default=None, max_length=64)
+    """Slack's error code that suspended it (``is_archived``)."""
+    suspended_detail: str | None = Field(default=None, sa_column=_text())
+    """The call that hit it: the Web API method and the outbox message it carried."""
+    suspended_message_id: int | None = None
+    """The ID of the outbox message that hit it (no foreign key: sent messages are pruned)."""
 
 
 class PostedExecution(SQLModel, table=True):

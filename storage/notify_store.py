@@ -14,7 +14,11 @@ The notifier's contract with this module:
 - sent messages are kept a while, then pruned (``prune_outbox``); a thread reply whose
   buttons still stand is kept until they give way, as its payload is how it is redrawn;
 - one process at a time runs the notifier, holding a lease it renews every tick
-  (``storage.lease_store``).
+  (``storage.lease_store``);
+- a channel Slack refuses for good has its subscriptions suspended (``suspend_channel``):
+  ``due_outbox`` skips its messages, ``due_pipelines`` and ``due_digests`` its
+  subscriptions, until someone subscribes there again (``subscribe`` calls
+  ``resume_channel``, which drops what the current state will replace).
 
 Times passed in are normalised to UTC (SQLite compares them as text). Timestamps come back
 naive from SQLite: pass them through ``storage.db.utc``.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 from typing import Any, Final, Literal, cast
@@ -87,6 +92,7 @@ def subscribe(
     A setting given as ``KEEP`` stays as it is (a new subscription gets every event and no
     digest). ``digest_sent_on`` (YYYY-MM-DD, with a new ``digest_time``) marks that day's
     digest as sent, when the time has passed already: the first goes out the next day.
+    A suspended channel is resumed (``resume_channel``: call it first to learn what was).
     """
     if not isinstance(events, Keep):
         check_choice(events, EVENT_FILTERS, "events")
@@ -112,6 +118,8 @@ def subscribe(
             **changes,
         },
     )
+    # Someone subscribing here means the channel takes messages again.
+    resume_channel(session=session, channel_id=channel_id, at=at)
     where = (col(Subscription.pipeline) == pipeline, col(Subscription.channel_id) == channel_id)
     if not created and changes:
         session.execute(update(Subscription).where(*where).values(**changes))
@@ -128,13 +136,31 @@ def subscribe(
 
 
 def unsubscribe(*, session: Session, pipeline: str, channel_id: str) -> bool:
-    """Remove the channel's subscription to the pipeline; False if there was none."""
-    result = session.execute(
-        delete(Subscription).where(
-            col(Subscription.pipeline) == pipeline, col(Subscription.channel_id) == channel_id
+    """Remove the channel's subscription to the pipeline; False if there was none.
+
+    Removing a suspended subscription, when it was the channel's last, drops the messages
+    that waited for the channel (Slack refused it: they could only fail again)."""
+    where = (col(Subscription.pipeline) == pipeline, col(Subscription.channel_id) == channel_id)
+    row = session.exec(select(Subscription).where(*where)).first()
+    if row is None:
+        return False
+    suspended = row.suspended_at is not None
+    session.execute(delete(Subscription).where(*where))
+    if suspended and not _has_subscription(session, channel_id):
+        _drop_outbox(
+            session,
+            [m.id for m in _undone(session, channel_id) if m.id is not None],
+            error="dropped: the suspended channel's last subscription was removed",
+            now=utcnow(),
         )
+    return True
+
+
+def _has_subscription(session: Session, channel_id: str) -> bool:
+    return (
+        session.exec(select(Subscription.id).where(Subscription.channel_id == channel_id)).first()
+        is not None
     )
-    return _rowcount(result) > 0
 
 
 def subscriptions_for_channel(*, session: Session, channel_id: str) -> list[Subscription]:
@@ -159,15 +185,197 @@ def subscriptions_for_pipeline(*, session: Session, pipeline: str) -> list[Subsc
     )
 
 
+# --- suspension ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Suspension:
+    """A suspended subscription as it was (``resume_channel`` returns them once cleared)."""
+
+    pipeline: str
+    channel_id: str
+    error: str
+    detail: str | None
+    suspended_at: datetime
+    created_by: str
+
+
+def suspend_channel(
+    *,
+    session: Session,
+    channel_id: str,
+    error: str,
+    detail: str | None = None,
+    message_id: int | None = None,
+    at: datetime | None = None,
+) -> list[Subscription]:
+    """Suspend the channel's active subscriptions: Slack answered ``error`` (its code, at
+    most 64 characters) to the call carried by outbox message ``message_id``, described by
+    ``detail``. Returns the subscriptions this call suspended, by pipeline ([] when there
+    were none, or all were suspended already: tell whoever subscribed only once)."""
+    where = (
+        col(Subscription.channel_id) == channel_id,
+        col(Subscription.suspended_at).is_(None),
+    )
+    ids = list(session.exec(select(Subscription.id).where(*where)))
+    if not ids:
+        return []
+    session.execute(
+        update(Subscription)
+        .where(col(Subscription.id).in_(ids), *where)
+        .values(
+            suspended_at=_at(at),
+            suspended_error=error[:64],
+            suspended_detail=detail,
+            suspended_message_id=message_id,
+        )
+    )
+    return list(
+        session.exec(
+            select(Subscription)
+            .where(col(Subscription.id).in_(ids), col(Subscription.suspended_at).is_not(None))
+            .order_by(col(Subscription.pipeline))
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def suspended_subscriptions(
+    *, session: Session, channel_id: str | None = None, limit: int | None = None
+) -> list[Subscription]:
+    """Suspended subscriptions (of one channel, or everywhere), by channel and pipeline."""
+    statement = select(Subscription).where(col(Subscription.suspended_at).is_not(None))
+    if channel_id is not None:
+        statement = statement.where(Subscription.channel_id == channel_id)
+    statement = statement.order_by(col(Subscription.channel_id), col(Subscription.pipeline))
+    return list(session.exec(statement.limit(limit)))
+
+
+def resume_channel(
+    *, session: Session, channel_id: str, at: datetime | None = None
+) -> list[Suspension]:
+    """Resume the channel's suspended subscriptions; returns them as they were ([] if none).
+
+    What waited for the channel is sorted so that it converges to the current state rather
+    than replaying stale progress one message at a time:
+
+    - dropped: parent message updates, digests, and everything of an execution whose parent
+      message never went out (its records are deleted: the next read posts it afresh, with
+      the thread events its current state shows);
+    - kept, due at once: thread replies under parent messages that are out, and the
+      updates that resolve their buttons (they are the thread's events);
+    - every parent message that is out is redrawn from the current state on the next read
+      (its recorded state is marked stale), and the channel's pipelines are read at once.
+    """
+    rows = suspended_subscriptions(session=session, channel_id=channel_id)
+    if not rows:
+        return []
+    was = [
+        Suspension(
+            pipeline=row.pipeline,
+            channel_id=row.channel_id,
+            error=row.suspended_error or "",
+            detail=row.suspended_detail,
+            suspended_at=utc(row.suspended_at or _at(at)),
+            created_by=row.created_by,
+        )
+        for row in rows
+    ]
+    now = _at(at)
+    session.execute(
+        update(Subscription)
+        .where(
+            col(Subscription.channel_id) == channel_id,
+            col(Subscription.suspended_at).is_not(None),
+        )
+        .values(
+            suspended_at=None,
+            suspended_error=None,
+            suspended_detail=None,
+            suspended_message_id=None,
+        )
+    )
+    unposted = set(
+        session.exec(
+            select(PostedExecution.execution_id).where(
+                PostedExecution.channel_id == channel_id,
+                col(PostedExecution.message_ts).is_(None),
+            )
+        )
+    )
+    dropped: list[int] = []
+    kept: list[int] = []
+    for message in _undone(session, channel_id):
+        assert message.id is not None
+        stale = (
+            message.execution_id is None
+            or message.execution_id in unposted
+            or (message.kind != "reply" and message.event_key is None)
+        )
+        (dropped if stale else kept).append(message.id)
+    _drop_outbox(
+        session, dropped, error="dropped on resume: the current state replaces it", now=now
+    )
+    if kept:
+        session.execute(
+            update(OutboxMessage).where(col(OutboxMessage.id).in_(kept)).values(next_attempt_at=now)
+        )
+    if unposted:
+        session.execute(
+            delete(PostedEvent).where(
+                col(PostedEvent.channel_id) == channel_id,
+                col(PostedEvent.execution_id).in_(unposted),
+            )
+        )
+        session.execute(
+            delete(PostedExecution).where(
+                col(PostedExecution.channel_id) == channel_id,
+                col(PostedExecution.execution_id).in_(unposted),
+            )
+        )
+    session.execute(
+        update(PostedExecution)
+        .where(col(PostedExecution.channel_id) == channel_id)
+        .values(last_state_hash="")
+    )
+    session.execute(
+        update(PipelinePoll)
+        .where(col(PipelinePoll.pipeline).in_([s.pipeline for s in was]))
+        .values(next_poll_at=now, change_token=None)
+    )
+    return was
+
+
+def _undone(session: Session, channel_id: str) -> list[OutboxMessage]:
+    return list(
+        session.exec(
+            select(OutboxMessage)
+            .where(OutboxMessage.channel_id == channel_id, col(OutboxMessage.done_at).is_(None))
+            .order_by(col(OutboxMessage.id))
+        )
+    )
+
+
+def _drop_outbox(session: Session, message_ids: list[int], *, error: str, now: datetime) -> None:
+    """Mark messages done without sending them, saying why in ``last_error``."""
+    if message_ids:
+        session.execute(
+            update(OutboxMessage)
+            .where(col(OutboxMessage.id).in_(message_ids), col(OutboxMessage.done_at).is_(None))
+            .values(done_at=utc(now), last_error=error)
+        )
+
+
 # --- parent messages ---------------------------------------------------------------------------
 
 
 def due_digests(*, session: Session, today: str, time_of_day: str) -> list[Subscription]:
-    """Subscriptions whose digest time (HH:MM, local) has come today (YYYY-MM-DD, local)
-    and whose digest for today has not been sent; by channel, time, pipeline."""
+    """Active subscriptions whose digest time (HH:MM, local) has come today (YYYY-MM-DD,
+    local) and whose digest for today has not been sent; by channel, time, pipeline."""
     statement = (
         select(Subscription)
         .where(
+            col(Subscription.suspended_at).is_(None),
             col(Subscription.digest_time).is_not(None),
             col(Subscription.digest_time) <= time_of_day,
             or_(
@@ -386,10 +594,14 @@ def enqueue(
 
 def due_outbox(*, session: Session, now: datetime, limit: int = 100) -> list[OutboxMessage]:
     """Each channel's oldest undone message, if due, oldest first; a waiting head blocks its
-    channel only."""
+    channel only, and a suspended channel's messages wait until it is resumed."""
+    suspended = select(Subscription.channel_id).where(col(Subscription.suspended_at).is_not(None))
     heads = (
         select(func.min(OutboxMessage.id))
-        .where(col(OutboxMessage.done_at).is_(None))
+        .where(
+            col(OutboxMessage.done_at).is_(None),
+            col(OutboxMessage.channel_id).not_in(suspended),
+        )
         .group_by(col(OutboxMessage.channel_id))
     )
     statement = (
@@ -440,6 +652,101 @@ def mark_outbox_failed(
     return _rowcount(result) > 0
 
 
+def drop_outbox(*, session: Session, message_id: int, error: str, now: datetime) -> bool:
+    """Give a message up: done without being sent, ``error`` saying why; False if unknown
+    or already done."""
+    result = session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id, col(OutboxMessage.done_at).is_(None))
+        .values(done_at=utc(now), last_error=error)
+    )
+    return _rowcount(result) > 0
+
+
+def newer_update_queued(*, session: Session, message: OutboxMessage) -> bool:
+    """Whether an update of the same message (parent or thread reply) is queued after this
+    one: then this one is stale, and only the newest need go out."""
+    if message.kind != "update" or message.id is None:
+        return False
+    key = (
+        col(OutboxMessage.event_key).is_(None)
+        if message.event_key is None
+        else col(OutboxMessage.event_key) == message.event_key
+    )
+    return (
+        session.exec(
+            select(OutboxMessage.id).where(
+                OutboxMessage.channel_id == message.channel_id,
+                OutboxMessage.execution_id == message.execution_id,
+                OutboxMessage.kind == "update",
+                key,
+                col(OutboxMessage.done_at).is_(None),
+                col(OutboxMessage.id) > message.id,
+            )
+        ).first()
+        is not None
+    )
+
+
+def is_queued(
+    *,
+    session: Session,
+    channel_id: str,
+    execution_id: str,
+    kind: OutboxKind,
+    event_key: str | None,
+) -> bool:
+    """Whether an unsent ``kind`` message of this execution (``event_key`` None: its parent)
+    waits in the channel's queue."""
+    key = (
+        col(OutboxMessage.event_key).is_(None)
+        if event_key is None
+        else col(OutboxMessage.event_key) == event_key
+    )
+    return (
+        session.exec(
+            select(OutboxMessage.id).where(
+                OutboxMessage.channel_id == channel_id,
+                OutboxMessage.execution_id == execution_id,
+                OutboxMessage.kind == kind,
+                key,
+                col(OutboxMessage.done_at).is_(None),
+            )
+        ).first()
+        is not None
+    )
+
+
+def repost_parent(*, session: Session, message_id: int, error: str, now: datetime) -> bool:
+    """Turn a parent message's update into a post of a new parent message, due at once, in
+    the same place in its channel's queue (the old message is gone: ``message_not_found``);
+    the execution's recorded ``ts`` is cleared until the new one is out. False if the
+    message is not an undone parent update."""
+    message = session.get(OutboxMessage, message_id)
+    if (
+        message is None
+        or message.done_at is not None
+        or message.kind != "update"
+        or message.event_key is not None
+        or message.execution_id is None
+    ):
+        return False
+    session.execute(
+        update(OutboxMessage)
+        .where(col(OutboxMessage.id) == message_id)
+        .values(kind="post", last_error=error, next_attempt_at=utc(now))
+    )
+    session.execute(
+        update(PostedExecution)
+        .where(
+            col(PostedExecution.channel_id) == message.channel_id,
+            col(PostedExecution.execution_id) == message.execution_id,
+        )
+        .values(message_ts=None, updated_at=utc(now))
+    )
+    return True
+
+
 def prune_outbox(*, session: Session, done_before: datetime) -> int:
     """Delete messages sent before ``done_before``; the count.
 
@@ -478,10 +785,16 @@ def due_pipelines(
     tokens: Mapping[str, str] | None = None,
     limit: int | None = None,
 ) -> list[str]:
-    """Subscribed pipelines due for a read: never read, due by their schedule, or, when the
-    backend keeps change tokens (``tokens``: pipeline -> token), changed since their last
-    read. Never read first, then the longest overdue, then the changed ones."""
-    subscribed = select(Subscription.pipeline).distinct().subquery()
+    """Pipelines with an active subscription due for a read: never read, due by their
+    schedule, or, when the backend keeps change tokens (``tokens``: pipeline -> token),
+    changed since their last read. Never read first, then the longest overdue, then the
+    changed ones."""
+    subscribed = (
+        select(Subscription.pipeline)
+        .where(col(Subscription.suspended_at).is_(None))
+        .distinct()
+        .subquery()
+    )
     statement = select(
         subscribed.c.pipeline, PipelinePoll.next_poll_at, PipelinePoll.change_token
     ).outerjoin(PipelinePoll, col(PipelinePoll.pipeline) == subscribed.c.pipeline)

@@ -426,18 +426,40 @@ class FakeSlack:
         is_private: bool = False,
         is_member: bool = True,
         is_archived: bool = False,
+        deleted: bool = False,
     ) -> dict[str, Any]:
-        """Configure what ``conversations.info`` answers for ``channel_id``."""
+        """Configure what ``conversations.info`` answers for ``channel_id``, and how the
+        ``chat.*`` methods treat it, as Slack's method pages document: an archived channel
+        answers ``is_archived`` to chat.postMessage and chat.postEphemeral and
+        ``is_inactive`` to chat.update; one the bot is no member of, ``not_in_channel`` to
+        chat.postMessage and chat.postEphemeral; a ``deleted`` one ``channel_not_found`` to
+        every method. Call again to change it (unarchived, invited back)."""
         channel = self._channel_object(channel_id, name)
         channel.update(
             is_private=is_private,
             is_group=is_private,
             is_member=is_member,
             is_archived=is_archived,
+            deleted=deleted,
         )
         with self._lock:
             self.channels[channel_id] = channel
         return channel
+
+    def _channel_refusal(self, method: str, channel: str) -> str | None:
+        """The error Slack answers ``method`` in ``channel`` as configured by
+        ``set_channel`` (None: it is accepted)."""
+        with self._lock:
+            info = self.channels.get(channel)
+        if info is None:
+            return None
+        if info.get("deleted"):
+            return "channel_not_found"
+        if info.get("is_archived"):
+            return "is_inactive" if method == "chat.update" else "is_archived"
+        if not info.get("is_member") and method != "chat.update":
+            return "not_in_channel"
+        return None
 
     # ------------------------------------------------------------------ state for assertions
 
@@ -638,6 +660,9 @@ class FakeSlack:
         channel = params.get("channel")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
+        refusal = self._channel_refusal("chat.postMessage", str(channel))
+        if refusal:
+            return {"ok": False, "error": refusal}
         if not self._has_content(params):
             return {"ok": False, "error": "no_text"}
         if self._too_many_blocks(params.get("blocks"), MAX_MESSAGE_BLOCKS):
@@ -653,6 +678,9 @@ class FakeSlack:
         channel, ts = params.get("channel"), params.get("ts")
         if not channel:
             return {"ok": False, "error": "channel_not_found"}
+        refusal = self._channel_refusal("chat.update", str(channel))
+        if refusal:
+            return {"ok": False, "error": refusal}
         if not ts:
             return {"ok": False, "error": "message_not_found"}
         if not self._has_content(params):
@@ -679,6 +707,9 @@ class FakeSlack:
     def _chat_post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("channel"):
             return {"ok": False, "error": "channel_not_found"}
+        refusal = self._channel_refusal("chat.postEphemeral", str(params["channel"]))
+        if refusal:
+            return {"ok": False, "error": refusal}
         if not params.get("user"):
             return {"ok": False, "error": "user_not_in_channel"}
         if not self._has_content(params):
@@ -809,7 +840,9 @@ class FakeSlack:
             channel = self.channels.get(channel_id)
         if channel is None:
             channel = self._channel_object(channel_id, channel_id.lower())
-        return {"ok": True, "channel": dict(channel)}
+        if channel.get("deleted"):
+            return {"ok": False, "error": "channel_not_found"}
+        return {"ok": True, "channel": {k: v for k, v in channel.items() if k != "deleted"}}
 
     def _conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
         """Top-level messages of a channel, newest first (metadata only when asked for)."""

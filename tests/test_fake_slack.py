@@ -211,6 +211,35 @@ def test_users_and_usergroups(fake: FakeSlack, client: WebClient) -> None:
     assert client.conversations_info(channel="C1")["channel"]["id"] == "C1"
 
 
+def test_channels_refuse_as_slack_documents(fake: FakeSlack, client: WebClient) -> None:
+    """Archived, deleted and not-joined channels answer the errors their method pages list."""
+    posted = client.chat_postMessage(channel="C1", text="before")["ts"]
+
+    def error(call: Any) -> str:
+        with pytest.raises(SlackApiError) as raised:
+            call()
+        return str(raised.value.response["error"])
+
+    fake.set_channel("C1", "deploys", is_archived=True)
+    assert error(lambda: client.chat_postMessage(channel="C1", text="x")) == "is_archived"
+    assert error(lambda: client.chat_update(channel="C1", ts=posted, text="x")) == "is_inactive"
+    assert (
+        error(lambda: client.chat_postEphemeral(channel="C1", user="U1", text="x")) == "is_archived"
+    )
+    fake.set_channel("C1", "deploys", is_member=False)
+    assert error(lambda: client.chat_postMessage(channel="C1", text="x")) == "not_in_channel"
+    assert client.chat_update(channel="C1", ts=posted, text="edited")["ok"]
+    fake.set_channel("C1", "deploys", deleted=True)
+    assert error(lambda: client.chat_update(channel="C1", ts=posted, text="x")) == (
+        "channel_not_found"
+    )
+    assert error(lambda: client.conversations_info(channel="C1")) == "channel_not_found"
+    fake.set_channel("C1", "deploys")  # back to normal
+    assert client.chat_postMessage(channel="C1", text="after")["ok"]
+    assert client.conversations_info(channel="C1")["channel"]["is_archived"] is False
+    assert client.chat_postMessage(channel="C2", text="elsewhere")["ok"]
+
+
 def test_views(fake: FakeSlack, client: WebClient) -> None:
     modal = {"type": "modal", "callback_id": "reject", "title": {"type": "plain_text", "text": "x"}}
     opened = client.views_open(trigger_id="T-trigger", view=modal)["view"]

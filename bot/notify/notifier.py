@@ -8,7 +8,8 @@ one module each (as Prefect's background services are):
 - ``reminders``: remind the approvers of approvals that still wait (called by the watcher);
 - ``digest``: queue the daily digests that are due;
 - ``outbox``: send the queue, in order per channel, about one message per channel per
-  second; a failed call stays queued and is retried later (never dropped).
+  second; a failed call is retried, given up, or suspends its channel's subscriptions,
+  by what Slack's answer means (``bot.slack.api_errors``).
 
 Data flows one way: scheduler → pipeline client → notifier → Slack.
 """
@@ -31,6 +32,7 @@ from bot.notify.reminders import Reminders
 from bot.notify.watcher import Watcher
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import PipelineOps
+from bot.slack.api_errors import SlackFailure
 from storage.db import SessionFactory, utcnow
 
 LEASE_NAME: Final = "notifier"
@@ -53,6 +55,7 @@ class Notifier:
         sleep: Callable[[float], None] = time.sleep,
         approval_reminder_minutes: int = 60,
         digest_zone: ZoneInfo = _UTC_ZONE,
+        command: str = "/pipeline",
     ) -> None:
         if interval_seconds <= 0:
             raise ValueError(f"interval_seconds must be positive, not {interval_seconds!r}")
@@ -75,7 +78,9 @@ class Notifier:
             reminders=Reminders(reminder_minutes=approval_reminder_minutes),
         )
         self._digests = Digests(ops=ops, sessions=sessions, clock=clock, zone=digest_zone)
-        self._outbox = Outbox(sessions=sessions, web_client=web_client, clock=clock)
+        self._outbox = Outbox(
+            sessions=sessions, web_client=web_client, clock=clock, command=command
+        )
 
     def run_once(self) -> TickStats | None:
         """Tick and send the queue if this process holds the lease; None if another does."""
@@ -92,6 +97,11 @@ class Notifier:
             self._sleep(CHANNEL_GAP_SECONDS)
         self._outbox.prune()
         return stats
+
+    @property
+    def halted(self) -> SlackFailure | None:
+        """Why nothing is sent to Slack (it refuses pipebot's token or app); None if sending."""
+        return self._outbox.halted
 
     def close(self) -> None:
         """Give the lease up so another process takes over at once (at shutdown)."""

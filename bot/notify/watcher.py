@@ -217,9 +217,13 @@ class Watcher:
             tick = TickContext(
                 session=session, pipeline=pipeline, lookups=lookups, stats=stats, now=now
             )
-            subscriptions = notify_store.subscriptions_for_pipeline(
-                session=session, pipeline=pipeline
-            )
+            # A suspended subscription's channel refuses pipebot: nothing is queued for it
+            # until someone subscribes there again (then its messages catch up at once).
+            subscriptions = [
+                s
+                for s in notify_store.subscriptions_for_pipeline(session=session, pipeline=pipeline)
+                if s.suspended_at is None
+            ]
             ids = [str(s.get("pipelineExecutionId")) for s in summaries]
             posted = notify_store.posted_executions(session=session, execution_ids=ids)
             for summary in summaries:

@@ -23,6 +23,7 @@ from bot.slack.kit import (
     section,
     text_size,
 )
+from bot.slack.subscriptions import SubscriptionRecord, suspended_home_blocks
 from bot.slack.text import WAITING_EMOJI, date_and_ago, name, pack, short_id, slack_date
 
 _MAX_HOME_APPROVALS: Final = 20
@@ -35,8 +36,11 @@ def home_view(
     now: datetime,
     trial_mode: bool,
     command: str = "/pipeline",
+    suspended: Sequence[SubscriptionRecord] = (),
 ) -> dict[str, Any]:
-    """The App Home tab: approvals waiting for the viewer (with buttons), then every pipeline.
+    """The App Home tab: approvals waiting for the viewer (with buttons), the suspended
+    subscriptions (channels Slack refused, with the fix: shown only when there are some),
+    then every pipeline.
 
     ``approvals`` are (pipeline, stage, action, execution ID, waiting since).
     """
@@ -49,6 +53,11 @@ def home_view(
             )
         )
     blocks += _approvals(approvals, now=now, command=command)
+    if suspended:
+        blocks += [
+            divider(),
+            *suspended_home_blocks(subscriptions=suspended, now=now, command=command),
+        ]
     blocks += [divider(), section(f"*Pipelines* ({len(pipelines)})")]
     footer = context(f"Updated {slack_date(now)} · `{escape(command)} help` for commands")
     if not pipelines:
