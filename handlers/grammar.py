@@ -355,7 +355,7 @@ def suggest(word: str, candidates: Iterable[str], *, limit: int = 3) -> list[str
 
 
 def normalize_reason(text: str) -> tuple[str, bool]:
-    """Reduce ``text`` to AWS's transition-reason alphabet, at most 300 characters.
+    """Reduce ``text`` to AWS's transition-reason alphabet; refuse more than 300 characters.
 
     Accents are dropped (``é`` → ``e``), quotes and apostrophes vanish, any other character
     outside ``[a-zA-Z0-9!@ ().*?-]`` becomes a space, spaces collapse. ``changed`` is True when
@@ -370,10 +370,15 @@ def normalize_reason(text: str) -> tuple[str, bool]:
             continue
         else:
             chars.append(" ")
-    reason = " ".join("".join(chars).split())[:REASON_MAX].rstrip()
+    reason = " ".join("".join(chars).split())
     if not reason:
         raise CommandError(
             "The reason has no characters AWS accepts: use letters, digits, spaces or `!@().*?-`."
+        )
+    if len(reason) > REASON_MAX:
+        raise CommandError(
+            f"The reason is {len(reason)} characters long; AWS keeps at most {REASON_MAX} "
+            f"(DisableStageTransition). Shorten it by {len(reason) - REASON_MAX} and try again."
         )
     return reason, reason != " ".join(text.split())
 

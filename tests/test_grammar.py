@@ -674,8 +674,11 @@ def test_normalize_reason() -> None:
     assert normalize_reason("freeze, see #12") == ("freeze see 12", True)
     assert normalize_reason("don\u2019t deploy: caf\u00e9") == ("dont deploy cafe", True)
     assert normalize_reason("line\nbreak_under") == ("line break under", True)
-    reason, changed = normalize_reason("x" * 400)
-    assert reason == "x" * 300 and changed
+    reason, changed = normalize_reason("x" * 300)
+    assert reason == "x" * 300 and not changed
+    # Never cut silently: a reason AWS cannot keep whole is refused, saying by how much.
+    with pytest.raises(CommandError, match=r"400 characters long.*at most 300.*by 100"):
+        normalize_reason("x" * 400)
 
 
 def test_normalize_reason_empty_result_is_an_error() -> None:

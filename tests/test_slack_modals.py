@@ -10,6 +10,7 @@ from bot.slack.modals import (
     COMMENT_MAX_LENGTH,
     STOP_MODE_ABANDON,
     STOP_MODE_WAIT,
+    STOP_REASON_MAX_LENGTH,
     declaration_block_id,
     declaration_from_values,
     declaration_modal,
@@ -133,7 +134,9 @@ def test_stop_modal_offers_wait_or_abandon_and_an_optional_reason() -> None:
     reason = next(b for b in view["blocks"] if b.get("block_id") == ids.STOP_REASON_BLOCK)
     assert reason["optional"] is True
     assert reason["element"]["action_id"] == ids.STOP_REASON_INPUT
-    assert reason["element"]["max_length"] == 200
+    # "Stopped by NAME in Slack: " (up to 102 characters) + the reason fits AWS's 200.
+    assert reason["element"]["max_length"] == STOP_REASON_MAX_LENGTH
+    assert len("Stopped by  in Slack: ") + 80 + STOP_REASON_MAX_LENGTH <= 200
     snapshot("stop_modal", view)
 
 

@@ -34,6 +34,7 @@ from bot.ops.client import ActionLogs, ChangeFeed, PipelineClient
 from bot.ops.pipeline_state import (
     APPROVAL_SUMMARY_MAX,
     IN_PROGRESS,
+    STOP_REASON_MAX,
     PendingApproval,
     is_action_failed,
     pending_approvals,
@@ -356,7 +357,14 @@ class PipelineOps:
             "abandon": abandon,
         }
         if reason:
-            params["reason"] = reason[:200]
+            if len(reason) > STOP_REASON_MAX:
+                raise OpsError(
+                    f"The stop reason is {len(reason) - STOP_REASON_MAX} characters too long: "
+                    f"AWS keeps at most {STOP_REASON_MAX} characters of it "
+                    "(StopPipelineExecution), and pipebot writes who stopped the execution "
+                    "before your reason. Shorten the reason and stop again."
+                )
+            params["reason"] = reason
         return run_guarded(
             lambda: str(self._client.stop_pipeline_execution(**params)["pipelineExecutionId"])
         )
@@ -410,13 +418,22 @@ class PipelineOps:
         return matching[0]
 
     def answer(self, approval: PendingApproval, *, approved: bool, summary: str) -> datetime | None:
+        """PutApprovalResult with ``summary``; a summary longer than AWS keeps (512 characters)
+        is refused with ``OpsError`` saying by how much, never cut."""
+        if len(summary) > APPROVAL_SUMMARY_MAX:
+            raise OpsError(
+                f"The comment is {len(summary) - APPROVAL_SUMMARY_MAX} characters too long: AWS "
+                f"keeps at most {APPROVAL_SUMMARY_MAX} characters of an approval's summary, "
+                "and pipebot writes who answered before the comment. Shorten the comment and "
+                "answer again."
+            )
         status = "Approved" if approved else "Rejected"
         response = run_guarded(
             lambda: self._client.put_approval_result(
                 pipelineName=approval.pipeline,
                 stageName=approval.stage,
                 actionName=approval.action,
-                result={"summary": summary[:APPROVAL_SUMMARY_MAX], "status": status},
+                result={"summary": summary, "status": status},
                 token=approval.token,
             )
         )

@@ -35,6 +35,9 @@ STAGE_DONE: Final = frozenset({"Succeeded", "Failed", "Stopped", "Skipped", "Can
 APPROVAL_SUMMARY_MAX: Final = 512
 """ApprovalResult.summary's maximum length (the API model's constraint)."""
 
+STOP_REASON_MAX: Final = 200
+"""StopPipelineExecution's ``reason``: at most 200 characters (the API model)."""
+
 RETRYABLE_STAGE: Final = frozenset({"Failed", "Stopped"})
 """Stage execution statuses RetryStageExecution accepts (when not superseded)."""
 

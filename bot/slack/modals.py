@@ -39,10 +39,14 @@ from bot.slack.kit import (
 )
 from bot.slack.text import name
 
-COMMENT_MAX_LENGTH: Final = 400
-"""Reject comment: put_approval_result's summary holds 512; the handler adds who rejected."""
-STOP_REASON_MAX_LENGTH: Final = 200
-"""stop_pipeline_execution's ``reason`` holds 200 characters."""
+COMMENT_MAX_LENGTH: Final = 390
+"""Reject comment: put_approval_result's summary holds 512, and pipebot writes
+``"Rejected in Slack by NAME (USER ID): "`` before it (21 characters, a display name of up to 80,
+an ID of up to 15, 5 more): 391 are left for the comment whoever answers."""
+STOP_REASON_MAX_LENGTH: Final = 95
+"""stop_pipeline_execution's ``reason`` holds 200 characters (``STOP_REASON_MAX``), and pipebot
+writes ``"Stopped by NAME in Slack: "`` before it (22 characters and a display name of up to
+80): 98 are left whoever stops."""
 STOP_MODE_WAIT: Final = "wait"
 STOP_MODE_ABANDON: Final = "abandon"
 """Option values of the stop modal's ``STOP_MODE_INPUT`` select."""

@@ -84,7 +84,7 @@ __all__ = [
 ]
 
 _RUNNING_SHOWN: Final = 5
-_CUSTOM_DATA_MAX: Final = 1000  # CodePipeline's own CustomData maximum
+_CUSTOM_DATA_MAX: Final = 1000  # shown with the request, "…" when longer (AWS keeps 50,000)
 _MENTIONS_SHOWN: Final = 20
 _LOG_MAX: Final = 2500
 _SAFE_URL: Final = re.compile(r"https?://[^\s<>|]+")
