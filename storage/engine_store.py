@@ -290,6 +290,28 @@ def action_executions_for_many(
     return list(session.exec(statement))
 
 
+def count_action_runs(
+    *,
+    session: Session,
+    pipeline_id: int,
+    stage_name: str,
+    action_name: str,
+    provider: str,
+    up_to_pk: int,
+) -> int:
+    """How many executions of one action of a pipeline exist up to and including ``up_to_pk``:
+    every attempt of every pipeline execution, counted in creation order (rows are never
+    deleted except with their pipeline). A Commands action's CODEBUILD_BUILD_NUMBER."""
+    statement = select(func.count(col(ActionExecution.id))).where(
+        ActionExecution.pipeline_id == pipeline_id,
+        ActionExecution.stage_name == stage_name,
+        ActionExecution.action_name == action_name,
+        ActionExecution.provider == provider,
+        col(ActionExecution.id) <= up_to_pk,
+    )
+    return int(session.exec(statement).one())
+
+
 def get_action(*, session: Session, pk: int) -> ActionExecution | None:
     return session.get(ActionExecution, pk)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -10,12 +11,19 @@ from pathlib import Path
 import pytest
 
 from bot.engine.providers.commands import (
+    LOCAL_BUILD_IMAGE,
+    Build,
     CommandsError,
+    codebuild_environment,
     collect_artifact,
+    compose_environment,
     kill_process_group,
     log_tail,
     prepare_workdir,
+    project_name,
     read_output_variables,
+    remove_workdir,
+    secondary_inputs_dir,
     start_commands,
 )
 
@@ -184,7 +192,7 @@ def test_kill_process_group_refuses_own_group() -> None:
         kill_process_group(0)
 
 
-def test_prepare_workdir_copies_primary_and_exposes_secondary(tmp_path: Path) -> None:
+def test_prepare_workdir_copies_primary_and_secondary_inputs(tmp_path: Path) -> None:
     primary = tmp_path / "artifacts" / "Source"
     (primary / "src").mkdir(parents=True)
     (primary / "src" / "app.py").write_text("print(1)\n")
@@ -196,24 +204,40 @@ def test_prepare_workdir_copies_primary_and_exposes_secondary(tmp_path: Path) ->
     env = prepare_workdir(
         workdir=workdir, primary_input=primary, secondary_inputs={"Config-Files": secondary}
     )
-    assert env["CODEBUILD_SRC_DIR"] == str(workdir)
-    assert env["CODEBUILD_SRC_DIR_Config-Files"] == str(secondary)
-    assert env["CODEBUILD_SRC_DIR_Config_Files"] == str(secondary)
+    copy = secondary_inputs_dir(workdir) / "Config-Files"
+    assert copy == tmp_path / "runs" / "build.inputs" / "Config-Files"
+    assert env == {
+        "CODEBUILD_SRC_DIR": str(workdir),
+        "CODEBUILD_SRC_DIR_Config-Files": str(copy),
+        "CODEBUILD_SRC_DIR_Config_Files": str(copy),
+    }
     assert (workdir / "src" / "app.py").read_text() == "print(1)\n"
+    assert (copy / "settings.txt").read_text() == "from secondary\n"
 
     status, log, _ = run(
         tmp_path,
-        ['cat "$CODEBUILD_SRC_DIR_Config_Files/settings.txt"', "touch made.txt", "pwd"],
+        [
+            'cat "$CODEBUILD_SRC_DIR_Config_Files/settings.txt"',
+            'echo changed > "$CODEBUILD_SRC_DIR_Config_Files/settings.txt"',
+            "touch made.txt",
+        ],
         workdir=workdir,
         extra_env=env,
     )
     assert status == 0
     assert "from secondary" in log
-    assert not (primary / "made.txt").exists()  # the artifact itself is untouched
+    # Commands write into copies: the stored artifacts stay as they were.
+    assert not (primary / "made.txt").exists()
+    assert (secondary / "settings.txt").read_text() == "from secondary\n"
 
-    # A retry on the same path starts again from the artifact.
+    # A retry on the same paths starts again from the artifacts.
     prepare_workdir(workdir=workdir, primary_input=primary, secondary_inputs={})
     assert not (workdir / "made.txt").exists()
+    assert not copy.exists()
+
+    remove_workdir(workdir=workdir)
+    assert not workdir.exists() and not secondary_inputs_dir(workdir).exists()
+    remove_workdir(workdir=workdir)  # already gone: no error
 
 
 def test_prepare_workdir_without_input_and_missing_input(tmp_path: Path) -> None:
@@ -224,6 +248,127 @@ def test_prepare_workdir_without_input_and_missing_input(tmp_path: Path) -> None
         prepare_workdir(
             workdir=tmp_path / "x", primary_input=tmp_path / "nope", secondary_inputs={}
         )
+    with pytest.raises(CommandsError, match="does not exist"):
+        prepare_workdir(
+            workdir=tmp_path / "y", primary_input=None, secondary_inputs={"Gone": tmp_path / "g"}
+        )
+    with pytest.raises(CommandsError, match="cannot name a directory"):
+        prepare_workdir(
+            workdir=tmp_path / "z", primary_input=None, secondary_inputs={"..": tmp_path}
+        )
+
+
+# --------------------------------------------------------------------------- CodeBuild environment
+
+
+def test_project_name_has_codebuilds_shape() -> None:
+    assert project_name(pipeline_name="web", stage_name="Build", action_name="Test") == (
+        "web-Build-Test"
+    )
+    # "." and "@" are valid in pipeline, stage and action names, not in project names.
+    name = project_name(pipeline_name="_my.app@v2", stage_name="Build", action_name="unit.tests")
+    assert name == "my_app_v2-Build-unit_tests"
+    long = project_name(pipeline_name="p" * 100, stage_name="s" * 100, action_name="a" * 100)
+    assert len(long) == 150 and long.startswith("p" * 100 + "-")
+    short = project_name(pipeline_name="-", stage_name="-", action_name="x")
+    assert short == "commands-x"
+    for each in (name, long, short):
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9\-_]{1,149}", each), each
+
+
+def test_build_identifiers_are_shaped_as_codebuilds() -> None:
+    build = Build(
+        project="web-Build-Test",
+        uuid="b1e6661e-e4f2-4156-9ab9-82a19e000000",
+        number=7,
+        region="eu-west-1",
+        account="000000000000",
+    )
+    assert build.build_id == "web-Build-Test:b1e6661e-e4f2-4156-9ab9-82a19e000000"
+    assert build.build_arn == (
+        "arn:aws:codebuild:eu-west-1:000000000000:build/"
+        "web-Build-Test:b1e6661e-e4f2-4156-9ab9-82a19e000000"
+    )
+    assert build.project_arn == "arn:aws:codebuild:eu-west-1:000000000000:project/web-Build-Test"
+
+
+def test_codebuild_environment_sets_what_codebuild_sets() -> None:
+    build = Build(project="p-s-a", uuid="u", number=3, region="us-east-2", account="123")
+    env = codebuild_environment(
+        build=build,
+        pipeline_name="my-demo-pipeline",
+        aws_region="us-east-2",
+        resolved_source_version="abc123",
+        start_time_ms=1_700_000_000_123,
+    )
+    assert env == {
+        "CODEBUILD_BUILD_ID": "p-s-a:u",
+        "CODEBUILD_BUILD_ARN": "arn:aws:codebuild:us-east-2:123:build/p-s-a:u",
+        "CODEBUILD_BUILD_NUMBER": "3",
+        "CODEBUILD_PROJECT_ARN": "arn:aws:codebuild:us-east-2:123:project/p-s-a",
+        "CODEBUILD_BUILD_IMAGE": LOCAL_BUILD_IMAGE,
+        "CODEBUILD_INITIATOR": "codepipeline/my-demo-pipeline",
+        "CODEBUILD_BUILD_SUCCEEDING": "1",
+        "CODEBUILD_START_TIME": "1700000000123",
+        "CODEBUILD_RESOLVED_SOURCE_VERSION": "abc123",
+        "AWS_REGION": "us-east-2",
+        "AWS_DEFAULT_REGION": "us-east-2",
+    }
+    bare = codebuild_environment(
+        build=build,
+        pipeline_name="p",
+        aws_region=None,
+        resolved_source_version=None,
+        start_time_ms=1,
+    )
+    for absent in ("CODEBUILD_RESOLVED_SOURCE_VERSION", "AWS_REGION", "AWS_DEFAULT_REGION"):
+        assert absent not in bare
+
+
+def test_compose_environment_precedence() -> None:
+    env, reserved = compose_environment(
+        host={"PATH": "/usr/bin", "AWS_REGION": "host-region", "HOME": "/home/pipebot"},
+        codebuild={
+            "AWS_REGION": "eu-west-1",
+            "CODEBUILD_BUILD_ID": "p:u",
+            "CODEBUILD_SRC_DIR": "/w",
+        },
+        declared={
+            "AWS_REGION": "us-west-2",
+            "CODEBUILD_BUILD_ID": "mine",
+            "CODEBUILD_SRC_DIR": "/elsewhere",
+            "CODEBUILD_MY_FLAG": "on",
+            "GREETING": "hi",
+        },
+    )
+    assert env == {
+        "PATH": "/usr/bin",
+        "HOME": "/home/pipebot",
+        "AWS_REGION": "us-west-2",  # the action's variable replaces the build image's
+        "CODEBUILD_BUILD_ID": "p:u",  # reserved: CodeBuild's value stays
+        "CODEBUILD_SRC_DIR": "/w",
+        "CODEBUILD_MY_FLAG": "on",  # not one CodeBuild sets: passed on
+        "GREETING": "hi",
+    }
+    assert reserved == ["CODEBUILD_BUILD_ID", "CODEBUILD_SRC_DIR"]
+
+
+def test_notes_are_logged_before_the_commands(tmp_path: Path) -> None:
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    log_path = tmp_path / "logs" / "action.log"
+    proc = start_commands(
+        commands=["echo ran"],
+        workdir=workdir,
+        env=dict(os.environ),
+        log_path=log_path,
+        variables_path=None,
+        notes=["first note", "second note"],
+    )
+    assert proc.wait(timeout=30) == 0
+    assert log_path.read_text().startswith(
+        "[Container] first note\n[Container] second note\n[Container] Running command echo ran\n"
+    )
 
 
 @pytest.fixture

@@ -167,6 +167,7 @@ class LocalCodePipeline:
             data_dir=self._data_dir,
             repositories_dir=Path(repositories_dir).resolve(),
             specs=self._specs,
+            region=region,
         )
         self._listeners: list[Callable[[], None]] = []
         self._worker: Worker | None = None

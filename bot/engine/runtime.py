@@ -87,6 +87,9 @@ class ActionJob:
     provider: str
     payload: dict[str, Any]
     source_override: str | None
+    # Artifact name -> the revision (commit ID) of the source action that produced it; artifacts
+    # made by other actions have none, as in CodePipeline's job data.
+    input_revisions: dict[str, str] = field(default_factory=dict)
 
 
 def action_job(
@@ -94,6 +97,7 @@ def action_job(
 ) -> ActionJob:
     assert row.id is not None
     overrides: dict[str, str] = json.loads(execution.source_overrides)
+    revisions = {a["name"]: a["revisionId"] for a in json.loads(execution.artifact_revisions)}
     return ActionJob(
         pk=row.id,
         action_execution_id=row.action_execution_id,
@@ -106,6 +110,7 @@ def action_job(
         provider=row.provider,
         payload=json.loads(row.input),
         source_override=overrides.get(row.action_name),
+        input_revisions=revisions,
     )
 
 
@@ -161,10 +166,20 @@ class SpecCache:
 class Runtime:
     """The execution rules. Stateless apart from the declaration cache, paths and claimant."""
 
-    def __init__(self, *, data_dir: Path, repositories_dir: Path, specs: SpecCache) -> None:
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        repositories_dir: Path,
+        specs: SpecCache,
+        region: str | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.repositories_dir = repositories_dir
         self.specs = specs
+        # The engine's AWS Region (None: none configured, ARNs say "local"); Commands actions
+        # see it as AWS_REGION.
+        self.region = region
         # (worker id, host) of this process's worker, which claims the actions it creates;
         # None when no worker runs here (another process's worker claims them).
         self.claimant: tuple[str, str] | None = None

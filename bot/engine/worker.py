@@ -29,6 +29,7 @@ from sqlmodel import Session
 
 from bot.engine.providers import commands as commands_provider
 from bot.engine.providers import git
+from bot.engine.responses import ACCOUNT, REGION
 from bot.engine.runtime import ActionJob, AdvanceResult, Runtime, action_job
 from bot.engine.states import ActionStatus, transition
 from storage import engine_store as store
@@ -428,29 +429,46 @@ class Worker:
         workdir = self._runtime.work_dir(action_execution_id=job.action_execution_id)
         log_path = self._runtime.log_path(action_execution_id=job.action_execution_id)
         variables_path = workdir.parent / f"{job.action_execution_id}.env"
-        _reset_dir(workdir)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+        start_time_ms = time.time_ns() // 1_000_000
+        timeout = commands_provider.BUILD_TIMEOUT_SECONDS
+        timed_out = False
         try:
             primary = artifact_dirs[inputs[0]] if inputs else None
             secondary = {name: path for name, path in artifact_dirs.items() if path != primary}
-            extra_env = commands_provider.prepare_workdir(
+            src_env = commands_provider.prepare_workdir(
                 workdir=workdir, primary_input=primary, secondary_inputs=secondary
             )
-            env = {
-                **os.environ,
-                **payload.get("environment", {}),
-                **extra_env,
-                "CODEPIPELINE_PIPELINE_NAME": job.pipeline_name,
-                "CODEPIPELINE_EXECUTION_ID": job.execution_id,
-                "CODEPIPELINE_STAGE_NAME": job.stage_name,
-                "CODEPIPELINE_ACTION_NAME": job.action_name,
-            }
+            region = payload.get("region") or self._runtime.region
+            codebuild_env = commands_provider.codebuild_environment(
+                build=self._build_of(job, region=region),
+                pipeline_name=job.pipeline_name,
+                aws_region=region,
+                resolved_source_version=job.input_revisions.get(inputs[0]) if inputs else None,
+                start_time_ms=start_time_ms,
+            )
+            env, reserved = commands_provider.compose_environment(
+                host=os.environ,
+                codebuild={**src_env, **codebuild_env},
+                declared=payload.get("environment", {}),
+            )
+            env.update(
+                CODEPIPELINE_PIPELINE_NAME=job.pipeline_name,
+                CODEPIPELINE_EXECUTION_ID=job.execution_id,
+                CODEPIPELINE_STAGE_NAME=job.stage_name,
+                CODEPIPELINE_ACTION_NAME=job.action_name,
+            )
             proc = commands_provider.start_commands(
                 commands=payload["commands"],
                 workdir=workdir,
                 env=env,
                 log_path=log_path,
                 variables_path=variables_path if payload.get("outputVariables") else None,
+                notes=[
+                    f"Ignoring environment variable {name}: the CODEBUILD_ prefix is reserved "
+                    "for CodeBuild, which sets it"
+                    for name in reserved
+                ],
             )
             with self._lock:
                 self._running[job.pk] = proc
@@ -461,7 +479,12 @@ class Worker:
                 )
                 if abandoned:  # stopped with abandon while the process was starting
                     commands_provider.kill_process_group(proc.pid)
-                code = proc.wait()
+                try:
+                    code = proc.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    timed_out = True
+                    commands_provider.kill_process_group(proc.pid)
+                    code = proc.wait()
                 # Background jobs a command left behind die with their action.
                 commands_provider.kill_process_group(proc.pid)
             finally:
@@ -471,6 +494,8 @@ class Worker:
             if code != 0:
                 tail = commands_provider.log_tail(log_path=log_path, lines=15, max_chars=1500)
                 how = f"exited with status {code}" if code > 0 else f"was killed (signal {-code})"
+                if timed_out:
+                    how = f"timed out after {_duration(timeout)} (the Commands build timeout)"
                 return Outcome(
                     succeeded=False,
                     summary=f"Commands {how}.\n{tail}".strip()[:2048],
@@ -498,7 +523,7 @@ class Worker:
                 external_execution_id=job.action_execution_id,
             )
         finally:
-            shutil.rmtree(workdir, ignore_errors=True)
+            commands_provider.remove_workdir(workdir=workdir)
             variables_path.unlink(missing_ok=True)
         return Outcome(
             succeeded=True,
@@ -506,6 +531,29 @@ class Worker:
             output_variables=variables,
             output_artifacts=produced,
             external_execution_id=job.action_execution_id,
+        )
+
+    def _build_of(self, job: ActionJob, *, region: str | None) -> commands_provider.Build:
+        """The CodeBuild build a Commands action run stands for (see ``project_name``)."""
+        with self._sessions() as session:
+            number = store.count_action_runs(
+                session=session,
+                pipeline_id=job.pipeline_id,
+                stage_name=job.stage_name,
+                action_name=job.action_name,
+                provider=job.provider,
+                up_to_pk=job.pk,
+            )
+        return commands_provider.Build(
+            project=commands_provider.project_name(
+                pipeline_name=job.pipeline_name,
+                stage_name=job.stage_name,
+                action_name=job.action_name,
+            ),
+            uuid=job.action_execution_id,
+            number=number,
+            region=region or REGION,
+            account=ACCOUNT,
         )
 
     def _complete(self, job: ActionJob, outcome: Outcome) -> None:
@@ -575,6 +623,14 @@ def record_revision(
             }
         )
     execution.artifact_revisions = json.dumps(artifacts)
+
+
+def _duration(seconds: float) -> str:
+    """``55 minutes``, ``90 seconds``: a timeout as its declaration would say it."""
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
 def _reset_dir(path: Path) -> None:

@@ -1,17 +1,21 @@
 """The Compute/AWS/Commands action run on the local machine, mirroring CodeBuild's behaviour.
 
-On AWS this action runs its ``commands`` in a CodeBuild container: the first input artifact is the
-working directory (``CODEBUILD_SRC_DIR``), the other inputs are reachable through
-``CODEBUILD_SRC_DIR_<artifact name>``, every line runs in the same shell in order and the first one
-that fails fails the action, ``outputVariables`` are read from the environment after the last line,
-and ``outputArtifacts[].files`` globs pick the output artifact's files (no match fails the build).
+On AWS this action runs its ``commands`` on CodePipeline-managed CodeBuild compute (CodePipeline
+user guide, "Commands action reference"): the first input artifact is the working directory
+(``CODEBUILD_SRC_DIR``), the other inputs are reachable through ``CODEBUILD_SRC_DIR_<artifact
+name>``, every line runs in the same shell in order and the first one that fails fails the action,
+the build times out after 55 minutes, ``outputVariables`` are read from the environment after the
+last line (CodeBuild's own variables included: AWS's example exports ``CODEBUILD_BUILD_ID``), and
+``outputArtifacts[].files`` globs pick the output artifact's files (no match fails the build).
 This module reproduces those rules with a local shell, in steps the engine's worker sequences:
 
-1. ``prepare_workdir`` -> environment additions,
-2. ``start_commands`` -> a running ``Popen`` the worker waits on (and may kill from another thread
-   with ``kill_process_group`` when the execution is stopped with abandon),
+1. ``prepare_workdir`` -> the ``CODEBUILD_SRC_DIR*`` variables, ``codebuild_environment`` -> the
+   rest of CodeBuild's variables, ``compose_environment`` -> the commands' whole environment,
+2. ``start_commands`` -> a running ``Popen`` the worker waits on, at most
+   ``BUILD_TIMEOUT_SECONDS`` (and may kill from another thread with ``kill_process_group`` when the
+   execution is stopped with abandon),
 3. ``read_output_variables`` and ``collect_artifact`` once it exited with status 0,
-4. ``log_tail`` for a failure summary.
+4. ``log_tail`` for a failure summary, ``remove_workdir`` at the end.
 
 Nothing here polls or keeps state between calls: the shell writes the log and the environment dump
 itself, so waiting on the process is all the caller has to do.
@@ -27,19 +31,38 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from bot.engine.errors import EngineError
 
 __all__ = [
+    "BUILD_TIMEOUT_SECONDS",
+    "LOCAL_BUILD_IMAGE",
+    "Build",
     "CommandsError",
+    "codebuild_environment",
     "collect_artifact",
+    "compose_environment",
     "kill_process_group",
     "log_tail",
     "prepare_workdir",
+    "project_name",
     "read_output_variables",
+    "remove_workdir",
+    "secondary_inputs_dir",
     "start_commands",
 ]
+
+BUILD_TIMEOUT_SECONDS: int = 55 * 60  # read at each run, so tests can shorten it
+"""How long a Commands action may run: "The timeout for builds with the Commands action is 55
+minutes, as based on CodeBuild builds" (Commands action reference, "Considerations"). Fixed on AWS:
+``timeoutInMinutes`` applies to manual approvals only (ActionDeclaration, CodePipeline API)."""
+
+LOCAL_BUILD_IMAGE: Final = "pipebot/local-shell"
+"""``CODEBUILD_BUILD_IMAGE`` locally. There is no image: the commands run in a shell on pipebot's
+host. The value says so, rather than naming an AWS image whose tools the host may not have."""
 
 _SHELL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _GLOB_CHARS = frozenset("*?[")
@@ -59,41 +82,198 @@ class CommandsError(EngineError):
 # --------------------------------------------------------------------------- work directory
 
 
+def secondary_inputs_dir(workdir: Path) -> Path:
+    """Where the copies of the secondary input artifacts of ``workdir``'s action live.
+
+    A sibling of ``workdir`` (``<workdir>.inputs/<artifact name>``), never inside it: as on
+    CodeBuild, where each source has its own directory, secondary inputs are not part of the
+    primary source, so ``outputArtifacts`` globs such as ``**/*`` never pick them up.
+    """
+    return workdir.with_name(workdir.name + ".inputs")
+
+
+def _replace_with_copy(source: Path | None, target: Path) -> None:
+    """Make ``target`` a fresh copy of ``source`` (an empty directory when ``source`` is None)."""
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+    elif target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source is None:
+        target.mkdir()
+    else:
+        shutil.copytree(source, target, symlinks=True)
+
+
 def prepare_workdir(
     *, workdir: Path, primary_input: Path | None, secondary_inputs: Mapping[str, Path]
 ) -> dict[str, str]:
-    """Create ``workdir`` holding a copy of the primary input artifact; return env additions.
+    """Copy the input artifacts for one run; return the ``CODEBUILD_SRC_DIR*`` variables.
 
-    The copy (not the artifact itself) is the working directory because commands write into it
-    and the artifact must stay intact for retries and later actions. An existing ``workdir`` is
-    replaced: a stage retry may reuse the same path and must start from the artifact, not from the
-    leftovers of the failed attempt. Secondary inputs are not copied; like CodeBuild's secondary
-    sources they are reached through ``CODEBUILD_SRC_DIR_<name>`` (meant for reading). Artifact
-    names may contain ``-``, which a shell cannot expand, so such names also get an alias with
-    ``_`` in its place.
+    ``workdir`` becomes a copy of the primary input artifact (the commands' working directory,
+    ``CODEBUILD_SRC_DIR``); each secondary input (artifact name -> stored directory) is copied to
+    ``secondary_inputs_dir(workdir)/<name>`` and named by ``CODEBUILD_SRC_DIR_<name>``: for a build
+    CodePipeline starts, the source identifier CodeBuild uses in that name is the input artifact's
+    name (CodeBuild user guide, "Environment variables in build environments"). Copies, not the
+    stored artifacts, because commands may write anywhere in them, as they can in CodeBuild's
+    container, and the artifacts must stay intact for retries and later actions. Existing copies
+    are replaced: a stage retry may reuse the same paths and must start from the artifacts, not
+    from the leftovers of the failed attempt. Artifact names may contain ``-``, which a shell
+    cannot expand, so such names also get an alias with ``_`` in its place (pipebot's addition).
+
+    Raises ``CommandsError`` when an input artifact's directory is missing or a name is not a
+    plain artifact name.
     """
     if primary_input is not None and not primary_input.is_dir():
         raise CommandsError(f"Input artifact directory {primary_input} does not exist")
     for name, path in secondary_inputs.items():
+        if not name or name in (".", "..") or "/" in name or "\\" in name:
+            raise CommandsError(f"Input artifact name {name!r} cannot name a directory")
         if not path.is_dir():
             raise CommandsError(f"Input artifact {name!r} directory {path} does not exist")
-    if workdir.is_symlink() or workdir.is_file():
-        workdir.unlink()
-    elif workdir.exists():
-        shutil.rmtree(workdir)
-    if primary_input is None:
-        workdir.mkdir(parents=True)
-    else:
-        workdir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(primary_input, workdir, symlinks=True)
+    _replace_with_copy(primary_input, workdir)
+    secondary_root = secondary_inputs_dir(workdir)
+    _replace_with_copy(None, secondary_root)
+    copies = {}
+    for name, path in secondary_inputs.items():
+        copies[name] = secondary_root / name
+        _replace_with_copy(path, copies[name])
 
     env = {"CODEBUILD_SRC_DIR": str(workdir.absolute())}
-    for name, path in secondary_inputs.items():
-        env[f"CODEBUILD_SRC_DIR_{name}"] = str(path.absolute())
-    for name, path in secondary_inputs.items():
+    for name, copy in copies.items():
+        env[f"CODEBUILD_SRC_DIR_{name}"] = str(copy.absolute())
+    for name, copy in copies.items():
         alias = f"CODEBUILD_SRC_DIR_{re.sub(r'[^A-Za-z0-9_]', '_', name)}"
-        env.setdefault(alias, str(path.absolute()))
+        env.setdefault(alias, str(copy.absolute()))
     return env
+
+
+def remove_workdir(*, workdir: Path) -> None:
+    """Delete ``workdir`` and its secondary input copies; missing ones are not an error."""
+    shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(secondary_inputs_dir(workdir), ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- CodeBuild environment
+
+_PROJECT_NAME_MAX = 150
+_NOT_IN_PROJECT_NAME = re.compile(r"[^A-Za-z0-9_-]")
+_NOT_PROJECT_NAME_START = re.compile(r"^[^A-Za-z0-9]+")
+
+
+def project_name(*, pipeline_name: str, stage_name: str, action_name: str) -> str:
+    """The CodeBuild project a Commands action's builds belong to: ``<pipeline>-<stage>-<action>``.
+
+    AWS runs Commands actions on CodeBuild compute that CodePipeline manages ("without the need to
+    associate or create a build project", Commands action reference) and documents no project name
+    for them. pipebot gives every Commands action of a pipeline a project of its own, so
+    ``CODEBUILD_BUILD_NUMBER`` counts that action's builds (every execution and every retry), as
+    CodeBuild counts a project's builds. The name obeys CodeBuild's ``ProjectName`` shape
+    (``[A-Za-z0-9][A-Za-z0-9\\-_]{1,149}``, CodeBuild API reference, CreateProject): ``.`` and
+    ``@``, valid in pipeline, stage and action names, become ``_``, a leading ``-`` or ``_`` is
+    dropped, and the name is cut at 150 characters.
+    """
+    joined = _NOT_IN_PROJECT_NAME.sub("_", f"{pipeline_name}-{stage_name}-{action_name}")
+    name = _NOT_PROJECT_NAME_START.sub("", joined)[:_PROJECT_NAME_MAX]
+    return name if len(name) >= 2 else f"commands-{name}".rstrip("-")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Build:
+    """One run of a Commands action seen as the CodeBuild build AWS would run it as.
+
+    ``uuid`` is the build's own identifier (pipebot uses the action execution ID, so a build ID
+    leads back to its action execution and log); ``number`` counts the project's builds from 1;
+    ``region`` and ``account`` are those of the engine's ARNs.
+    """
+
+    project: str
+    uuid: str
+    number: int
+    region: str
+    account: str
+
+    @property
+    def build_id(self) -> str:
+        """``<project-name>:<uuid>``, as ``CODEBUILD_BUILD_ID`` and CodeBuild's ``Build.id``."""
+        return f"{self.project}:{self.uuid}"
+
+    @property
+    def build_arn(self) -> str:
+        """``arn:aws:codebuild:<region>:<account>:build/<build id>``."""
+        return f"arn:aws:codebuild:{self.region}:{self.account}:build/{self.build_id}"
+
+    @property
+    def project_arn(self) -> str:
+        """``arn:aws:codebuild:<region>:<account>:project/<project name>``."""
+        return f"arn:aws:codebuild:{self.region}:{self.account}:project/{self.project}"
+
+
+def codebuild_environment(
+    *,
+    build: Build,
+    pipeline_name: str,
+    aws_region: str | None,
+    resolved_source_version: str | None,
+    start_time_ms: int,
+) -> dict[str, str]:
+    """The variables CodeBuild sets in every build CodePipeline starts, shaped as AWS shapes them.
+
+    From "Environment variables in build environments" (CodeBuild user guide): the build's ID,
+    ARN, number, project ARN and image; ``CODEBUILD_INITIATOR`` ``codepipeline/<pipeline name>``;
+    ``CODEBUILD_BUILD_SUCCEEDING`` ``1`` (a Commands action stops at the first failing command, so
+    no command ever runs while the build is failing); ``CODEBUILD_START_TIME``, ``start_time_ms``
+    as milliseconds since the Unix epoch; ``CODEBUILD_RESOLVED_SOURCE_VERSION``, the revision
+    CodePipeline provides for the primary input (a commit ID), only when there is one: the page
+    says it "may not always be available", and an artifact built by an earlier action has none;
+    ``AWS_REGION`` and ``AWS_DEFAULT_REGION`` only when the engine has a real region
+    (``aws_region``), so that an engine without one does not point the commands' AWS CLI and SDKs
+    at a region that does not exist. ``CODEBUILD_SRC_DIR*`` come from ``prepare_workdir``.
+
+    Left out, having no truthful local value: ``CODEBUILD_SOURCE_VERSION`` and
+    ``CODEBUILD_SOURCE_REPO_URL`` (the input artifact's S3 object), ``CODEBUILD_KMS_KEY_ID``
+    (artifacts are not encrypted locally), ``CODEBUILD_LOG_PATH`` (no CloudWatch Logs stream);
+    and, as on AWS for these builds, the batch, public-build and webhook variables.
+    """
+    env = {
+        "CODEBUILD_BUILD_ID": build.build_id,
+        "CODEBUILD_BUILD_ARN": build.build_arn,
+        "CODEBUILD_BUILD_NUMBER": str(build.number),
+        "CODEBUILD_PROJECT_ARN": build.project_arn,
+        "CODEBUILD_BUILD_IMAGE": LOCAL_BUILD_IMAGE,
+        "CODEBUILD_INITIATOR": f"codepipeline/{pipeline_name}",
+        "CODEBUILD_BUILD_SUCCEEDING": "1",
+        "CODEBUILD_START_TIME": str(start_time_ms),
+    }
+    if resolved_source_version:
+        env["CODEBUILD_RESOLVED_SOURCE_VERSION"] = resolved_source_version
+    if aws_region:
+        env["AWS_REGION"] = aws_region
+        env["AWS_DEFAULT_REGION"] = aws_region
+    return env
+
+
+def compose_environment(
+    *, host: Mapping[str, str], codebuild: Mapping[str, str], declared: Mapping[str, str]
+) -> tuple[dict[str, str], list[str]]:
+    """The commands' environment, and the declared names dropped because CodeBuild owns them.
+
+    Three layers, each replacing the one before: ``host`` (pipebot's own environment, standing in
+    for the build image's: ``PATH``, ``HOME``, ...), ``codebuild`` (what CodeBuild sets:
+    ``codebuild_environment`` and ``prepare_workdir``), ``declared`` (the action's
+    ``environmentVariables``). A variable you set replaces the image's variable of the same name
+    (CodeBuild user guide, "Create a build project", Environment variables), ``AWS_REGION``
+    included; but "Do not set any environment variable with a name that begins with
+    ``CODEBUILD_``. This prefix is reserved for internal use" (same page), so a declared variable
+    that would replace a ``CODEBUILD_`` variable CodeBuild sets is dropped and its name returned
+    (sorted), for the caller to say so in the log. Other declared ``CODEBUILD_`` names pass.
+    """
+    env = {**host, **codebuild}
+    reserved = sorted(
+        name for name in declared if name.startswith("CODEBUILD_") and name in codebuild
+    )
+    env.update((name, value) for name, value in declared.items() if name not in reserved)
+    return env, reserved
 
 
 # --------------------------------------------------------------------------- running
@@ -145,16 +325,18 @@ def start_commands(
     env: Mapping[str, str],
     log_path: Path,
     variables_path: Path | None,
+    notes: Sequence[str] = (),
 ) -> subprocess.Popen[bytes]:
     """Start ``commands`` in ``workdir`` and return at once with the running process.
 
     The script is written next to the log as ``<log name>.sh`` (outside ``workdir``, so that
-    artifact globs never pick it up). Output and errors are appended to ``log_path`` by the shell
-    itself, the environment goes to ``variables_path`` (removed first, so a stale dump from an
-    earlier attempt cannot be mistaken for this one's; None skips the dump when the action
-    declares no outputVariables). ``env`` is the complete environment. The
-    process leads a new session, so ``kill_process_group(proc.pid)`` reaches every process the
-    commands started, and the caller only needs a blocking ``proc.wait()``.
+    artifact globs never pick it up). ``notes`` are appended to ``log_path`` first, one
+    ``[Container]`` line each; then output and errors are appended by the shell itself, and the
+    environment goes to ``variables_path`` (removed first, so a stale dump from an earlier attempt
+    cannot be mistaken for this one's; None skips the dump when the action declares no
+    outputVariables). ``env`` is the complete environment. The process leads a new session, so
+    ``kill_process_group(proc.pid)`` reaches every process the commands started, and the caller
+    only needs a blocking ``proc.wait()`` (with ``BUILD_TIMEOUT_SECONDS`` as its timeout).
     """
     if not commands:
         raise CommandsError("The Commands action has no commands to run")
@@ -168,6 +350,8 @@ def start_commands(
     script_path.write_text(_script(commands, variables_path, env_program), encoding="utf-8")
     try:
         with log_path.open("ab") as log:
+            log.write("".join(f"[Container] {note}\n" for note in notes).encode())
+            log.flush()
             return subprocess.Popen(
                 [shell, str(script_path.absolute())],
                 cwd=workdir,
