@@ -428,7 +428,11 @@ def list_action_executions(
     execution_pk: int | None,
     before_pk: int | None,
     limit: int,
+    latest_only: bool = False,
 ) -> list[ActionExecution]:
+    """A pipeline's action executions, newest first (``id`` below ``before_pk``), of one
+    execution when ``execution_pk`` is given; ``latest_only`` keeps the newest run of each
+    (stage, action) of that execution, leaving out runs a retry replaced."""
     statement = (
         select(ActionExecution)
         .where(ActionExecution.pipeline_id == pipeline_id)
@@ -437,6 +441,13 @@ def list_action_executions(
     )
     if execution_pk is not None:
         statement = statement.where(ActionExecution.execution_pk == execution_pk)
+        if latest_only:
+            newest = (
+                select(func.max(ActionExecution.id))
+                .where(ActionExecution.execution_pk == execution_pk)
+                .group_by(col(ActionExecution.stage_name), col(ActionExecution.action_name))
+            )
+            statement = statement.where(col(ActionExecution.id).in_(newest))
     if before_pk is not None:
         statement = statement.where(col(ActionExecution.id) < before_pk)
     return list(session.exec(statement))

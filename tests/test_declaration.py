@@ -34,6 +34,7 @@ SHARED_PIPELINES = Path(__file__).resolve().parents[2] / "shared" / "data" / "pi
 SHARED_PIPELINE_FILES = sorted(SHARED_PIPELINES.glob("*.json"))
 
 ROLE = "arn:aws:iam::123456789012:role/pipebot"
+CONNECTION = "arn:aws:codestar-connections:us-east-1:123456789012:connection/example"
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -225,7 +226,11 @@ def test_codestar_connection_source_and_trigger_pass() -> None:
                 "provider": "CodeStarSourceConnection",
                 "version": "1",
             },
-            "configuration": {"FullRepositoryId": "acme/app", "BranchName": "release/1.x"},
+            "configuration": {
+                "ConnectionArn": CONNECTION,
+                "FullRepositoryId": "acme/app",
+                "BranchName": "release/1.x",
+            },
             "outputArtifacts": [{"name": "SourceArtifact"}],
         }
     ]
@@ -238,7 +243,9 @@ def test_codestar_connection_source_and_trigger_pass() -> None:
             },
         }
     ]
-    validate_declaration(decl, local=True)
+    validate_declaration(decl, local=False)
+    # Locally the poller would start on every change and ignore the filter: refused by name.
+    refused(decl, IS, "Trigger filters", "AWS backend")
 
 
 # --------------------------------------------------------------------------- shape (step 1)
@@ -283,9 +290,18 @@ def test_enum_violation_is_a_validation_exception() -> None:
 
 
 def test_too_long_configuration_value_is_a_validation_exception() -> None:
+    """The service's limit (50,000 characters), not botocore's stale 1,000 (issue 11, case 9)."""
     decl = v1_pipeline()
-    action_of(decl, 1)["configuration"] = {"CustomData": "x" * 1001}
-    refused(decl, VALIDATION, "configuration.CustomData", "1000")
+    action_of(decl, 1)["configuration"] = {"CustomData": "x" * 50_001}
+    refused(decl, VALIDATION, "configuration.CustomData", "50000")
+
+
+@pytest.mark.parametrize("local", [True, False])
+def test_configuration_values_longer_than_botocore_says_are_accepted(local: bool) -> None:
+    """AWS accepts a 1,500-character CustomData although botocore's model says 1,000."""
+    decl = v1_pipeline()
+    action_of(decl, 1)["configuration"] = {"CustomData": "x" * 1_500}
+    assert validate_declaration(decl, local=local)["stages"][1]["actions"][0]["configuration"]
 
 
 def test_bad_artifact_name_pattern_is_a_validation_exception() -> None:
@@ -307,21 +323,21 @@ def test_not_a_mapping_is_an_invalid_structure() -> None:
 def test_invalid_pipeline_name(name: str) -> None:
     decl = v1_pipeline()
     decl["name"] = name
-    refused(decl, IS, "Pipeline name")
+    refused(decl, VALIDATION, "Pipeline name", "at 'pipeline.name' failed to satisfy constraint")
 
 
 @pytest.mark.parametrize("name", ["Build Stage", "", "y" * 101])
 def test_invalid_stage_name(name: str) -> None:
     decl = v1_pipeline()
     decl["stages"][1]["name"] = name
-    refused(decl, STAGE, "stage name is invalid")
+    refused(decl, VALIDATION, "at 'pipeline.stages.2.member.name' failed to satisfy constraint")
 
 
 @pytest.mark.parametrize("name", ["Approve!", "", "z" * 101])
 def test_invalid_action_name(name: str) -> None:
     decl = v1_pipeline()
     action_of(decl, 1)["name"] = name
-    refused(decl, ACTION, 'Stage "Approve"', "action name is invalid")
+    refused(decl, VALIDATION, 'Stage "Approve"', "'pipeline.stages.2.member.actions.1.member.name'")
 
 
 def test_valid_name_characters() -> None:
@@ -379,9 +395,12 @@ def test_no_source_action_after_the_first_stage() -> None:
 def test_run_order_range(run_order: int) -> None:
     decl = v1_pipeline()
     action_of(decl, 1)["runOrder"] = run_order
-    error = refused(decl, ACTION)
+    bound = "greater than or equal to 1" if run_order < 1 else "less than or equal to 999"
+    error = refused(decl, VALIDATION)
     assert error.message == (
-        f'Stage "Approve", action "Approve": runOrder {run_order} is out of range (1-999)'
+        'Stage "Approve", action "Approve": 1 validation error detected: Value '
+        f"\"{run_order}\" at 'pipeline.stages.2.member.actions.1.member.runOrder' failed to "
+        f"satisfy constraint: Member must have value {bound}"
     )
 
 
@@ -394,10 +413,10 @@ def test_duplicate_output_artifact() -> None:
     refused(
         decl,
         IS,
-        '"BuildArtifact"',
         'Stage "Build", action "Other"',
+        "Output Artifact Bundle name must be unique within the pipeline. BuildArtifact has been "
+        "used more than once",
         'action "Compile"',
-        "unique",
     )
 
 
@@ -437,7 +456,15 @@ def test_duplicate_namespace() -> None:
     decl = v2_pipeline()
     action_of(decl, 0)["namespace"] = "SourceVariables"
     action_of(decl, 1)["namespace"] = "SourceVariables"
-    refused(decl, IS, 'Stage "Build", action "Compile"', '"SourceVariables"', 'action "Source"')
+    refused(
+        decl,
+        ACTION,
+        'Stage "Build", action "Compile"',
+        "Namespaces must be unique across the pipeline definition. The following occur more "
+        "than once in the pipeline. StageName=[Source], ActionName=[Source], "
+        "Namespace=[SourceVariables]; StageName=[Build], ActionName=[Compile], "
+        "Namespace=[SourceVariables]",
+    )
 
 
 # --------------------------------------------------------------------------- V2-only features
@@ -445,29 +472,31 @@ def test_duplicate_namespace() -> None:
 
 @pytest.mark.parametrize("mode", ["QUEUED", "PARALLEL"])
 def test_v1_refuses_v2_execution_modes(mode: str) -> None:
-    decl = v1_pipeline()
+    decl = {**v1_pipeline(), "pipelineType": "V1"}
     decl["executionMode"] = mode
-    refused(decl, VALIDATION, f"executionMode {mode}", "V2")
+    refused(decl, IS, f"executionMode {mode} can only be used with V2 pipelines")
 
 
 def test_v1_refuses_variables() -> None:
-    decl = v1_pipeline()
+    decl = {**v1_pipeline(), "pipelineType": "V1"}
     decl["variables"] = [{"name": "X"}]
-    refused(decl, VALIDATION, '"variables"', "V2")
+    refused(decl, IS, '"variables" can only be used with V2 pipelines')
 
 
 def test_v1_refuses_triggers() -> None:
-    decl = v1_pipeline()
+    """AWS: ``InvalidStructureException: Triggers on tag can only be used with V2 pipelines``."""
+    decl = {**v1_pipeline(), "pipelineType": "V1"}
     decl["triggers"] = [
         {"providerType": "CodeStarSourceConnection", "gitConfiguration": {"sourceActionName": "S"}}
     ]
-    refused(decl, VALIDATION, '"triggers"', "V2")
+    refused(decl, IS, '"triggers" can only be used with V2 pipelines', local=False)
 
 
 def test_v1_refuses_commands_actions() -> None:
     decl = v2_pipeline()
-    del decl["pipelineType"], decl["executionMode"], decl["variables"]
-    refused(decl, VALIDATION, 'Stage "Build", action "Compile"', "Commands", "V2")
+    del decl["executionMode"], decl["variables"]
+    decl["pipelineType"] = "V1"
+    refused(decl, IS, 'Stage "Build", action "Compile"', "Commands", "V2 pipelines")
 
 
 CONDITION = {"conditions": [{"result": "FAIL", "rules": []}]}
@@ -484,9 +513,9 @@ RULE = {"name": "NoAlarms", "ruleTypeId": {"category": "Rule", "provider": "Clou
     ],
 )
 def test_stage_conditions(field: str, value: dict[str, Any]) -> None:
-    v1 = v1_pipeline()
+    v1 = {**v1_pipeline(), "pipelineType": "V1"}
     v1["stages"][1][field] = value
-    refused(v1, VALIDATION, 'Stage "Approve"', f'"{field}"', "V2")
+    refused(v1, IS, 'Stage "Approve"', f'"{field}"', "V2")
 
     v2 = v2_pipeline()
     v2["stages"][1][field] = value
@@ -511,7 +540,7 @@ def test_rollback_without_conditions_is_refused_locally() -> None:
 def test_invalid_variable_name(name: str) -> None:
     decl = v2_pipeline()
     decl["variables"] = [{"name": name}]
-    refused(decl, VALIDATION, "Pipeline variable", "@ - _")
+    refused(decl, VALIDATION, "Pipeline variable", "at 'pipeline.variables.1.member.name'")
 
 
 def test_duplicate_variable_names() -> None:
@@ -537,40 +566,69 @@ def test_trigger_must_name_a_source_action() -> None:
 def test_manual_approval_has_no_artifacts(field: str) -> None:
     decl = v1_pipeline()
     action_of(decl, 1)[field] = [{"name": "SourceArtifact" if field == "inputArtifacts" else "X"}]
-    refused(decl, ACTION, 'Stage "Approve", action "Approve"', field)
+    kind = field.removesuffix("Artifacts")
+    refused(
+        decl,
+        ACTION,
+        'Stage "Approve", action "Approve"',
+        f"declares 1 {kind} artifacts which is more than the maximum count (0)",
+    )
 
 
 @pytest.mark.parametrize("timeout", [4, 86401])
 def test_approval_timeout_range(timeout: int) -> None:
     decl = v1_pipeline()
     action_of(decl, 1)["timeoutInMinutes"] = timeout
-    refused(decl, ACTION, 'Stage "Approve", action "Approve"', f"timeoutInMinutes {timeout}")
+    refused(
+        decl,
+        VALIDATION,
+        'Stage "Approve", action "Approve"',
+        f"Value \"{timeout}\" at 'pipeline.stages.2.member.actions.1.member.timeoutInMinutes'",
+    )
 
 
 def test_source_has_no_input_artifacts() -> None:
     decl = v1_pipeline()
     action_of(decl, 0)["inputArtifacts"] = [{"name": "Other"}]
-    refused(decl, ACTION, 'Stage "Source", action "Source"', "inputArtifacts")
+    refused(
+        decl,
+        ACTION,
+        'Stage "Source", action "Source"',
+        "declares 1 input artifacts which is more than the maximum count (0)",
+    )
 
 
 @pytest.mark.parametrize("outputs", [[], [{"name": "A"}, {"name": "B"}]])
 def test_source_has_exactly_one_output(outputs: list[dict[str, str]]) -> None:
     decl = v1_pipeline()
     action_of(decl, 0)["outputArtifacts"] = outputs
-    refused(decl, ACTION, 'Stage "Source", action "Source"', "exactly 1 output artifact")
+    bound = "less than the minimum count (1)" if not outputs else "more than the maximum count (1)"
+    refused(
+        decl,
+        ACTION,
+        'Stage "Source", action "Source"',
+        f"declares {len(outputs)} output artifacts which is {bound}",
+    )
 
 
 def test_commands_required() -> None:
     decl = v2_pipeline()
     del action_of(decl, 1)["commands"]
-    refused(decl, ACTION, 'Stage "Build", action "Compile"', "commands")
+    refused(decl, ACTION, 'Stage "Build", action "Compile"', "must have a non-empty commands field")
 
 
-@pytest.mark.parametrize("count", [0, 51])
-def test_commands_count(count: int) -> None:
+def test_commands_count() -> None:
     decl = v2_pipeline()
-    action_of(decl, 1)["commands"] = ["echo hi"] * count
-    refused(decl, ACTION, 'Stage "Build", action "Compile"', "commands")
+    action_of(decl, 1)["commands"] = []
+    refused(decl, ACTION, "Action Compile must have a non-empty commands field")
+    action_of(decl, 1)["commands"] = ["echo hi"] * 51
+    refused(
+        decl,
+        VALIDATION,
+        'Stage "Build", action "Compile"',
+        "at 'pipeline.stages.2.member.actions.1.member.commands' failed to satisfy constraint: "
+        "Member must have length less than or equal to 50",
+    )
 
 
 def test_fifty_commands_are_fine() -> None:
@@ -582,13 +640,24 @@ def test_fifty_commands_are_fine() -> None:
 def test_commands_need_an_input_artifact() -> None:
     decl = v2_pipeline()
     action_of(decl, 1)["inputArtifacts"] = []
-    refused(decl, ACTION, 'Stage "Build", action "Compile"', "input artifact")
+    refused(
+        decl,
+        ACTION,
+        'Stage "Build", action "Compile"',
+        "Action Compile declares 0 input artifacts which is less than the minimum count (1)",
+    )
 
 
 def test_commands_only_on_commands_actions() -> None:
     decl = v1_pipeline()
     action_of(decl, 1)["commands"] = ["echo hi"]
-    refused(decl, ACTION, 'action "Approve"', "commands", "Approval/AWS/Manual")
+    refused(
+        decl,
+        ACTION,
+        'action "Approve"',
+        "The following action cannot contain a commands field: Approve",
+        "Approval/AWS/Manual",
+    )
 
 
 # --------------------------------------------------------------------------- artifact store
@@ -636,6 +705,8 @@ def test_unsupported_provider_is_refused_locally_only() -> None:
 def test_unsupported_source_suggests_local_sources() -> None:
     decl = v1_pipeline()
     action_of(decl, 0)["actionTypeId"]["provider"] = "S3"
+    action_of(decl, 0)["configuration"] = {"S3Bucket": "sources", "S3ObjectKey": "app.zip"}
+    validate_declaration(decl, local=False)
     refused(decl, ACTION, "S3", "PIPEBOT_BACKEND=aws", "CodeCommit", "CodeStarSourceConnection")
 
 
@@ -645,12 +716,19 @@ def test_unsupported_approval_suggests_manual() -> None:
     refused(decl, ACTION, "Approval/Custom/Manual", "Approval/AWS/Manual")
 
 
+@pytest.mark.parametrize("local", [True, False])
 @pytest.mark.parametrize("missing", ["RepositoryName", "BranchName"])
-def test_codecommit_configuration_required_locally(missing: str) -> None:
+def test_codecommit_configuration_required(missing: str, local: bool) -> None:
+    """Both are "Required: Yes" in the CodeCommit action reference: refused on both backends."""
     decl = v1_pipeline()
     del action_of(decl, 0)["configuration"][missing]
-    validate_declaration(decl, local=False)
-    refused(decl, ACTION, 'Stage "Source", action "Source"', missing)
+    refused(
+        decl,
+        ACTION,
+        'Stage "Source", action "Source"',
+        f"Action configuration for action Source is missing required configuration {missing}",
+        local=local,
+    )
 
 
 def test_codestar_configuration_required_locally() -> None:

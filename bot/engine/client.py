@@ -36,8 +36,10 @@ from botocore.validate import ParamValidator
 from sqlmodel import Session
 
 from bot.engine import responses
+from bot.engine.constraints import aws_message, violations
 from bot.engine.declaration import validate_declaration
 from bot.engine.errors import DeclarationError, RefusedError, client_error, client_exceptions
+from bot.engine.input_fields import refused_field
 from bot.engine.model import PipelineSpec, StageSpec, parse_spec
 from bot.engine.providers.commands import log_tail
 from bot.engine.runtime import AdvanceResult, Runtime, SpecCache, latest_actions
@@ -55,8 +57,6 @@ from storage.models import (
 )
 
 log = logging.getLogger(__name__)
-CLIENT_TOKEN = re.compile(r"^[a-zA-Z0-9-]{1,128}$")
-TRANSITION_REASON = re.compile(r"^[a-zA-Z0-9!@ \(\)\.\*\?\-]{1,300}$")
 CALLER = "pipebot"
 
 
@@ -85,11 +85,31 @@ def _operation(name: str) -> OperationModel:
 
 
 def _validate_params(operation: str, params: dict[str, Any]) -> None:
+    """Validate a call as boto3 and then the service would, before anything is read or changed.
+
+    botocore's client-side checks (types, required members, minimums) raise
+    ``ParamValidationError``; the model's server-side constraints (maximums, patterns, enums;
+    :mod:`bot.engine.constraints`) raise ``ValidationException`` with AWS's message. A
+    declaration (``pipeline`` of CreatePipeline/UpdatePipeline) is left to
+    ``validate_declaration``, which reports the same constraints stage by stage. Then every input
+    field the engine does not honour is refused (:mod:`bot.engine.input_fields`).
+    """
     shape = _operation(operation).input_shape
     assert shape is not None
     report = ParamValidator().validate(params, shape)
     if report.has_errors():
         raise ParamValidationError(report=report.generate_report())
+    found = violations(params, shape, skip=_is_declaration)
+    found = [v for v in found if not _is_declaration(v.path)]
+    if found:
+        raise client_error("ValidationException", aws_message(found), operation=operation)
+    refusal = refused_field(operation, params)
+    if refusal is not None:
+        raise client_error(refusal.code, refusal.message, operation=operation)
+
+
+def _is_declaration(path: tuple[str | int, ...]) -> bool:
+    return path[:1] == ("pipeline",)
 
 
 def _encode_token(value: int | str) -> str:
@@ -551,13 +571,6 @@ class LocalCodePipeline:
             session, pipeline, now = write.session, write.pipeline, write.now
             assert pipeline.id is not None
             if request_token is not None:
-                if not CLIENT_TOKEN.match(request_token):
-                    raise client_error(
-                        "ValidationException",
-                        "clientRequestToken must be 1-128 characters of letters, digits and "
-                        "hyphens",
-                        operation=operation,
-                    )
                 existing = store.execution_by_request_token(
                     session=session, pipeline_id=pipeline.id, token=request_token
                 )
@@ -773,22 +786,29 @@ class LocalCodePipeline:
         _validate_params(operation, params)
         limit = params.get("maxResults", 100)
         before = _decode_token(params.get("nextToken"), operation, int)
-        wanted = (params.get("filter") or {}).get("pipelineExecutionId")
+        given = params.get("filter") or {}
+        latest: dict[str, str] = given.get("latestInPipelineExecution") or {}
+        named = (given.get("pipelineExecutionId"), latest.get("pipelineExecutionId"))
+        wanted = {str(execution_id) for execution_id in named if execution_id is not None}
         with self._sessions() as session:
             pipeline = self._pipeline(session, params["pipelineName"], operation, lock=False)
             assert pipeline.id is not None
             execution_pk = None
-            if wanted is not None:
+            for execution_id in sorted(wanted):
                 execution_pk = self._execution(
-                    session, pipeline, wanted, operation, "PipelineExecutionNotFoundException"
+                    session, pipeline, execution_id, operation, "PipelineExecutionNotFoundException"
                 ).id
-            rows = store.list_action_executions(
-                session=session,
-                pipeline_id=pipeline.id,
-                execution_pk=execution_pk,
-                before_pk=before,
-                limit=limit + 1,
-            )
+            if len(wanted) > 1:  # two different executions: no action belongs to both
+                rows: list[ActionExecution] = []
+            else:
+                rows = store.list_action_executions(
+                    session=session,
+                    pipeline_id=pipeline.id,
+                    execution_pk=execution_pk,
+                    before_pk=before,
+                    limit=limit + 1,
+                    latest_only=latest.get("startTimeRange") == "Latest",
+                )
             ids = {
                 pk: e.execution_id
                 for pk, e in store.get_executions_by_pk(
@@ -827,12 +847,6 @@ class LocalCodePipeline:
     def disable_stage_transition(self, **params: Any) -> dict[str, Any]:
         operation = "DisableStageTransition"
         _validate_params(operation, params)
-        if not TRANSITION_REASON.match(params["reason"]):
-            raise client_error(
-                "ValidationException",
-                "reason must be 1-300 characters of letters, digits, spaces and !@().*?-",
-                operation=operation,
-            )
         return self._set_transition(params, operation, enabled=False, reason=params["reason"])
 
     def enable_stage_transition(self, **params: Any) -> dict[str, Any]:

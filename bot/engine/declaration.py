@@ -25,10 +25,12 @@ from typing import Any, Final
 
 import botocore.session
 import yaml
-from botocore.model import ListShape, MapShape, Shape, StructureShape
+from botocore.model import Shape, StructureShape
 from botocore.validate import ParamValidator, ValidationErrors
 
+from bot.engine.constraints import Path, violations
 from bot.engine.errors import DeclarationError
+from bot.engine.input_fields import refused_declaration_field
 
 INVALID_STRUCTURE: Final = "InvalidStructureException"
 INVALID_STAGE: Final = "InvalidStageDeclarationException"
@@ -59,7 +61,6 @@ _LOCAL_REQUIRED_CONFIGURATION: Final[dict[tuple[str, str, str], tuple[str, ...]]
 }
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9.@\-_]+")
-_NAME_CHARS: Final = "letters, digits and . @ - _"
 _VARIABLE_NAME_RE: Final = re.compile(r"[A-Za-z0-9@\-_]+")
 _REPO_PART_RE: Final = re.compile(r"[A-Za-z0-9._-]{1,100}")
 _BRANCH_BAD_CHARS: Final = frozenset(" ~^:?*[\\")
@@ -80,8 +81,6 @@ _ENGINE_OWNED_FIELDS: Final = re.compile(
     r"|\.stages\[\d+\]\.actions\[\d+\]\.(?:name|runOrder|timeoutInMinutes|commands)"
     r"|\.variables\[\d+\]\.name"
 )
-# Patterns in the model that AWS documentation examples do not follow (roleArn "ARN").
-_UNCHECKED_PATTERNS: Final = frozenset({"RoleArn"})
 _LOCATION_RE: Final = re.compile(r"\bstages\[(\d+)\](?:\.actions\[(\d+)\])?")
 
 
@@ -162,9 +161,10 @@ def split_declaration(
 def validate_declaration(pipeline: Mapping[str, Any], *, local: bool) -> dict[str, Any]:
     """Validate a pipeline declaration (the mapping under ``"pipeline"``) and normalize it.
 
-    Returns a deep copy with defaults filled: ``version`` 1, ``pipelineType`` "V1",
-    ``executionMode`` "SUPERSEDED", and on every action ``runOrder`` 1, ``configuration`` {},
-    ``inputArtifacts`` [] and ``outputArtifacts`` []. ``local=True`` also refuses what the
+    Returns a deep copy with defaults filled: ``version`` 1, ``pipelineType`` "V1" (or "V2"
+    when V2 parameters are used, as AWS does), ``executionMode`` "SUPERSEDED", and on every
+    action ``runOrder`` 1, ``configuration`` {}, ``inputArtifacts`` [] and
+    ``outputArtifacts`` []. ``local=True`` also refuses what the
     embedded engine cannot run. Raises :class:`DeclarationError`.
     """
     if not isinstance(pipeline, Mapping):
@@ -179,13 +179,18 @@ def validate_declaration(pipeline: Mapping[str, Any], *, local: bool) -> dict[st
     _check_artifact_store(decl, local=local)
     _check_source_placement(decl)
     _check_v2_features(decl)
+    _check_stage_conditions(decl)
     _check_action_kinds(decl)
+    _check_configuration(decl, local=local)
     _check_artifacts(decl)
     _check_namespaces(decl)
     _check_variables(decl)
     _check_triggers(decl)
     if local:
         _check_local(decl)
+        refusal = refused_declaration_field(decl)
+        if refusal is not None:
+            raise DeclarationError(refusal.code, refusal.message)
     return decl
 
 
@@ -295,14 +300,6 @@ def _validator() -> ParamValidator:
     return ParamValidator()
 
 
-@functools.cache
-def _compiled(pattern: str) -> re.Pattern[str] | None:
-    try:
-        return re.compile(pattern, re.DOTALL)
-    except re.error:  # pragma: no cover - the model's patterns are all Python-compatible
-        return None
-
-
 def _check_shape(decl: dict[str, Any]) -> None:
     type_problems = _botocore_problems(decl, _pipeline_shape(), owned=_ENGINE_OWNED_FIELDS)
     constraint_problems: list[str] = []
@@ -368,68 +365,50 @@ def _structured_errors(raw: Any) -> list[tuple[str, str, dict[str, Any]]] | None
 def _walk_constraints(
     value: Any, shape: Shape, path: str, type_problems: list[str], problems: list[str]
 ) -> None:
-    """Check what botocore's client-side validator skips: bools as integers, enums, maximums
-    and patterns. Tolerates wrong types (botocore reports those)."""
-    owned = bool(_ENGINE_OWNED_FIELDS.fullmatch(path))
-    shown = path.lstrip(".") or "declaration"
-    metadata = shape.metadata
-    if isinstance(shape, StructureShape):
-        if isinstance(value, dict):
-            for key, member in shape.members.items():
-                if key in value:
-                    _walk_constraints(value[key], member, f"{path}.{key}", type_problems, problems)
-    elif isinstance(shape, ListShape):
-        if isinstance(value, list | tuple):
-            maximum = metadata.get("max")
-            if not owned and maximum is not None and len(value) > maximum:
-                problems.append(
-                    f"Value at '{shown}' failed to satisfy constraint: Member must have length "
-                    f"less than or equal to {maximum} (it has {len(value)} entries)"
-                )
-            for index, item in enumerate(value):
-                _walk_constraints(item, shape.member, f"{path}[{index}]", type_problems, problems)
-    elif isinstance(shape, MapShape):
-        if isinstance(value, dict):
-            for key, item in value.items():
-                _walk_constraints(key, shape.key, f"{path} (key: {key})", type_problems, problems)
-                _walk_constraints(item, shape.value, f"{path}.{key}", type_problems, problems)
-    elif shape.type_name == "string":
-        if isinstance(value, str) and not owned:
-            problem = _string_constraint_problem(value, shape)
-            if problem:
-                problems.append(f"Value {_q(value)} at '{shown}' failed to satisfy {problem}")
-    elif shape.type_name in ("integer", "long"):
-        if isinstance(value, bool):
+    """Check what botocore's client-side validator skips (bools as integers, enums, maximums and
+    patterns; :mod:`bot.engine.constraints` knows them), one readable line per problem."""
+    for found in violations(value, shape, skip=lambda at: _owned(path, at)):
+        shown = (path + _dotted(found.path)).lstrip(".") or "declaration"
+        if found.in_map == "key":
+            shown = f"{shown} (key: {found.value})"
+        if found.kind == "type":
             type_problems.append(
-                f"Invalid type for parameter {shown}, value: {value}, type: <class 'bool'>, "
+                f"Invalid type for parameter {shown}, value: {found.value}, type: <class 'bool'>, "
                 "valid types: <class 'int'>"
             )
-        elif isinstance(value, int) and not owned:
-            maximum = metadata.get("max")
-            if maximum is not None and value > maximum:
-                problems.append(
-                    f"Value {value} at '{shown}' failed to satisfy constraint: Member must have "
-                    f"value less than or equal to {maximum}"
-                )
+        elif found.kind == "size":
+            problems.append(
+                f"Value at '{shown}' failed to satisfy constraint: {found.constraint} "
+                f"(it has {len(found.value)} entries)"
+            )
+        elif found.kind == "value":
+            problems.append(
+                f"Value {found.value} at '{shown}' failed to satisfy constraint: {found.constraint}"
+            )
+        else:
+            extra = f" (it has {len(found.value)} characters)" if found.kind == "length" else ""
+            problems.append(
+                f"Value {_q(found.value)} at '{shown}' failed to satisfy constraint: "
+                f"{found.constraint}{extra}"
+            )
 
 
-def _string_constraint_problem(value: str, shape: Shape) -> str | None:
-    metadata = shape.metadata
-    enum = metadata.get("enum")
-    if enum and value not in enum:
-        return f"constraint: Member must satisfy enum value set: [{', '.join(enum)}]"
-    maximum = metadata.get("max")
-    if maximum is not None and len(value) > maximum:
-        return (
-            f"constraint: Member must have length less than or equal to {maximum} "
-            f"(it has {len(value)} characters)"
-        )
-    pattern = metadata.get("pattern")
-    if pattern and shape.name not in _UNCHECKED_PATTERNS:
-        compiled = _compiled(pattern)
-        if compiled is not None and not compiled.fullmatch(value):
-            return f"constraint: Member must satisfy regular expression pattern: {pattern}"
-    return None
+def _dotted(path: Path) -> str:
+    """``("stages", 0, "name")`` -> ``.stages[0].name``; a map entry ``"{KEY}"`` -> ``.KEY``."""
+    text = ""
+    for part in path:
+        if isinstance(part, int):
+            text += f"[{part}]"
+        elif part.startswith("{") and part.endswith("}"):
+            text += "." + part[1:-1]
+        else:
+            text += "." + part
+    return text
+
+
+def _owned(root: str, path: Path) -> bool:
+    """True for a field whose range and format an engine rule checks with its own code."""
+    return bool(_ENGINE_OWNED_FIELDS.fullmatch(root + _dotted(path)))
 
 
 def _validate_tags(raw: Any) -> list[dict[str, str]]:
@@ -464,11 +443,90 @@ def _validate_tags(raw: Any) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------- engine rules (2)
+#
+# Rules AWS enforces on top of the model's shape. Each names the page that documents it and,
+# where a public report quotes AWS's answer, that report: the code is then AWS's, and so is the
+# wording where it was quoted. Rules whose code no public report confirms are listed as
+# "unconfirmed" in the README's table of refusals. Every rule here holds for both backends: what
+# only the embedded engine cannot run is in step 3 (``_check_local``).
+
+# Pages cited as [userguide/...] and [APIReference/...] are under
+# https://docs.aws.amazon.com/codepipeline/latest/.
+
+_NAME_LENGTH: Final = (1, 100)
+_VARIABLE_NAME_LENGTH: Final = (1, 128)
+
+#: AWS's answer to a push or pull-request filter that combines fields it does not accept,
+#: quoted in https://github.com/hashicorp/terraform-provider-aws/issues/43105.
+_INVALID_FILTER_COMBINATION: Final = (
+    "The trigger configuration for the source action is not valid. Make sure to choose valid "
+    "filter combinations."
+)
+#: AWS's answer to a trigger on anything but one CodeStarSourceConnection source action,
+#: quoted in https://github.com/aws/aws-cdk/issues/28694.
+_INVALID_TRIGGER_SOURCE: Final = (
+    "Triggers for connection must reference a CodeStarSourceConnection action. Note that when "
+    "you specify a trigger, you can't specify more than one trigger per source action."
+)
+#: Valid filter combinations per event type [userguide/pipelines-filter.html]: a push filters on
+#: tags, on branches, or on branches and file paths; a pull request on branches, optionally with
+#: file paths (and ``events``, which is not a filter field).
+_PUSH_FILTERS: Final = (("tags",), ("branches",), ("branches", "filePaths"))
+_PULL_REQUEST_FILTERS: Final = (("branches",), ("branches", "filePaths"))
+
+Counts = tuple[int, int | None]
+
+#: (category, owner, provider) -> valid numbers of (input, output) artifacts, from the table
+#: "Action type constraints for artifacts" [userguide/reference-action-artifacts.html]. Source
+#: actions of AWS and ThirdParty providers all take 0 inputs and exactly 1 output; Custom actions
+#: at most 5 of each; the Commands action needs at least one input
+#: [userguide/action-reference-Commands.html].
+_ARTIFACT_COUNTS: Final[dict[tuple[str, str, str], tuple[Counts, Counts]]] = {
+    ("Build", "AWS", "CodeBuild"): ((1, 5), (0, 5)),
+    ("Test", "AWS", "CodeBuild"): ((1, 5), (0, 5)),
+    ("Test", "AWS", "DeviceFarm"): ((1, 1), (0, 0)),
+    ("Approval", "AWS", "Manual"): ((0, 0), (0, 0)),
+    ("Deploy", "AWS", "S3"): ((1, 1), (0, 0)),
+    ("Deploy", "AWS", "CloudFormation"): ((0, 10), (0, 1)),
+    ("Deploy", "AWS", "CodeDeploy"): ((1, 1), (0, 0)),
+    ("Deploy", "AWS", "ElasticBeanstalk"): ((1, 1), (0, 0)),
+    ("Deploy", "AWS", "OpsWorks"): ((1, 1), (0, 0)),
+    ("Deploy", "AWS", "ECS"): ((1, 1), (0, 0)),
+    ("Deploy", "AWS", "ServiceCatalog"): ((1, 1), (0, 0)),
+    ("Invoke", "AWS", "Lambda"): ((0, 5), (0, 5)),
+    ("Deploy", "ThirdParty", "AlexaSkillsKit"): ((1, 2), (0, 0)),
+    COMMANDS: ((1, None), (0, None)),
+}
+_SOURCE_COUNTS: Final[tuple[Counts, Counts]] = ((0, 0), (1, 1))
+_CUSTOM_COUNTS: Final[tuple[Counts, Counts]] = ((0, 5), (0, 5))
+
+#: Configuration keys the action references mark "Required: Yes", for the providers whose
+#: pages pipebot's users meet most [userguide/action-reference-<provider>.html].
+_REQUIRED_CONFIGURATION: Final[dict[tuple[str, str, str], tuple[str, ...]]] = {
+    CODECOMMIT: ("RepositoryName", "BranchName"),
+    CODESTAR_CONNECTION: ("ConnectionArn", "FullRepositoryId", "BranchName"),
+    ("Source", "AWS", "S3"): ("S3Bucket", "S3ObjectKey"),
+    ("Source", "AWS", "ECR"): ("RepositoryName",),
+    ("Build", "AWS", "CodeBuild"): ("ProjectName",),
+    ("Test", "AWS", "CodeBuild"): ("ProjectName",),
+    ("Deploy", "AWS", "CodeDeploy"): ("ApplicationName", "DeploymentGroupName"),
+}
+#: Keys the embedded engine does without: it reads a local git repository, not a connection.
+_NOT_NEEDED_LOCALLY: Final = frozenset({"ConnectionArn"})
+
+#: Results each condition type takes [userguide/stage-conditions.html]: entry conditions FAIL
+#: or SKIP, success conditions ROLLBACK or FAIL. SKIP only before entry, and only with rules that
+#: can decide it (LambdaInvoke, VariableCheck; ../shared/docs/codepipeline-v2.md).
+_CONDITION_RESULTS: Final = {"beforeEntry": ("FAIL", "SKIP"), "onSuccess": ("ROLLBACK", "FAIL")}
+_SKIP_RULE_PROVIDERS: Final = ("LambdaInvoke", "VariableCheck")
 
 
 def _fill_defaults(decl: dict[str, Any]) -> None:
+    """AWS's defaults. A declaration without ``pipelineType`` that uses V2 parameters becomes V2:
+    "Including V2 parameters ... in the pipeline JSON when creating or updating a pipeline will
+    result in the pipeline having the V2 type" [APIReference/API_PipelineDeclaration.html]."""
     decl.setdefault("version", 1)
-    decl.setdefault("pipelineType", "V1")
+    decl.setdefault("pipelineType", "V2" if _v2_features(decl) else "V1")
     decl.setdefault("executionMode", "SUPERSEDED")
     for stage in decl["stages"]:
         for action in stage["actions"]:
@@ -495,12 +553,16 @@ def _type_text(key: tuple[str, str, str]) -> str:
 
 
 def _check_layout(decl: Mapping[str, Any]) -> None:
-    """Names, stage count, uniqueness, non-empty stages, runOrder and timeout ranges."""
-    problem = _name_problem(decl["name"])
-    if problem:
-        raise DeclarationError(
-            INVALID_STRUCTURE, f"Pipeline name {_q(decl['name'])} is invalid: {problem}"
-        )
+    """Names, stage count, uniqueness, non-empty stages, runOrder and timeout ranges.
+
+    At least two stages, unique stage names, action names unique within their stage
+    [userguide/reference-pipeline-structure.html]. Names, ``runOrder`` and ``timeoutInMinutes``
+    are model constraints [APIReference/API_ActionDeclaration.html]: AWS answers them with
+    ``ValidationException`` in its Coral wording, as quoted for an action name in
+    https://github.com/aws-cloudformation/cfn-lint/issues/2149. A gap in runOrder numbers is
+    fine ("The numbering of serial actions do not have to be in strict sequence").
+    """
+    _check_model_value("Pipeline name", decl["name"], "pipeline.name", text=_NAME_RE.pattern)
     stages = decl["stages"]
     if len(stages) < 2:
         raise DeclarationError(
@@ -509,11 +571,10 @@ def _check_layout(decl: Mapping[str, Any]) -> None:
             f"this one has {len(stages)}",
         )
     stage_names: set[str] = set()
-    for stage in stages:
+    for s, stage in enumerate(stages, start=1):
         where = _stage_label(stage)
-        problem = _name_problem(stage["name"])
-        if problem:
-            raise DeclarationError(INVALID_STAGE, f"{where}: the stage name is invalid: {problem}")
+        at = f"pipeline.stages.{s}.member"
+        _check_model_value(where, stage["name"], f"{at}.name", text=_NAME_RE.pattern)
         if stage["name"] in stage_names:
             raise DeclarationError(
                 INVALID_STAGE,
@@ -524,13 +585,10 @@ def _check_layout(decl: Mapping[str, Any]) -> None:
         if not stage["actions"]:
             raise DeclarationError(INVALID_STAGE, f"{where}: a stage needs at least one action")
         action_names: set[str] = set()
-        for action in stage["actions"]:
+        for a, action in enumerate(stage["actions"], start=1):
             where = _action_label(stage, action)
-            problem = _name_problem(action["name"])
-            if problem:
-                raise DeclarationError(
-                    INVALID_ACTION, f"{where}: the action name is invalid: {problem}"
-                )
+            member = f"{at}.actions.{a}.member"
+            _check_model_value(where, action["name"], f"{member}.name", text=_NAME_RE.pattern)
             if action["name"] in action_names:
                 raise DeclarationError(
                     INVALID_ACTION,
@@ -538,23 +596,73 @@ def _check_layout(decl: Mapping[str, Any]) -> None:
                     "names must be unique within a stage",
                 )
             action_names.add(action["name"])
-            low, high = _RUN_ORDER_RANGE
-            if not low <= action["runOrder"] <= high:
-                raise DeclarationError(
-                    INVALID_ACTION,
-                    f"{where}: runOrder {action['runOrder']} is out of range ({low}-{high})",
-                )
+            _check_model_value(
+                where, action["runOrder"], f"{member}.runOrder", number=_RUN_ORDER_RANGE
+            )
             timeout = action.get("timeoutInMinutes")
-            low, high = _TIMEOUT_RANGE
-            if timeout is not None and not low <= timeout <= high:
-                raise DeclarationError(
-                    INVALID_ACTION,
-                    f"{where}: timeoutInMinutes {timeout} is out of range ({low}-{high}, "
-                    "i.e. 5 minutes to 60 days)",
+            if timeout is not None:
+                _check_model_value(
+                    where, timeout, f"{member}.timeoutInMinutes", number=_TIMEOUT_RANGE
                 )
+            commands = action.get("commands")
+            if commands is not None and len(commands) > _COMMANDS_RANGE[1]:
+                _refuse_model_values(
+                    where,
+                    [
+                        f"Value at '{member}.commands' failed to satisfy constraint: Member must "
+                        f"have length less than or equal to {_COMMANDS_RANGE[1]} (it has "
+                        f"{len(commands)} entries)"
+                    ],
+                )
+
+
+def _check_model_value(
+    where: str,
+    value: Any,
+    at: str,
+    *,
+    text: str | None = None,
+    length: tuple[int, int] = _NAME_LENGTH,
+    number: tuple[int, int] | None = None,
+) -> None:
+    """Refuse ``value`` (a name, or with ``number`` an integer) breaking its model constraints,
+    in AWS's words: ``1 validation error detected: Value 'x' at 'pipeline.name' failed to
+    satisfy constraint: Member must satisfy regular expression pattern: [A-Za-z0-9.@\\-_]+``."""
+    problems: list[str] = []
+    shown = f"Value {_q(value)} at '{at}' failed to satisfy constraint: Member must"
+    if number is not None:
+        low, high = number
+        if value < low:
+            problems.append(f"{shown} have value greater than or equal to {low}")
+        if value > high:
+            problems.append(f"{shown} have value less than or equal to {high}")
+    else:
+        low, high = length
+        if len(value) > high:
+            problems.append(f"{shown} have length less than or equal to {high}")
+        if len(value) < low:
+            problems.append(f"{shown} have length greater than or equal to {low}")
+        if text is not None and not re.fullmatch(text, value):
+            problems.append(f"{shown} satisfy regular expression pattern: {text}")
+    if problems:
+        _refuse_model_values(where, problems)
+
+
+def _refuse_model_values(where: str, problems: list[str]) -> None:
+    raise DeclarationError(
+        VALIDATION,
+        f"{where}: {_count(len(problems), 'validation error')} detected: {'; '.join(problems)}",
+    )
 
 
 def _check_artifact_store(decl: Mapping[str, Any], *, local: bool) -> None:
+    """Either ``artifactStore`` or ``artifactStores``, never both; AWS needs one of them
+    [APIReference/API_CreatePipeline.html]. "There must be an artifact store for the pipeline
+    Region and for each cross-region action in the pipeline"
+    [APIReference/API_PipelineDeclaration.html]: an action's ``region`` needs its bucket. The
+    pipeline's own Region is the client's, unknown here, so that one is left to AWS. Artifact
+    store refusals are ``InvalidStructureException`` (AWS's answer to a missing bucket in
+    https://github.com/aws-samples/aws-ecs-anywhere-workshop-samples/issues/4)."""
     if "artifactStore" in decl and "artifactStores" in decl:
         raise DeclarationError(
             INVALID_STRUCTURE,
@@ -567,9 +675,24 @@ def _check_artifact_store(decl: Mapping[str, Any], *, local: bool) -> None:
             "CodePipeline needs an artifactStore (the S3 bucket holding artifacts) or "
             "artifactStores for a cross-region pipeline",
         )
+    stores = decl.get("artifactStores")
+    if stores is None:
+        return
+    for _, stage, action in _actions(decl):
+        region = action.get("region")
+        if region is not None and region not in stores:
+            raise DeclarationError(
+                INVALID_STRUCTURE,
+                f"{_action_label(stage, action)}: there is no artifact store for its region "
+                f"{_q(region)}; artifactStores needs one for each Region where an action runs "
+                f"(it has {', '.join(_q(name) for name in stores)})",
+            )
 
 
 def _check_source_placement(decl: Mapping[str, Any]) -> None:
+    """Source actions: "The first stage of a pipeline must contain at least one source action.
+    It can contain source actions only. Only the first stage of a pipeline can contain source
+    actions." [userguide/reference-pipeline-structure.html]"""
     for index, stage, action in _actions(decl):
         category = action["actionTypeId"]["category"]
         where = _action_label(stage, action)
@@ -587,87 +710,181 @@ def _check_source_placement(decl: Mapping[str, Any]) -> None:
             )
 
 
-def _check_v2_features(decl: Mapping[str, Any]) -> None:
-    if decl["pipelineType"] != "V1":
-        return
-
-    def refuse(what: str) -> DeclarationError:
-        return DeclarationError(
-            VALIDATION,
-            f"{what} requires pipelineType V2, and this pipeline is V1; set "
-            '"pipelineType": "V2" or remove it',
-        )
-
-    mode = decl["executionMode"]
+def _v2_features(decl: Mapping[str, Any]) -> list[str]:
+    """What in the declaration needs a V2 pipeline [userguide/pipeline-types-planning.html]:
+    QUEUED and PARALLEL modes, pipeline variables, triggers, stage conditions and automatic
+    retry or rollback, the Commands action."""
+    found: list[str] = []
+    mode = decl.get("executionMode", "SUPERSEDED")
     if mode != "SUPERSEDED":
-        raise refuse(f"executionMode {mode}")
-    for field in ("variables", "triggers"):
-        if decl.get(field):
-            raise refuse(f'The field "{field}"')
+        found.append(f"executionMode {mode}")
+    found += [f'The field "{field}"' for field in ("variables", "triggers") if decl.get(field)]
     for stage in decl["stages"]:
         for field in ("beforeEntry", "onSuccess", "onFailure"):
             if stage.get(field):
-                raise refuse(f'{_stage_label(stage)}: the field "{field}"')
-    for _, stage, action in _actions(decl):
-        if _type_key(action) == COMMANDS:
-            raise refuse(f"{_action_label(stage, action)}: the Compute/AWS/Commands action")
+                found.append(f'{_stage_label(stage)}: the field "{field}"')
+    found += [
+        f"{_action_label(stage, action)}: the Compute/AWS/Commands action"
+        for _, stage, action in _actions(decl)
+        if _type_key(action) == COMMANDS
+    ]
+    return found
+
+
+def _check_v2_features(decl: Mapping[str, Any]) -> None:
+    """A pipeline declared V1 cannot use V2 features. AWS answers
+    ``InvalidStructureException: Triggers on tag can only be used with V2 pipelines``
+    (https://github.com/cloudposse/terraform-aws-ecs-codepipeline/issues/145); the same code is
+    used for the other V2 features (unconfirmed)."""
+    if decl["pipelineType"] != "V1":
+        return
+    for what in _v2_features(decl):
+        raise DeclarationError(
+            INVALID_STRUCTURE,
+            f"{what} can only be used with V2 pipelines, and this pipeline is V1; set "
+            '"pipelineType": "V2" or remove it',
+        )
+
+
+def _check_stage_conditions(decl: Mapping[str, Any]) -> None:
+    """Declaration rules of stage conditions, automatic retry and rollback.
+
+    - results per condition type, and SKIP only before entry [userguide/stage-conditions.html,
+      https://aws.amazon.com/about-aws/whats-new/2024/10/aws-codepipeline-skipping-stage/];
+    - SKIP only with LambdaInvoke or VariableCheck rules (../shared/docs/codepipeline-v2.md);
+    - automatic retry cannot be combined with failure conditions [userguide/stage-retry.html];
+    - "failure conditions with a rollback result type cannot be added to a PARALLEL mode
+      pipeline" [userguide/execution-modes.html].
+
+    Running conditions is issue 13: the embedded engine still refuses them by name in step 3.
+    """
+    parallel = decl["executionMode"] == "PARALLEL"
+    for stage in decl["stages"]:
+        where = _stage_label(stage)
+        for field, allowed in _CONDITION_RESULTS.items():
+            for condition in (stage.get(field) or {}).get("conditions") or []:
+                result = condition.get("result")
+                if result is not None and result not in allowed:
+                    raise DeclarationError(
+                        INVALID_STAGE,
+                        f'{where}: a "{field}" condition cannot have the result {result}; it '
+                        f"takes {' or '.join(allowed)}",
+                    )
+                if result == "SKIP":
+                    for rule in condition.get("rules") or []:
+                        provider = rule["ruleTypeId"]["provider"]
+                        if provider not in _SKIP_RULE_PROVIDERS:
+                            raise DeclarationError(
+                                INVALID_STAGE,
+                                f"{where}: rule {_q(rule['name'])} ({provider}) cannot decide "
+                                "a SKIP result; only "
+                                f"{' and '.join(_SKIP_RULE_PROVIDERS)} rules can",
+                            )
+        on_failure = stage.get("onFailure") or {}
+        conditions = on_failure.get("conditions") or []
+        results = [on_failure.get("result"), *(c.get("result") for c in conditions)]
+        if "SKIP" in results:
+            raise DeclarationError(
+                INVALID_STAGE,
+                f'{where}: "onFailure" cannot have the result SKIP; SKIP can only be used with '
+                'conditions evaluated before entry ("beforeEntry")',
+            )
+        if on_failure.get("result") == "RETRY" and conditions:
+            raise DeclarationError(
+                INVALID_STAGE,
+                f'{where}: "onFailure" cannot combine automatic retry (result RETRY) with '
+                "failure conditions",
+            )
+        if parallel and "ROLLBACK" in results:
+            raise DeclarationError(
+                INVALID_STAGE,
+                f'{where}: "onFailure" with a ROLLBACK result cannot be added to a PARALLEL '
+                "mode pipeline (stage rollback is not available in PARALLEL mode)",
+            )
 
 
 def _check_action_kinds(decl: Mapping[str, Any]) -> None:
+    """Per-action-type rules: input and output artifact counts [userguide/reference-action-
+    artifacts.html], answered ``InvalidActionDeclarationException: Action X declares 0 input
+    artifacts which is less than the minimum count (1)``
+    (https://github.com/awsdocs/aws-cloudformation-user-guide/pull/941); the Commands action's
+    ``commands`` (``InvalidActionDeclarationException: Action X must have a non-empty commands
+    field``, https://github.com/hashicorp/terraform-provider-aws/issues/42997), a field no other
+    action takes (wording from https://github.com/aws/aws-cdk/issues/38843, code unconfirmed)."""
     for _, stage, action in _actions(decl):
         where = _action_label(stage, action)
         key = _type_key(action)
-        inputs, outputs = action["inputArtifacts"], action["outputArtifacts"]
-        if key[0] == "Source":
-            if inputs:
-                raise DeclarationError(
-                    INVALID_ACTION,
-                    f"{where}: inputArtifacts must be empty for a Source action "
-                    f"(got {_names(inputs)})",
-                )
-            if len(outputs) != 1:
-                raise DeclarationError(
-                    INVALID_ACTION,
-                    f"{where}: a Source action needs exactly 1 output artifact in "
-                    f"outputArtifacts, got {len(outputs)}",
-                )
-        if key == MANUAL_APPROVAL:
-            for field in ("inputArtifacts", "outputArtifacts"):
-                if action[field]:
-                    raise DeclarationError(
-                        INVALID_ACTION,
-                        f"{where}: {field} must be empty for a manual approval "
-                        f"(Approval/AWS/Manual), got {_names(action[field])}",
-                    )
-        if key == COMMANDS:
-            commands = action.get("commands")
-            low, high = _COMMANDS_RANGE
-            if not commands:
-                raise DeclarationError(
-                    INVALID_ACTION,
-                    f"{where}: a Compute/AWS/Commands action needs commands (1-50 lines)",
-                )
-            if not low <= len(commands) <= high:
-                raise DeclarationError(
-                    INVALID_ACTION,
-                    f"{where}: commands has {len(commands)} entries; a Commands action takes "
-                    f"{low}-{high}",
-                )
-            if not inputs:
-                raise DeclarationError(
-                    INVALID_ACTION,
-                    f"{where}: a Compute/AWS/Commands action needs at least one input artifact "
-                    "in inputArtifacts",
-                )
-        elif "commands" in action:
+        if key == COMMANDS and not action.get("commands"):
             raise DeclarationError(
                 INVALID_ACTION,
-                f"{where}: commands is only valid for Compute/AWS/Commands actions, not "
-                f"{_type_text(key)}",
+                f"{where}: Action {action['name']} must have a non-empty commands field (1-50 "
+                "shell commands)",
+            )
+        if key != COMMANDS and "commands" in action:
+            raise DeclarationError(
+                INVALID_ACTION,
+                f"{where}: The following action cannot contain a commands field: "
+                f"{action['name']}. To use the commands field, use a compute action "
+                f"(Compute/AWS/Commands), not {_type_text(key)}",
+            )
+        counts = _artifact_counts(key)
+        if counts is None:
+            continue
+        for field, kind, (low, high) in zip(
+            ("inputArtifacts", "outputArtifacts"), ("input", "output"), counts, strict=True
+        ):
+            number = len(action[field])
+            if number < low:
+                bound = f"less than the minimum count ({low})"
+            elif high is not None and number > high:
+                bound = f"more than the maximum count ({high})"
+            else:
+                continue
+            listed = f": {_names(action[field])}" if action[field] else ""
+            raise DeclarationError(
+                INVALID_ACTION,
+                f"{where}: Action {action['name']} declares {number} {kind} artifacts which is "
+                f"{bound} for {_type_text(key)}{listed}",
+            )
+
+
+def _artifact_counts(key: tuple[str, str, str]) -> tuple[Counts, Counts] | None:
+    category, owner, _ = key
+    if key in _ARTIFACT_COUNTS:
+        return _ARTIFACT_COUNTS[key]
+    if owner == "Custom":
+        return _CUSTOM_COUNTS
+    if category == "Source":
+        return _SOURCE_COUNTS
+    return None
+
+
+def _check_configuration(decl: Mapping[str, Any], *, local: bool) -> None:
+    """Configuration keys the action reference of a provider marks required
+    [userguide/action-reference-CodeCommit.html, -CodestarConnectionSource, -S3, -ECR,
+    -CodeBuild, -CodeDeploy]. The code is unconfirmed (InvalidActionDeclarationException, the
+    code of every other per-action refusal)."""
+    for _, stage, action in _actions(decl):
+        required = _REQUIRED_CONFIGURATION.get(_type_key(action), ())
+        missing = [
+            name
+            for name in required
+            if name not in action["configuration"] and not (local and name in _NOT_NEEDED_LOCALLY)
+        ]
+        if missing:
+            raise DeclarationError(
+                INVALID_ACTION,
+                f"{_action_label(stage, action)}: Action configuration for action "
+                f"{action['name']} is missing required configuration "
+                f"{' and '.join(missing)} ({_type_text(_type_key(action))})",
             )
 
 
 def _check_artifacts(decl: Mapping[str, Any]) -> None:
+    """Artifacts: "Output artifact names must be unique in a pipeline"; "the input artifact of
+    an action must exactly match the output artifact declared in a preceding action"
+    [userguide/reference-pipeline-structure.html]. The wording of the first is AWS's
+    (https://github.com/aws-cloudformation/cfn-lint/issues/1688); the codes are unconfirmed."""
     # artifact name -> (stage index, runOrder, label of the producing action)
     producers: dict[str, tuple[int, int, str]] = {}
     for index, stage, action in _actions(decl):
@@ -677,9 +894,9 @@ def _check_artifacts(decl: Mapping[str, Any]) -> None:
             if name in producers:
                 raise DeclarationError(
                     INVALID_STRUCTURE,
-                    f"{where}: output artifact {_q(name)} is also produced by "
-                    f"{_lower_first(producers[name][2])}; output artifact names must be unique "
-                    "in the pipeline",
+                    f"{where}: Output Artifact Bundle name must be unique within the pipeline. "
+                    f"{name} has been used more than once (also by "
+                    f"{_lower_first(producers[name][2])})",
                 )
             producers[name] = (index, action["runOrder"], where)
     for index, stage, action in _actions(decl):
@@ -724,31 +941,43 @@ def _check_artifacts(decl: Mapping[str, Any]) -> None:
 
 
 def _check_namespaces(decl: Mapping[str, Any]) -> None:
-    owners: dict[str, str] = {}
+    """Variable namespaces are unique in the pipeline [userguide/reference-variables.html].
+    AWS answers ``InvalidActionDeclarationException: Namespaces must be unique across the
+    pipeline definition. The following occur more than once in the pipeline. StageName=[...],
+    ActionName=[...], Namespace=[...]`` (https://github.com/aws/aws-cdk/issues/16142,
+    https://github.com/aws/aws-cdk/issues/6111)."""
+    owners: dict[str, tuple[Mapping[str, Any], Mapping[str, Any]]] = {}
     for _, stage, action in _actions(decl):
         namespace = action.get("namespace")
         if namespace is None:
             continue
-        where = _action_label(stage, action)
         if namespace in owners:
-            raise DeclarationError(
-                INVALID_STRUCTURE,
-                f"{where}: namespace {_q(namespace)} is already used by "
-                f"{_lower_first(owners[namespace])}; namespaces must be unique in the pipeline",
+            listed = "; ".join(
+                f"StageName=[{s['name']}], ActionName=[{a['name']}], Namespace=[{namespace}]"
+                for s, a in (owners[namespace], (stage, action))
             )
-        owners[namespace] = where
+            raise DeclarationError(
+                INVALID_ACTION,
+                f"{_action_label(stage, action)}: Namespaces must be unique across the pipeline "
+                f"definition. The following occur more than once in the pipeline. {listed}",
+            )
+        owners[namespace] = (stage, action)
 
 
 def _check_variables(decl: Mapping[str, Any]) -> None:
+    """Pipeline variable names: a model constraint (``ValidationException``,
+    [APIReference/API_PipelineVariableDeclaration.html]) and unique in the pipeline
+    [userguide/reference-variables.html] (code unconfirmed)."""
     seen: set[str] = set()
-    for variable in decl.get("variables") or []:
+    for k, variable in enumerate(decl.get("variables") or [], start=1):
         name = variable["name"]
-        if not 1 <= len(name) <= 128 or not _VARIABLE_NAME_RE.fullmatch(name):
-            raise DeclarationError(
-                VALIDATION,
-                f"Pipeline variable {_q(name)}: the name must be 1-128 characters of letters, "
-                "digits and @ - _",
-            )
+        _check_model_value(
+            f"Pipeline variable {_q(name)}",
+            name,
+            f"pipeline.variables.{k}.member.name",
+            text=_VARIABLE_NAME_RE.pattern,
+            length=_VARIABLE_NAME_LENGTH,
+        )
         if name in seen:
             raise DeclarationError(
                 VALIDATION,
@@ -759,26 +988,55 @@ def _check_variables(decl: Mapping[str, Any]) -> None:
 
 
 def _check_triggers(decl: Mapping[str, Any]) -> None:
+    """Trigger rules [userguide/pipelines-triggers.html, userguide/pipelines-filter.html,
+    APIReference/API_GitConfiguration.html]: a trigger names a CodeStarSourceConnection source
+    action of the pipeline, one trigger per source action, and each push or pull-request filter
+    uses a valid combination of fields. Counts and sizes (3 filters per event, 8 patterns per
+    list, 255 characters per pattern) are model constraints checked in step 1.
+
+    A push filter must be tags, branches, or branches with file paths; a pull-request filter
+    branches, optionally with file paths. AWS answers ``InvalidStructureException: The trigger
+    configuration for the source action is not valid. Make sure to choose valid filter
+    combinations.`` (https://github.com/hashicorp/terraform-provider-aws/issues/43105). For the
+    source action AWS says "Triggers for connection must reference a CodeStarSourceConnection
+    action..." (https://github.com/aws/aws-cdk/issues/28694; its code is unconfirmed).
+    """
     sources = {
         action["name"]: _type_key(action)
         for action in decl["stages"][0]["actions"]
         if action["actionTypeId"]["category"] == "Source"
     }
+    claimed: dict[str, int] = {}
     for number, trigger in enumerate(decl.get("triggers") or [], start=1):
-        name = trigger["gitConfiguration"]["sourceActionName"]
+        git = trigger["gitConfiguration"]
+        name = git["sourceActionName"]
         if name not in sources:
-            raise DeclarationError(
-                INVALID_STRUCTURE,
-                f"Trigger {number}: gitConfiguration.sourceActionName {_q(name)} does not name a "
-                f"source action of this pipeline (source actions: "
-                f"{', '.join(_q(n) for n in sources)})",
+            detail = (
+                f"{_q(name)} is not a source action of this pipeline (source actions: "
+                f"{', '.join(_q(n) for n in sources)})"
             )
-        if sources[name] != CODESTAR_CONNECTION:
+        elif sources[name] != CODESTAR_CONNECTION:
+            detail = f"source action {_q(name)} is {_type_text(sources[name])}"
+        elif name in claimed:
+            detail = f"trigger {claimed[name]} already names source action {_q(name)}"
+        else:
+            detail = ""
+        if detail:
             raise DeclarationError(
-                INVALID_STRUCTURE,
-                f"Trigger {number}: source action {_q(name)} is {_type_text(sources[name])}; "
-                "triggers need a Source/AWS/CodeStarSourceConnection action",
+                INVALID_STRUCTURE, f"Trigger {number}: {_INVALID_TRIGGER_SOURCE} ({detail})"
             )
+        claimed[name] = number
+        for event, valid in (("push", _PUSH_FILTERS), ("pullRequest", _PULL_REQUEST_FILTERS)):
+            for index, criteria in enumerate(git.get(event) or [], start=1):
+                fields = tuple(f for f in ("tags", "branches", "filePaths") if f in criteria)
+                if fields not in valid:
+                    combos = "; ".join(" + ".join(combo) for combo in valid)
+                    given = " + ".join(fields) or "no filter field"
+                    raise DeclarationError(
+                        INVALID_STRUCTURE,
+                        f"Trigger {number}, {event} filter {index}: {_INVALID_FILTER_COMBINATION} "
+                        f"({given} given; a {event} filter takes {combos})",
+                    )
 
 
 # --------------------------------------------------------------------------- local rules (3)
@@ -890,16 +1148,6 @@ def _branch_ok(branch: str) -> bool:
 
 
 # --------------------------------------------------------------------------- messages
-
-
-def _name_problem(name: str) -> str | None:
-    if not 1 <= len(name) <= 100:
-        return f"names must be 1-100 characters long (this one has {len(name)})"
-    if not _NAME_RE.fullmatch(name):
-        bad = sorted({c for c in name if not _NAME_RE.fullmatch(c)})
-        shown = " ".join(json.dumps(c, ensure_ascii=False) for c in bad[:10])
-        return f"it contains {shown}; names may use only {_NAME_CHARS}"
-    return None
 
 
 def _q(value: Any) -> str:

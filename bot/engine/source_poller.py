@@ -38,8 +38,14 @@ _NEVER: Final = ""  # "seen" value of an action whose pipeline never captured a 
 
 
 def polls_for_changes(configuration: Mapping[str, Any]) -> bool:
-    """``PollForSourceChanges`` is on unless it says "false" (case-insensitive); absent = on."""
-    return str(configuration.get("PollForSourceChanges", "true")).strip().lower() != "false"
+    """Whether a change starts the pipeline: on unless ``PollForSourceChanges`` (CodeCommit) or
+    ``DetectChanges`` (CodeStarSourceConnection) says "false" (case-insensitive); absent = on.
+    https://docs.aws.amazon.com/codepipeline/latest/userguide/action-reference-CodestarConnectionSource.html
+    """
+    return all(
+        str(configuration.get(key, "true")).strip().lower() != "false"
+        for key in ("PollForSourceChanges", "DetectChanges")
+    )
 
 
 class Lease(Protocol):
