@@ -1331,9 +1331,13 @@ def test_client_request_token_makes_start_idempotent(d: Driver) -> None:
     assert [s["pipelineExecutionId"] for s in d.executions()] == [other, started, first]
 
 
-def test_update_pipeline_increments_version_and_running_executions_keep_theirs(
+def test_update_pipeline_increments_version_and_running_actions_finish_then_the_execution_fails(
     d: Driver,
 ) -> None:
+    """AWS: "When you update a pipeline, CodePipeline gracefully completes all the running actions
+    and then fails the stages and pipeline executions where the running actions were completed"
+    (https://docs.aws.amazon.com/codepipeline/latest/userguide/pipelines-edit.html)."""
+
     def stages(version: str) -> Stages:
         return source_and(
             (
@@ -1354,20 +1358,28 @@ def test_update_pipeline_increments_version_and_running_executions_keep_theirs(
     assert_output_shape("GetPipeline", old)
     assert old["pipeline"]["version"] == 1
     assert d.state()["pipelineVersion"] == 2
-    assert d.status(first) == "InProgress"  # an update does not disturb a running execution
+    assert d.status(first) == "InProgress"  # its running action completes first
 
     d.open(f"go-{first}")
-    d.wait_status(first, "Succeeded")
-    assert d.execution(first)["pipelineVersion"] == 1
-    assert "build-v1" in d.log(d.runs(first, "Build", "Tag")[0]["actionExecutionId"])
-    deploy = d.runs(first, "Deploy", "Deploy")[0]
-    assert deploy["pipelineVersion"] == 1
-    assert "deploy-v1" in d.log(deploy["actionExecutionId"])
+    d.wait_status(first, "Failed")
+    execution = d.execution(first)
+    assert execution["pipelineVersion"] == 1
+    assert "updated to version 2" in execution["statusSummary"]
+    (build,) = d.runs(first, "Build", "Build")
+    assert build["status"] == "Succeeded" and build["pipelineVersion"] == 1
+    assert d.runs(first, "Build", "Tag") == []  # no later run order, no later stage
+    assert d.runs(first, "Deploy", "Deploy") == []
+    assert d.stage("Build")["latestExecution"] == {
+        "pipelineExecutionId": first,
+        "status": "Failed",
+        "type": "STANDARD",
+    }
 
     second = d.start()
     d.open(f"go-{second}")
     d.wait_status(second, "Succeeded")
     assert d.execution(second)["pipelineVersion"] == 2
+    assert "build-v2" in d.log(d.runs(second, "Build", "Tag")[0]["actionExecutionId"])
     assert "deploy-v2" in d.log(d.runs(second, "Deploy", "Deploy")[0]["actionExecutionId"])
 
 

@@ -43,7 +43,7 @@ from bot.engine.input_fields import refused_field
 from bot.engine.model import PipelineSpec, StageSpec, parse_spec
 from bot.engine.providers.commands import log_tail
 from bot.engine.runtime import AdvanceResult, Runtime, SpecCache, latest_actions
-from bot.engine.states import ExecutionStatus, TriggerType
+from bot.engine.states import EXECUTION_TERMINAL, ExecutionStatus, StageStatus, TriggerType
 from bot.engine.worker import HOST, Worker
 from storage import engine_store as store
 from storage.db import make_engine, make_session_factory, transaction, utc, utcnow
@@ -371,6 +371,13 @@ class LocalCodePipeline:
         return responses.with_metadata(response)
 
     def update_pipeline(self, **params: Any) -> dict[str, Any]:
+        """A new version of the declaration; executions of earlier versions never go on.
+
+        "When you update a pipeline, CodePipeline gracefully completes all the running actions
+        and then fails the stages and pipeline executions where the running actions were
+        completed" (https://docs.aws.amazon.com/codepipeline/latest/userguide/pipelines-edit.html):
+        ``Runtime.apply_update``, in this call's transaction, so the rule holds across restarts.
+        """
         _validate_params("UpdatePipeline", params)
         declaration = self._declaration(params["pipeline"], "UpdatePipeline")
         with self._write("UpdatePipeline", declaration["name"]) as write:
@@ -391,6 +398,7 @@ class LocalCodePipeline:
                     created_at=now,
                 ),
             )
+            write.result = self._runtime.apply_update(session=session, pipeline=pipeline, now=now)
         return responses.with_metadata({"pipeline": copy.deepcopy(declaration)})
 
     def get_pipeline(self, **params: Any) -> dict[str, Any]:
@@ -644,21 +652,14 @@ class LocalCodePipeline:
         operation = "PutApprovalResult"
         _validate_params(operation, params)
         with self._write(operation, params["pipelineName"]) as write:
-            stage = _stage(
-                self._spec(write.session, write.pipeline), params["stageName"], operation
-            )
-            declared = stage.action(params["actionName"])
-            if declared is None:
-                raise client_error(
-                    "ActionNotFoundException",
-                    f"Action '{params['actionName']}' does not exist in stage '{stage.name}'",
-                    operation=operation,
-                )
+            # The names are those of the version the approval's execution runs, which may be
+            # earlier than the latest: the rule resolves them from the token's action.
             write.result = self._runtime.answer_approval(
                 session=write.session,
                 pipeline=write.pipeline,
-                stage_name=stage.name,
-                action_name=declared.name,
+                spec=self._spec(write.session, write.pipeline),
+                stage_name=params["stageName"],
+                action_name=params["actionName"],
                 token=params["token"],
                 verdict=params["result"]["status"],
                 summary=params["result"]["summary"],
@@ -670,6 +671,15 @@ class LocalCodePipeline:
     # --- reads -------------------------------------------------------------------------------
 
     def get_pipeline_state(self, **params: Any) -> dict[str, Any]:
+        """Each stage of the latest version with its latest stage execution and actions.
+
+        As on AWS, stages and actions are those of the latest declaration. An execution of an
+        earlier version that is still finishing its running actions after an update
+        (``Runtime._wind_down``) stays visible under its own names: a stage the latest version
+        no longer has is listed after the declared ones while that execution is in it, and the
+        actions a stage's latest execution ran under names the latest declaration lacks are
+        listed after the declared actions while that execution is the stage's latest.
+        """
         _validate_params("GetPipelineState", params)
         with self._sessions() as session:
             pipeline = self._pipeline(session, params["name"], "GetPipelineState", lock=False)
@@ -701,31 +711,50 @@ class LocalCodePipeline:
                 session=session, pipeline_id=pipeline.id, stage_name=spec.stages[0].name
             ):
                 revisions.setdefault(row.action_name, row)
+            # Where each waiting execution waits: a stage name of the version it runs.
+            inbound: dict[str, list[PipelineExecution]] = {}
+            for execution in sorted(active, key=lambda e: (utc(e.arrived_at), e.id or 0)):
+                if execution.waiting and execution.status == ExecutionStatus.IN_PROGRESS:
+                    own = self._runtime.spec_of(session=session, execution=execution)
+                    name = own.stages[execution.stage_index].name
+                    inbound.setdefault(name, []).append(execution)
+            shown: list[tuple[str, list[str]]] = []
+            for stage in spec.stages:
+                names = [a.name for a in stage.actions]
+                stage_row = latest_stages.get(stage.name)
+                ran = executions.get(stage_row.execution_pk) if stage_row else None
+                if ran is not None and ran.pipeline_version != pipeline.version:
+                    names += [
+                        name
+                        for name in self._actions_run(session, ran, stage.name)
+                        if name not in names and name in actions_by_stage.get(stage.name, {})
+                    ]
+                shown.append((stage.name, names))
+            for stage_row in sorted(latest_stages.values(), key=lambda r: r.entered_seq):
+                ran = executions.get(stage_row.execution_pk)
+                if (
+                    spec.stage(stage_row.stage_name) is None
+                    and stage_row.status in (StageStatus.IN_PROGRESS, StageStatus.STOPPING)
+                    and ran is not None
+                    and ExecutionStatus(ran.status) not in EXECUTION_TERMINAL
+                ):
+                    names = self._actions_run(session, ran, stage_row.stage_name)
+                    shown.append((stage_row.stage_name, names))
             stage_states = []
-            for index, stage in enumerate(spec.stages):
-                latest_stage = latest_stages.get(stage.name)
-                inbound = sorted(
-                    (
-                        e
-                        for e in active
-                        if e.waiting
-                        and e.stage_index == index
-                        and e.status == ExecutionStatus.IN_PROGRESS
-                    ),
-                    key=lambda e: (utc(e.arrived_at), e.id or 0),
-                )
+            for index, (stage_name, action_names) in enumerate(shown):
+                latest_stage = latest_stages.get(stage_name)
                 stage_states.append(
                     responses.stage_state(
-                        spec=spec,
-                        stage_index=index,
+                        stage_name=stage_name,
+                        action_names=action_names,
                         latest_stage=latest_stage,
                         latest_stage_execution=(
                             executions.get(latest_stage.execution_pk) if latest_stage else None
                         ),
-                        latest_actions=actions_by_stage.get(stage.name, {}),
+                        latest_actions=actions_by_stage.get(stage_name, {}),
                         current_revisions=revisions if index == 0 else {},
-                        inbound=inbound,
-                        transition=transitions.get(stage.name),
+                        inbound=inbound.get(stage_name, []),
+                        transition=transitions.get(stage_name),
                     )
                 )
             return responses.with_metadata(
@@ -737,6 +766,13 @@ class LocalCodePipeline:
                     "updated": utc(pipeline.updated_at),
                 }
             )
+
+    def _actions_run(
+        self, session: Session, execution: PipelineExecution, stage_name: str
+    ) -> list[str]:
+        """The action names of ``stage_name`` in the version ``execution`` runs, in order."""
+        stage = self._runtime.spec_of(session=session, execution=execution).stage(stage_name)
+        return [a.name for a in stage.actions] if stage is not None else []
 
     def list_pipeline_executions(self, **params: Any) -> dict[str, Any]:
         operation = "ListPipelineExecutions"

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from bot.engine.model import PipelineSpec
 from bot.engine.states import ActionStatus
 from storage.db import utc
 from storage.models import (
@@ -135,8 +135,8 @@ def action_state_execution(action: ActionExecution) -> dict[str, Any]:
 
 def stage_state(
     *,
-    spec: PipelineSpec,
-    stage_index: int,
+    stage_name: str,
+    action_names: Sequence[str],
     latest_stage: StageExecution | None,
     latest_stage_execution: PipelineExecution | None,
     latest_actions: dict[str, ActionExecution],
@@ -144,7 +144,11 @@ def stage_state(
     inbound: list[PipelineExecution],
     transition: StageTransition | None,
 ) -> dict[str, Any]:
-    stage = spec.stages[stage_index]
+    """A StageState: ``action_names`` in order, each with its latest action execution if any.
+
+    The caller chooses the names (the latest declaration's, then any its latest execution ran
+    under an earlier version's names; see ``LocalCodePipeline.get_pipeline_state``).
+    """
     transition_state: dict[str, Any] = {"enabled": True}
     if transition is not None:
         transition_state = {
@@ -156,12 +160,12 @@ def stage_state(
         if not transition.enabled and transition.disabled_reason:
             transition_state["disabledReason"] = transition.disabled_reason
     action_states = []
-    for action in stage.actions:
-        state: dict[str, Any] = {"actionName": action.name}
-        latest = latest_actions.get(action.name)
+    for action_name in action_names:
+        state: dict[str, Any] = {"actionName": action_name}
+        latest = latest_actions.get(action_name)
         if latest is not None:
             state["latestExecution"] = action_state_execution(latest)
-        revision = current_revisions.get(action.name)
+        revision = current_revisions.get(action_name)
         if revision is not None and revision.external_execution_id:
             state["currentRevision"] = {
                 "revisionId": revision.external_execution_id,
@@ -170,7 +174,7 @@ def stage_state(
             }
         action_states.append(state)
     result: dict[str, Any] = {
-        "stageName": stage.name,
+        "stageName": stage_name,
         "inboundTransitionState": transition_state,
         "actionStates": action_states,
     }

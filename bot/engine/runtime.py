@@ -1,8 +1,9 @@
 """How executions move: the engine's rules, applied to rows inside one transaction.
 
 ``Runtime.advance`` is the single place where stage locks, supersede, queueing,
-transitions, run orders, stops and failures are decided. The rules of the API's
-requests live beside it (``stop``, ``retry_stage``, ``answer_approval``,
+transitions, run orders, stops and failures are decided; an execution of an earlier
+version than its pipeline's only winds down there (``_wind_down``). The rules of the API's
+requests live beside it (``apply_update``, ``stop``, ``retry_stage``, ``answer_approval``,
 ``abandon_pipeline``): a rule refuses a request with a ``RefusedError`` carrying
 AWS's error code, or records it on the rows, then advances (a deletion needs no
 advance). Statuses change only
@@ -125,6 +126,8 @@ class _PipelineState:
     stage_rows: dict[tuple[int, str], StageExecution]
     actions: defaultdict[int, list[ActionExecution]]
     transitions: dict[str, StageTransition]
+    # The pipeline's latest version: an execution of an earlier one only winds down.
+    version: int
     next_seq: int | None = None
 
     def holders(self) -> dict[str, set[int]]:
@@ -241,6 +244,7 @@ class Runtime:
             },
             actions=defaultdict(list),
             transitions=store.get_transitions(session=session, pipeline_id=pipeline.id),
+            version=pipeline.version,
         )
         for action in store.action_executions_for_many(session=session, execution_pks=pks):
             state.actions[action.execution_pk].append(action)
@@ -254,7 +258,13 @@ class Runtime:
     ) -> bool:
         changed = False
         for execution in state.executions:
-            if execution.waiting or execution.status not in ACTIVE:
+            if execution.status not in ACTIVE:
+                continue
+            if execution.pipeline_version < state.version:
+                if self._wind_down(session=session, state=state, execution=execution, now=now):
+                    changed = True
+                continue
+            if execution.waiting:
                 continue
             assert execution.id is not None
             spec = self.spec_of(session=session, execution=execution)
@@ -275,9 +285,57 @@ class Runtime:
         return self._admit_waiting(session=session, state=state, now=now, result=result)
 
     def spec_of(self, *, session: Session, execution: PipelineExecution) -> PipelineSpec:
+        """The declaration ``execution`` runs: the version it started on, never a later one."""
         return self.specs.get(
             session=session, pipeline_id=execution.pipeline_id, version=execution.pipeline_version
         )
+
+    def _wind_down(
+        self,
+        *,
+        session: Session,
+        state: _PipelineState,
+        execution: PipelineExecution,
+        now: datetime,
+    ) -> bool:
+        """Finish an execution of an earlier version than the pipeline's: it never goes on.
+
+        "When you update a pipeline, CodePipeline gracefully completes all the running actions
+        and then fails the stages and pipeline executions where the running actions were
+        completed" (https://docs.aws.amazon.com/codepipeline/latest/userguide/pipelines-edit.html).
+        Its running actions finish; then its stage and itself fail (a stop asked for before
+        ends it Stopped, as asked). No further run order, stage or approval starts. One waiting
+        in front of a stage has nothing running: it is cancelled, like the executions that
+        ``apply_update`` cancels in the update's own transaction.
+        """
+        assert execution.id is not None
+        if execution.waiting:
+            transition(execution, ExecutionStatus.CANCELLED, now=now)
+            execution.waiting = False
+            execution.status_summary = cancelled_summary(execution, version=state.version)
+            return True
+        spec = self.spec_of(session=session, execution=execution)
+        stage = spec.stages[execution.stage_index]
+        stage_row = state.stage_rows[(execution.id, stage.name)]
+        latest = latest_actions(
+            state.actions[execution.id], stage_name=stage.name, base_attempt=stage_row.base_attempt
+        )
+        if any(a.status == ActionStatus.IN_PROGRESS for a in latest.values()):
+            return False
+        if execution.stop_mode is not None:
+            transition(stage_row, StageStatus.STOPPED, now=now)
+            transition(execution, ExecutionStatus.STOPPED, now=now)
+            execution.status_summary = stop_summary(execution)
+            return True
+        transition(stage_row, StageStatus.FAILED, now=now)
+        transition(execution, ExecutionStatus.FAILED, now=now)
+        execution.status_summary = (
+            f'Stage "{stage.name}" failed: the pipeline was updated to version {state.version} '
+            f"while this execution of version {execution.pipeline_version} ran; its running "
+            "actions completed and the execution does not go on. Start the pipeline to run "
+            f"version {state.version}."
+        )
+        return True
 
     def _progress_stage(
         self,
@@ -619,6 +677,58 @@ class Runtime:
 
     # --- the rules of the API's requests ------------------------------------------------------
 
+    def apply_update(self, *, session: Session, pipeline: Pipeline, now: datetime) -> AdvanceResult:
+        """UpdatePipeline's rule for the executions of earlier versions, in the update's
+        transaction (``pipeline.version`` is already the new one).
+
+        AWS: running actions complete, then their stages and executions fail
+        (https://docs.aws.amazon.com/codepipeline/latest/userguide/pipelines-edit.html; the
+        advance does that part, ``_wind_down``). An execution with nothing running is
+        ``Cancelled``, the status the API reference gives an execution (and a stage) whose
+        "pipeline's definition was updated before the pipeline execution could be completed"
+        (https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_PipelineExecution.html,
+        API_StageExecution.html): one waiting in front of a stage, or one whose only running
+        actions are manual approvals. A waiting approval is work nobody is doing: its answer
+        could no longer let the execution go on, so it is ``Abandoned`` now rather than left
+        to hold its stage until its timeout (7 days by default).
+        """
+        assert pipeline.id is not None
+        for execution in store.active_executions(session=session, pipeline_id=pipeline.id):
+            if execution.pipeline_version >= pipeline.version or execution.waiting:
+                continue  # the advance below cancels a waiting one (_wind_down)
+            assert execution.id is not None
+            spec = self.spec_of(session=session, execution=execution)
+            stage_name = spec.stages[execution.stage_index].name
+            stage_row = store.get_stage_execution(
+                session=session, execution_pk=execution.id, stage_name=stage_name
+            )
+            assert stage_row is not None
+            latest = latest_actions(
+                store.action_executions_for(
+                    session=session, execution_pk=execution.id, stage_name=stage_name
+                ),
+                stage_name=stage_name,
+                base_attempt=stage_row.base_attempt,
+            )
+            running = [a for a in latest.values() if a.status == ActionStatus.IN_PROGRESS]
+            for action in running:
+                if action.category == "Approval":
+                    transition(action, ActionStatus.ABANDONED, now=now)
+                    action.summary = (
+                        f"Abandoned: the pipeline was updated to version {pipeline.version} "
+                        "before this approval was answered."
+                    )
+                    action.error_code = "Abandoned"
+                    action.error_message = action.summary
+            if execution.stop_mode is not None or any(
+                a.status == ActionStatus.IN_PROGRESS for a in running
+            ):
+                continue  # a stop ends it Stopped; running work completes first (_wind_down)
+            transition(stage_row, StageStatus.CANCELLED, now=now)
+            transition(execution, ExecutionStatus.CANCELLED, now=now)
+            execution.status_summary = cancelled_summary(execution, version=pipeline.version)
+        return self.advance(session=session, pipeline=pipeline, now=now)
+
     def stop(
         self,
         *,
@@ -702,7 +812,12 @@ class Runtime:
     ) -> AdvanceResult:
         """Continue ``execution`` at its Failed or Stopped ``stage`` (rule 9).
 
-        Only the execution that entered the stage last may retry it, never a superseded one.
+        Only the execution that entered the stage last may retry it, never a superseded one,
+        nor one of an earlier version than the pipeline's: "you may not be able to retry
+        actions [when] the overall pipeline structure changed after an action failed"
+        (https://docs.aws.amazon.com/codepipeline/latest/userguide/actions-retry.html), which
+        the API answers with StageNotRetryableException ("The pipeline structure or stage
+        state might have changed while actions awaited retry").
         ``retry_mode`` is ``FAILED_ACTIONS`` (re-run failed and abandoned actions) or
         ``ALL_ACTIONS`` (re-run the whole stage); ``spec`` is the execution's declaration.
         """
@@ -712,6 +827,14 @@ class Runtime:
                 "StageNotRetryableException",
                 f"Execution '{execution.execution_id}' was superseded; superseded executions "
                 "cannot be retried",
+            )
+        if execution.pipeline_version != pipeline.version:
+            raise RefusedError(
+                "StageNotRetryableException",
+                f"Execution '{execution.execution_id}' ran version {execution.pipeline_version} "
+                f"of pipeline '{pipeline.name}', which was updated to version "
+                f"{pipeline.version} since: the pipeline structure changed, so its stages "
+                "cannot be retried. Start the pipeline to run the new version.",
             )
         stage_row = store.get_stage_execution(
             session=session, execution_pk=execution.id, stage_name=stage.name
@@ -770,6 +893,7 @@ class Runtime:
         *,
         session: Session,
         pipeline: Pipeline,
+        spec: PipelineSpec,
         stage_name: str,
         action_name: str,
         token: str,
@@ -781,6 +905,10 @@ class Runtime:
         """Complete the approval ``token`` was issued for: Approved succeeds it, Rejected fails it.
 
         Only the current attempt's token of an approval still waiting is accepted (rule 10).
+        The token's action execution is found under the stage and action names of the version
+        its execution runs; names that match no such action and that the pipeline's latest
+        declaration ``spec`` lacks are StageNotFoundException / ActionNotFoundException, so an
+        approval of an earlier version is answered for what it is, never "not found".
         """
         assert pipeline.id is not None
         candidates = [
@@ -789,6 +917,17 @@ class Runtime:
             if a.stage_name == stage_name and a.action_name == action_name
         ]
         if not candidates:
+            declared = spec.stage(stage_name)
+            if declared is None:
+                raise RefusedError(
+                    "StageNotFoundException",
+                    f"Stage '{stage_name}' does not exist in pipeline '{spec.name}'",
+                )
+            if declared.action(action_name) is None:
+                raise RefusedError(
+                    "ActionNotFoundException",
+                    f"Action '{action_name}' does not exist in stage '{stage_name}'",
+                )
             raise RefusedError(
                 "InvalidApprovalTokenException",
                 f"The token is not valid for approval action '{action_name}' in stage "
@@ -815,8 +954,7 @@ class Runtime:
                 )
             raise RefusedError(
                 "InvalidApprovalTokenException",
-                f"The approval request is no longer valid (it {action.status.lower()}: "
-                f"{action.summary or 'no longer waiting'})",
+                f"The approval request is no longer valid ({action.summary or action.status})",
             )
         approved = verdict == "Approved"
         transition(action, ActionStatus.SUCCEEDED if approved else ActionStatus.FAILED, now=now)
@@ -881,6 +1019,16 @@ def stop_summary(execution: PipelineExecution) -> str:
     )
     reason = f": {execution.stop_reason}" if execution.stop_reason else ""
     return f"Execution {how}{reason}"
+
+
+def cancelled_summary(execution: PipelineExecution, *, version: int) -> str:
+    """Why an execution of an earlier version was cancelled by an update (API reference,
+    PipelineExecution.status ``Cancelled``), and what to do instead."""
+    return (
+        f"Cancelled: the pipeline's definition was updated to version {version} before this "
+        f"execution of version {execution.pipeline_version} could be completed. Start the "
+        f"pipeline to run version {version}."
+    )
 
 
 def transition_enabled(transitions: Mapping[str, StageTransition], stage_name: str) -> bool:
