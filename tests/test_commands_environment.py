@@ -316,3 +316,30 @@ def test_commands_fail_when_the_build_times_out(
     summary = slow["output"]["executionResult"]["externalExecutionSummary"]
     assert summary.startswith("Commands timed out after 1 second (the Commands build timeout).")
     assert "started" in summary
+
+
+def test_pipebots_own_secrets_never_reach_the_commands(
+    engine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A CodeBuild container never has the bot's Slack tokens or its database URL; locally an
+    ``env`` in a command would print them into a log that Slack shows."""
+    monkeypatch.setenv("SLACK_BOT_TOKEN", "xoxb-never-in-a-log")
+    monkeypatch.setenv("SLACK_SIGNING_SECRET", "signing-never-in-a-log")
+    monkeypatch.setenv("PIPEBOT_HARMLESS", "kept")
+    run = Run(engine)
+    execution = run.create(("Build", [commands_action("Env", ["env"])]))
+    run.wait(execution, "Succeeded")
+    log = run.log(run.runs(execution, "Env")[-1])
+    assert "never-in-a-log" not in log
+    assert "PIPEBOT_HARMLESS=kept" in log
+
+
+def test_every_secret_setting_is_kept_from_the_commands() -> None:
+    from bot.settings import Settings
+
+    secret = {
+        str(field.alias)
+        for field in Settings.model_fields.values()
+        if "SecretStr" in str(field.annotation) and not str(field.alias).startswith("AWS_")
+    }
+    assert secret | {"DATABASE_URL"} <= commands_provider.PIPEBOT_SECRETS

@@ -448,7 +448,7 @@ class Worker:
                 start_time_ms=start_time_ms,
             )
             env, reserved = commands_provider.compose_environment(
-                host=os.environ,
+                host=commands_provider.host_environment(os.environ),
                 codebuild={**src_env, **codebuild_env},
                 declared=payload.get("environment", {}),
             )

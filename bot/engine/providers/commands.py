@@ -40,11 +40,13 @@ from bot.engine.errors import EngineError
 __all__ = [
     "BUILD_TIMEOUT_SECONDS",
     "LOCAL_BUILD_IMAGE",
+    "PIPEBOT_SECRETS",
     "Build",
     "CommandsError",
     "codebuild_environment",
     "collect_artifact",
     "compose_environment",
+    "host_environment",
     "kill_process_group",
     "log_tail",
     "prepare_workdir",
@@ -251,6 +253,20 @@ def codebuild_environment(
         env["AWS_REGION"] = aws_region
         env["AWS_DEFAULT_REGION"] = aws_region
     return env
+
+
+#: pipebot's own secrets: a CodeBuild container never has them, so the commands never see them
+#: (and cannot print them into a log that Slack shows). ``tests/test_commands_environment.py``
+#: checks that every secret variable of ``bot.settings`` is here.
+PIPEBOT_SECRETS: Final = frozenset(
+    {"SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_APP_TOKEN", "DATABASE_URL"}
+)
+
+
+def host_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """pipebot's environment as the commands' base (the build image's stand-in), without
+    ``PIPEBOT_SECRETS``. AWS credentials stay: on AWS the commands have the pipeline role's."""
+    return {name: value for name, value in environ.items() if name not in PIPEBOT_SECRETS}
 
 
 def compose_environment(
