@@ -458,7 +458,7 @@ REFUSED_DECLARATIONS: dict[str, tuple[dict[str, Any], str, str]] = {
             ]
         ),
         "InvalidActionDeclarationException",
-        "SECRETS_MANAGER",
+        'Stage "Build", action "Run": environmentVariables of type SECRETS_MANAGER',
     ),
 }
 

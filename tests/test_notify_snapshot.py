@@ -367,3 +367,32 @@ def test_real_engine_execution_with_an_approval(engine: Any, tmp_path: Path) -> 
     parent = check_message(parent_message(snapshot=done, now=now))
     assert [s["status"] for s in done["stages"]] == ["Succeeded"] * 4, done
     assert "✅ *Deploy* · Succeeded" in texts(parent)
+
+
+def test_a_failure_resolved_by_a_newer_execution_never_says_failed_again() -> None:
+    """A newer execution failing in the stage took it over: this execution was never retried
+    (it said "Build failed again", found by trying it as a user would)."""
+
+    def failed_build(actions: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "status": "Failed",
+            "stages": [
+                {"name": "Source", "status": "Succeeded", "actions": []},
+                {"name": "Build", "status": "Failed", "actions": actions},
+            ],
+        }
+
+    def compile_failed(run_id: str) -> dict[str, Any]:
+        return {"name": "Compile", "status": "Failed", "id": run_id, "summary": "exit 2"}
+
+    before = failed_build([compile_failed("run-1")])
+    retried_and_failed = snapshot_events(
+        before=before, after=failed_build([compile_failed("run-2")])
+    )
+    assert [e.outcome for e in retried_and_failed if e.kind == FAILURE_RESOLVED] == [
+        "❌ Build failed again"
+    ]
+    taken_over = snapshot_events(before=before, after=failed_build([]))
+    assert [e.outcome for e in taken_over if e.kind == FAILURE_RESOLVED] == [
+        "↷ Build can no longer be retried: a newer execution ran it"
+    ]

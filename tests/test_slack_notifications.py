@@ -132,6 +132,17 @@ def test_approval_reply() -> None:
     assert "and 280 more" in texts(many["blocks"])
 
 
+def test_a_long_custom_data_is_shown_up_to_slacks_limit_and_says_where_the_rest_is() -> None:
+    """AWS keeps CustomData of up to 50,000 characters; Slack's section holds 3,000."""
+    message = reply(approval_event(), custom_data="<" * 5_000, external_link="https://x.test/r")
+    text = texts(message["blocks"])
+    assert "&lt;" * 100 in text and "…" in text
+    assert "CustomData is 5,000 characters; the rest is in the pipeline's declaration" in text
+    assert "`/pipeline edit release`" in text
+    whole = reply(approval_event(), custom_data="fits " * 300, external_link=None)
+    assert "the rest is" not in texts(whole["blocks"])
+
+
 def test_failed_reply_with_log_tail() -> None:
     event = Event(
         key="failed:Build:run-1",

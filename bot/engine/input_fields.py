@@ -374,9 +374,17 @@ def _where(declaration: Mapping[str, Any], parent: Mapping[str, Any], path: str)
 
 
 def _mappings_in(value: Any) -> Iterator[Mapping[str, Any]]:
-    for _path, item, _parent in _walk(value, ""):
-        if isinstance(item, Mapping):
-            yield item
+    """Every mapping inside ``value``, list items included."""
+    if isinstance(value, Mapping):
+        for item in value.values():
+            if isinstance(item, Mapping):
+                yield item
+            yield from _mappings_in(item)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, Mapping):
+                yield item
+            yield from _mappings_in(item)
 
 
 __all__ = [

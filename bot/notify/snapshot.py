@@ -368,7 +368,9 @@ def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any
                     kind=FAILURE_RESOLVED,
                     stage=stage,
                     resolves=key,
-                    outcome=_failure_outcome(after, stage),
+                    outcome=_failure_outcome(
+                        after, stage, failed_again=any(s == stage for s, _ in new_failures.values())
+                    ),
                 )
             )
     for key, (stage, failed) in new_failures.items():
@@ -497,12 +499,17 @@ def _approval_outcome(after: Mapping[str, Any], stage: str, action: str) -> str:
     return f"⏹ The approval {where} is no longer waiting"
 
 
-def _failure_outcome(after: Mapping[str, Any], stage: str) -> str:
+def _failure_outcome(after: Mapping[str, Any], stage: str, *, failed_again: bool) -> str:
+    """How a failure of ``stage`` was resolved. ``failed_again``: the execution shows a new
+    failure in that stage (a retry failed). A stage still Failed without one lost its failure
+    to a newer execution, which now holds the stage: it was never retried."""
     status = _stage_status(after, stage)
     if status in ("InProgress", "Succeeded", WAITING_TO_ENTER):
         return f"🔁 {flat_name(stage)} was retried"
-    if status == "Failed":
+    if status == "Failed" and failed_again:
         return f"❌ {flat_name(stage)} failed again"
+    if status == "Failed":
+        return f"↷ {flat_name(stage)} can no longer be retried: a newer execution ran it"
     if status is None or after.get("status") == "Superseded":
         return f"↷ {flat_name(stage)} can no longer be retried: a newer execution ran it"
     return f"{status_emoji(status)} {flat_name(stage)} is {status_label(status).lower()}"

@@ -84,7 +84,8 @@ __all__ = [
 ]
 
 _RUNNING_SHOWN: Final = 5
-_CUSTOM_DATA_MAX: Final = 1000  # shown with the request, "…" when longer (AWS keeps 50,000)
+_CUSTOM_DATA_MAX: Final = 2000  # shown with the request, "…" when longer (AWS keeps 50,000)
+_CUSTOM_DATA_SHOWN: Final = 2400  # escaped, in a section of at most 3,000 with the link
 _MENTIONS_SHOWN: Final = 20
 _LOG_MAX: Final = 2500
 _SAFE_URL: Final = re.compile(r"https?://[^\s<>|]+")
@@ -305,7 +306,13 @@ def _approval_blocks(
     details = []
     data = trimmed(custom_data, _CUSTOM_DATA_MAX)
     if data:
-        details.append("*Details:* " + esc(data, 1200))
+        details.append("*Details:* " + esc(data, _CUSTOM_DATA_SHOWN))
+        whole = len((custom_data or "").strip())
+        if whole > len(data) or len(escape(data)) > _CUSTOM_DATA_SHOWN:
+            details.append(
+                f"_(CustomData is {whole:,} characters; the rest is in the pipeline's "
+                f"declaration: `/pipeline edit {flat_name(pipeline)}`)_"
+            )
     link = (external_link or "").strip()
     if link and len(link) <= 1000 and _SAFE_URL.fullmatch(link):
         details.append(f"<{escape(link)}|Open the review link>")
