@@ -21,12 +21,14 @@ from bot.engine.declaration import parse_declaration_text, split_declaration, va
 from bot.engine.errors import DeclarationError
 from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError
+from bot.ops.pipeline_state import IN_PROGRESS
 from bot.slack import ids, notifications
 from bot.slack.ids import ButtonRef
 from bot.slack.modals import declaration_from_values
 from bot.slack.outcomes import (
     decision_outcome,
     outcome_blocks,
+    update_outcome_line,
 )
 from bot.slack.status import status_blocks
 from bot.slack.text import slack_date
@@ -126,9 +128,20 @@ def _declaration_listener(services: Services, *, editing: bool) -> Listener:
 def _save(
     services: Services, reply: Reply, *, actor: Actor, name: str, text: str, editing: bool
 ) -> Done:
+    in_flight: list[str] = []
+    if editing:
+        in_flight = [
+            str(e["pipelineExecutionId"])
+            for e in services.ops.executions(name, 20)
+            if e["status"] in IN_PROGRESS
+        ]
     result = services.ops.update(name, text) if editing else services.ops.create(text)
     verb = "updated" if editing else "created"
-    note = "" if editing else subscribe_on_create(services, pipeline=name, actor=actor)
+    note = (
+        update_outcome_line(version=int(result["version"]), in_flight=in_flight)
+        if editing
+        else subscribe_on_create(services, pipeline=name, actor=actor)
+    )
     notice(
         reply,
         message=f"<@{actor.user_id}> {verb} pipeline *{name}* (version {result['version']})."

@@ -249,6 +249,10 @@ def test_random_command_text_is_always_acked_privately(bot: Bot, text: str) -> N
 
 def test_edit_modal_saves_a_new_version(bot: Bot) -> None:
     bot.engine.create_pipeline(pipeline=release())
+    waiting_approval(bot)
+    execution = bot.engine.list_pipeline_executions(pipelineName="web")[
+        "pipelineExecutionSummaries"
+    ][0]["pipelineExecutionId"]
     bot.command("edit web")
     view = bot.fake.wait_for("views.open")[0].params["view"]
     assert view["callback_id"] == ids.EDIT_VIEW
@@ -273,6 +277,16 @@ def test_edit_modal_saves_a_new_version(bot: Bot) -> None:
         bot.engine.get_pipeline(name="web")["pipeline"]["stages"][2]["actions"][0]["name"]
         == "SignOff"
     )
+    # The execution waiting at the renamed approval is cancelled (AWS's rule), and the notice
+    # says so instead of leaving it to be found.
+    notice = bot.fake.wait_for(
+        "chat.postMessage", where=lambda c: "updated pipeline" in str(c.params)
+    )[0]
+    said = str(notice.params)
+    assert f"In progress when it was saved: `{execution[:8]}`" in said
+    assert "cancelled now" in said and "run version 2" in said
+    status = bot.engine.get_pipeline_execution(pipelineName="web", pipelineExecutionId=execution)
+    assert status["pipelineExecution"]["status"] == "Cancelled"
 
 
 def test_delete_asks_first_then_deletes_on_confirm(bot: Bot) -> None:

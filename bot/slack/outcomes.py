@@ -29,12 +29,13 @@ from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
     Block,
     clip_mrkdwn,
+    code,
     context,
     esc,
     escape,
     one_line,
 )
-from bot.slack.text import flat_name, mention, slack_date
+from bot.slack.text import flat_name, mention, short_id, slack_date
 
 OUTCOME_MAX: Final = 1000
 """Longest outcome line ``outcome_blocks`` appends; messages with buttons leave room for it."""
@@ -108,3 +109,20 @@ def approval_taken_line(outcome: ApprovalOutcome, *, now: datetime) -> str:
     if outcome.state == "answering":
         return f"<@{outcome.user_id}> is answering this approval right now (since {at})."
     return f"Already {outcome.verdict} by <@{outcome.user_id}> at {at}."
+
+
+def update_outcome_line(*, version: int, in_flight: Sequence[str]) -> str:
+    """What an update did to the executions ``in_flight`` (IDs of those in progress when it was
+    saved), as AWS's rule says: "CodePipeline gracefully completes all the running actions and
+    then fails the stages and pipeline executions where the running actions were completed"
+    (https://docs.aws.amazon.com/codepipeline/latest/userguide/pipelines-edit.html). Empty when
+    none was in progress."""
+    if not in_flight:
+        return ""
+    shown = ", ".join(code(short_id(e)) for e in in_flight[:5])
+    more = f" and {len(in_flight) - 5} more" if len(in_flight) > 5 else ""
+    return (
+        f"\n⚠️ In progress when it was saved: {shown}{more}. As on AWS, their running actions "
+        "finish and then they fail; one waiting for an approval or in front of a stage is "
+        f"cancelled now. Start the pipeline to run version {version}."
+    )
