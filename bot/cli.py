@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
         "--approve",
         choices=["ask", "yes", "no"],
         default="ask",
-        help="answer the approval gate: ask on a terminal (default), or approve/reject at once",
+        help="answer the production gate: ask (default) puts the question on the terminal "
+        "and needs one; yes approves it, no rejects it, at once",
     )
     sandbox = sub.add_parser(
         "sandbox",
@@ -142,10 +143,14 @@ def _sandbox(settings: Settings, *, host: str, port: int) -> int:
 
 
 def _demo(settings: Settings, *, approve: str) -> int:
-    from bot.demo import ensure_demo_repository, run_demo
+    from bot.demo import ensure_demo_repository, refuse_ask_without_terminal, run_demo
     from bot.ops.client import make_local_client
 
     if not _local_only(settings, "The demo"):
+        return 2
+    refusal = refuse_ask_without_terminal(approve, interactive=sys.stdin.isatty())
+    if refusal is not None:  # before anything is created or started
+        print(refusal, file=sys.stderr)
         return 2
     _migrate(settings)
     ensure_demo_repository(settings.resolved_repositories_dir)

@@ -5,21 +5,32 @@ Buttons carry a ``ButtonRef`` (identifiers only). After a click, the message it
 came from is redrawn from the pipeline's current state with the outcome (who,
 when) appended, so buttons that no longer apply are gone. ``ACTIONS`` is the one
 table of buttons: each action ID with the permission it needs and its handler.
+
+Every click is answered where it was made (``ClickReply``): on a message, through its
+``response_url``, except that a private answer to a click on an approval request also sent
+to the channel goes to the channel (not into a thread the user may never open), and that
+what the channel should hear (who started, who retried) is posted to the channel as the
+commands post it; on App Home, which has no ``response_url``, by a direct message, and the
+tab is drawn again after every click.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
+from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
+from bot.notify.deletion import close_deleted_pipeline
 from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError, request_token
 from bot.slack import ids, notifications
+from bot.slack.api_errors import classify
 from bot.slack.execution import execution_blocks
 from bot.slack.ids import ButtonRef
 from bot.slack.kit import escape
@@ -28,9 +39,12 @@ from bot.slack.modals import reject_modal, stop_modal
 from bot.slack.outcomes import (
     decision_outcome,
     outcome_blocks,
+    retried_line,
+    started_line,
 )
 from bot.slack.status import status_blocks
 from bot.slack.text import slack_date
+from handlers.commands import who_did, who_did_view
 from handlers.common import (
     Actor,
     Done,
@@ -39,11 +53,12 @@ from handlers.common import (
     Services,
     answer_approval,
     ephemeral,
+    log_slack_failure,
     notice,
     perform,
     publish_home,
 )
-from storage import bot_store
+from storage import bot_store, notify_store
 from storage.db import transaction
 
 log = logging.getLogger(__name__)
@@ -72,23 +87,29 @@ class Click:
 
     def on_home(self) -> bool:
         """Whether the button is on the App Home tab (a view, with no message to redraw)."""
-        return (self.body.get("view") or {}).get("type") == "home"
+        return on_home(self.body)
 
     def in_thread(self) -> bool:
         """Whether the clicked message is a thread reply (a notification's event reply)."""
-        message = self.body.get("message") or {}
-        thread_ts = message.get("thread_ts") or (self.body.get("container") or {}).get("thread_ts")
-        return bool(thread_ts) and thread_ts != message.get("ts", self.message_ts)
+        return in_thread(self.body)
+
+    def ephemeral_origin(self) -> str | None:
+        """The click's ``response_url`` when the clicked message is ephemeral: a form opened
+        from it redraws it through that (``chat.update`` cannot change an ephemeral message)."""
+        if not (self.body.get("container") or {}).get("is_ephemeral"):
+            return None
+        url = self.body.get("response_url")
+        return str(url) if url else None
 
     def redraw(self, outcome: str, *, reply_outcome: str | None = None) -> None:
         """Replace the clicked message with the pipeline's current status and the outcome;
         a notification's thread reply (an approval request, a failure) keeps what it says,
         its buttons giving way to ``reply_outcome`` (else ``outcome``), drawn as the
         notifier draws it (whichever of the two lands last, the reply reads the same).
-        On App Home the outcome is told privately and the tab is drawn afresh."""
+        On App Home the outcome is told privately (the tab is drawn afresh after every
+        click there)."""
         if self.on_home():
             notice(self.respond, message=outcome, public=False)
-            publish_home(self.services, self.client, self.actor.user_id)
             return
         if self.in_thread():
             original = list((self.body.get("message") or {}).get("blocks") or [])
@@ -109,6 +130,9 @@ class Click:
                 approvals_allowed=self._may(Permission.APPROVE),
                 operate_allowed=self._may(Permission.OPERATE),
                 now=self.services.now(),
+                who=who_did(
+                    self.services, pipeline=self.ref.pipeline, state=state, executions=executions
+                ),
             )
         except OpsError:
             fresh = list((self.body.get("message") or {}).get("blocks") or [])
@@ -125,6 +149,90 @@ class Click:
 
     def when(self) -> str:
         return slack_date(self.services.now())
+
+
+def on_home(body: dict[str, Any]) -> bool:
+    """Whether a click was on the App Home tab."""
+    return (body.get("view") or {}).get("type") == "home"
+
+
+def in_thread(body: dict[str, Any]) -> bool:
+    """Whether the clicked message is a thread reply (a notification's event reply)."""
+    message = body.get("message") or {}
+    container = body.get("container") or {}
+    thread_ts = message.get("thread_ts") or container.get("thread_ts")
+    return bool(thread_ts) and thread_ts != message.get("ts", container.get("message_ts"))
+
+
+def broadcast(services: Services, body: dict[str, Any]) -> bool:
+    """Whether the clicked thread reply was also sent to the channel (an approval request):
+    Slack marks it ``thread_broadcast``, and pipebot kept what it posted. Slack does not say
+    whether it was clicked in the channel or in the thread."""
+    message = body.get("message") or {}
+    if message.get("subtype") == "thread_broadcast":
+        return True
+    container = body.get("container") or {}
+    channel, ts = container.get("channel_id"), container.get("message_ts")
+    if not channel or not ts:
+        return False
+    with services.sessions() as session:
+        payload = notify_store.event_reply_payload(
+            session=session, channel_id=str(channel), message_ts=str(ts)
+        )
+    return payload is not None and bool(json.loads(payload).get("reply_broadcast"))
+
+
+class ClickReply:
+    """A ``Reply`` that answers a click on a message where it was made.
+
+    - Redraws (``replace_original``) go through the click's ``response_url``.
+    - Private answers too, but for a thread reply also sent to the channel (an approval
+      request): as Slack does not say which of the two was clicked, the answer goes to the
+      channel (chat.postEphemeral), seen by whoever clicked there, rather than into a thread
+      they may never open.
+    - Answers for the channel (who started, who retried) go to the channel, not into the
+      thread of the clicked reply: posted with chat.postMessage, exactly where the commands'
+      ``in_channel`` answers appear.
+
+    A Web API call Slack refuses falls back to the ``response_url``, so the click is answered.
+    """
+
+    def __init__(
+        self, *, respond: Reply, client: WebClient, actor: Actor, thread: bool, broadcast: bool
+    ) -> None:
+        self._respond = respond
+        self._client = client
+        self._actor = actor
+        self._thread = thread
+        self._broadcast = broadcast
+
+    def __call__(
+        self,
+        *,
+        text: str = "",
+        blocks: Sequence[dict[str, Any]] | None = None,
+        response_type: str | None = None,
+        replace_original: bool | None = None,
+    ) -> None:
+        channel = self._actor.channel_id
+        public = response_type == "in_channel"
+        try:
+            if channel and not replace_original and public and self._thread:
+                self._client.chat_postMessage(channel=channel, text=text, blocks=list(blocks or []))
+                return
+            if channel and not replace_original and not public and self._broadcast:
+                self._client.chat_postEphemeral(
+                    channel=channel, user=self._actor.user_id, text=text, blocks=list(blocks or [])
+                )
+                return
+        except SlackApiError as exc:
+            log_slack_failure(classify(exc), f"answering {self._actor.user_id}'s click")
+        self._respond(
+            text=text,
+            blocks=blocks,
+            response_type=response_type,
+            replace_original=replace_original,
+        )
 
 
 def clicker(body: dict[str, Any]) -> Actor:
@@ -148,10 +256,19 @@ def _listener(services: Services, action_id: str, button: Button) -> Callable[..
     def handle(body: dict[str, Any], respond: Respond, client: WebClient) -> None:
         actions = body.get("actions") or [{}]
         actor = clicker(body)
-        # A click on App Home (or in a modal) comes with no response_url to answer through.
-        answer: Reply = (
-            respond if body.get("response_url") else FormReply(client=client, actor=actor)
-        )
+        answer: Reply
+        if body.get("response_url"):
+            thread = in_thread(body)
+            answer = ClickReply(
+                respond=respond,
+                client=client,
+                actor=actor,
+                thread=thread,
+                broadcast=thread and broadcast(services, body),
+            )
+        else:
+            # A click on App Home (or in a modal) comes with no response_url to answer through.
+            answer = FormReply(client=client, actor=actor)
         try:
             ref = ButtonRef.decode(str(actions[0].get("value", "")))
         except ValueError:
@@ -173,6 +290,9 @@ def _listener(services: Services, action_id: str, button: Button) -> Callable[..
             respond=answer,
             work=work,
         )
+        if on_home(body):
+            # Whatever the outcome (a refusal too), the tab shows what is true now.
+            publish_home(services, client, actor.user_id)
 
     return listen
 
@@ -191,6 +311,13 @@ def _start(c: Click) -> Done | None:
             user_id=c.actor.user_id,
         )
     c.redraw(f"▶️ Started by <@{c.actor.user_id}> at {c.when()}: execution `{execution_id}`")
+    notice(
+        c.respond,
+        message=started_line(
+            user_id=c.actor.user_id, pipeline=c.ref.pipeline, execution_id=execution_id
+        ),
+        public=True,
+    )
     return Done(execution_id=execution_id)
 
 
@@ -203,7 +330,9 @@ def _stop(c: Click) -> Done | None:
         channel=c.actor.channel_id,
         message_ts=c.message_ts,
     )
-    c.client.views_open(trigger_id=c.trigger_id, view=stop_modal(ref=ref))
+    c.client.views_open(
+        trigger_id=c.trigger_id, view=stop_modal(ref=ref, response_url=c.ephemeral_origin())
+    )
     return None
 
 
@@ -213,8 +342,20 @@ def _retry(mode: str) -> Callable[[Click], Done | None]:
             c.ref.pipeline, c.ref.stage, c.ref.execution, mode=mode
         )
         what = "all actions" if mode == "ALL_ACTIONS" else "failed actions"
-        c.redraw(f"🔁 <@{c.actor.user_id}> retried {what} of *{stage}* at {c.when()}")
-        return Done(execution_id=execution_id)
+        c.redraw(f"🔁 <@{c.actor.user_id}> retried {what} of *{escape(stage)}* at {c.when()}")
+        notice(
+            c.respond,
+            message=retried_line(
+                user_id=c.actor.user_id,
+                pipeline=c.ref.pipeline,
+                stage=stage,
+                execution_id=execution_id,
+                all_actions=mode == "ALL_ACTIONS",
+            ),
+            public=True,
+        )
+        # The stage in the audit entry tells who retried it (``bot_store.last_actor``).
+        return Done(execution_id=execution_id, detail=bot_store.stage_detail(stage))
 
     return retry
 
@@ -257,7 +398,9 @@ def _reject(c: Click) -> Done | None:
         channel=c.actor.channel_id,
         message_ts=c.message_ts,
     )
-    c.client.views_open(trigger_id=c.trigger_id, view=reject_modal(ref=ref))
+    c.client.views_open(
+        trigger_id=c.trigger_id, view=reject_modal(ref=ref, response_url=c.ephemeral_origin())
+    )
     return None
 
 
@@ -274,6 +417,7 @@ def _view_log(c: Click) -> Done | None:
             execution=view.execution,
             actions=view.actions,
             log_tail=view.log_tail,
+            who=who_did_view(c.services, pipeline=c.ref.pipeline, view=view),
         ),
     )
     return None
@@ -281,6 +425,12 @@ def _view_log(c: Click) -> Done | None:
 
 def _delete_confirm(c: Click) -> Done | None:
     c.services.ops.delete(c.ref.pipeline)
+    close_deleted_pipeline(
+        sessions=c.services.sessions,
+        pipeline=c.ref.pipeline,
+        deleted_by=c.actor.user_id,
+        now=c.services.now(),
+    )
     c.respond(
         replace_original=True,
         text=f"Pipeline {c.ref.pipeline} deleted",

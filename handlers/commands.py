@@ -8,29 +8,40 @@ the database or Slack's Web API happens after ``ack()``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk.web import WebClient
 
 from bot.ops.permissions import Permission
-from bot.ops.pipeline_ops import OpsError, request_token
+from bot.ops.pipeline_ops import ExecutionView, OpsError, request_token
 from bot.slack import ids
-from bot.slack.access import access_blocks, audit_blocks
+from bot.slack.access import (
+    OPERATIONS_CREATED,
+    OPERATIONS_DISABLED,
+    OPERATIONS_RETRIED,
+    access_blocks,
+    audit_blocks,
+)
 from bot.slack.execution import execution_blocks
 from bot.slack.history import history_blocks, list_blocks
 from bot.slack.ids import ButtonRef
+from bot.slack.kit import escape
 from bot.slack.messages import delete_confirm_blocks, error_blocks, help_blocks
 from bot.slack.modals import declaration_modal
+from bot.slack.outcomes import retried_line, started_line, stopped_line
 from bot.slack.status import status_blocks
 from bot.slack.subscriptions import FILTER_WORDS, resumed_text, subscriptions_blocks
+from bot.slack.text import Who
 from handlers.common import (
     Actor,
     Done,
     Reply,
     Services,
     answer_approval,
+    create_form,
     ephemeral,
     notice,
     perform,
@@ -39,12 +50,16 @@ from handlers.common import (
     user_name,
 )
 from handlers.grammar import (
+    DEMO_NAMES,
     CommandError,
+    ExampleNames,
     ParsedCommand,
     UnknownCommandError,
+    examples_from,
     help_text,
     normalize_reason,
     parse,
+    reason_changes,
 )
 from storage import bot_store, notify_store
 from storage.db import transaction, utcnow
@@ -58,18 +73,12 @@ def register(app: App, services: Services) -> None:
         try:
             parsed = parse(text, slash=services.settings.command)
         except CommandError as exc:
-            message = exc.message
-            usage = exc.usage
-            if isinstance(exc, UnknownCommandError):
-                usage = help_text(
-                    command=None,
-                    slash=services.settings.command,
-                    trial_mode=services.permissions.trial_mode,
-                )
+            # An unknown command gets its suggestion and a pointer to `help`, not the help.
+            usage = None if isinstance(exc, UnknownCommandError) else exc.usage
             ack(
                 response_type="ephemeral",
-                text=message[:3000],
-                blocks=error_blocks(message=message, usage=usage),
+                text=exc.message[:3000],
+                blocks=error_blocks(message=exc.message, usage=usage),
             )
             return
         ack()
@@ -178,18 +187,130 @@ def _help(r: Request) -> Done | None:
         command=r.args.get("topic"),
         slash=r.services.settings.command,
         trial_mode=r.services.permissions.trial_mode,
+        names=example_names(r.services, channel_id=r.actor.channel_id),
     )
-    r.private(help_blocks(text=text), text)
+    r.private(help_blocks(text=text, command=r.services.settings.command), text)
     return None
+
+
+def example_names(services: Services, *, channel_id: str | None) -> ExampleNames:
+    """Names for help's examples from a pipeline the user has, so each example can be run
+    as it is: one this channel follows, else ``demo`` (the sandbox's), else the first by
+    name; its stages, approval, variable and latest execution. The demo's names when there
+    is no pipeline yet, or the backend cannot be read (help must answer anyway)."""
+    try:
+        names = services.ops.names()
+        if not names:
+            return DEMO_NAMES
+        followed: list[str] = []
+        if channel_id:
+            with services.sessions() as session:
+                followed = [
+                    row.pipeline
+                    for row in notify_store.subscriptions_for_channel(
+                        session=session, channel_id=channel_id
+                    )
+                ]
+        choice = next(
+            (n for n in followed if n in names),
+            DEMO_NAMES.pipeline if DEMO_NAMES.pipeline in names else sorted(names)[0],
+        )
+        latest = services.ops.executions(choice, 1)
+        return examples_from(
+            choice,
+            services.ops.declaration(choice),
+            execution_id=str(latest[0]["pipelineExecutionId"]) if latest else None,
+        )
+    except OpsError as exc:
+        log.info("help shows the demo's names: %s", exc.message)
+        return DEMO_NAMES
 
 
 def _list(r: Request) -> Done | None:
     pipelines = r.ops.list_with_latest()
+    count = len(pipelines)
     r.private(
         list_blocks(pipelines=pipelines, now=r.services.now()),
-        f"{len(pipelines)} pipeline(s)",
+        f"{count} pipeline{'s' if count != 1 else ''}",
     )
     return None
+
+
+def who_did(
+    services: Services,
+    *,
+    pipeline: str,
+    state: Mapping[str, Any] | None = None,
+    executions: Sequence[Mapping[str, Any]] = (),
+) -> Who:
+    """Who did, from Slack, what ``state`` (GetPipelineState) and ``executions``
+    (ListPipelineExecutions summaries or one GetPipelineExecution) show: who started each
+    execution (or created the pipeline that started it), who disabled each disabled
+    transition and who retried each retried stage, from pipebot's starter records and audit
+    log (``storage.bot_store``). Where pipebot did not record it, the backend's own caller
+    is shown instead."""
+    stages = list((state or {}).get("stageStates") or [])
+    ids_shown = {str(e.get("pipelineExecutionId")) for e in executions}
+    ids_shown |= {
+        str((s.get("latestExecution") or {}).get("pipelineExecutionId"))
+        for s in stages
+        if (s.get("latestExecution") or {}).get("pipelineExecutionId")
+    }
+    with services.sessions() as session:
+        started = bot_store.starters(session=session, execution_ids=ids_shown)
+        for execution in executions:
+            execution_id = str(execution.get("pipelineExecutionId"))
+            trigger = execution.get("trigger") or {}
+            at = execution.get("startTime")
+            if (
+                execution_id not in started
+                and trigger.get("triggerType") == "CreatePipeline"
+                and isinstance(at, datetime)
+            ):
+                entry = bot_store.last_actor(
+                    session=session, pipeline=pipeline, operations=OPERATIONS_CREATED, around=at
+                )
+                if entry is not None:
+                    started[execution_id] = entry.user_id
+        disabled: dict[str, str] = {}
+        retried: dict[str, str] = {}
+        for stage in stages:
+            stage_name = str(stage.get("stageName") or "")
+            transition = stage.get("inboundTransitionState") or {}
+            if not transition.get("enabled", True):
+                changed = transition.get("lastChangedAt")
+                entry = bot_store.last_actor(
+                    session=session,
+                    pipeline=pipeline,
+                    operations=OPERATIONS_DISABLED,
+                    stage=stage_name,
+                    around=changed if isinstance(changed, datetime) else None,
+                )
+                if entry is not None:
+                    disabled[stage_name] = entry.user_id
+            retry = stage.get("retryStageMetadata") or {}
+            stage_execution = (stage.get("latestExecution") or {}).get("pipelineExecutionId")
+            if retry.get("manualStageRetryAttempt") and stage_execution:
+                entry = bot_store.last_actor(
+                    session=session,
+                    pipeline=pipeline,
+                    operations=OPERATIONS_RETRIED,
+                    execution_id=str(stage_execution),
+                    stage=stage_name,
+                )
+                if entry is not None:
+                    retried[stage_name] = entry.user_id
+    return Who(started=started, disabled=disabled, retried=retried)
+
+
+def who_did_view(services: Services, *, pipeline: str, view: ExecutionView) -> Who:
+    """``who_did`` for one execution's view (``execution``, View log)."""
+    # GetPipelineExecution has no start time: its first action's tells when it began.
+    began = min(
+        (a["startTime"] for a in view.actions if isinstance(a.get("startTime"), datetime)),
+        default=None,
+    )
+    return who_did(services, pipeline=pipeline, executions=[{"startTime": began, **view.execution}])
 
 
 def _status(r: Request) -> Done | None:
@@ -202,6 +323,8 @@ def _status(r: Request) -> Done | None:
             approvals_allowed=r.allowed(Permission.APPROVE),
             operate_allowed=r.allowed(Permission.OPERATE),
             now=r.services.now(),
+            command=r.services.settings.command,
+            who=who_did(r.services, pipeline=r.name, state=state, executions=executions),
         ),
         f"Status of {r.name}",
     )
@@ -210,17 +333,31 @@ def _status(r: Request) -> Done | None:
 
 def _history(r: Request) -> Done | None:
     executions = r.ops.executions(r.name, int(r.args.get("count") or 10))
-    r.private(history_blocks(pipeline=r.name, executions=executions), f"History of {r.name}")
+    r.private(
+        history_blocks(
+            pipeline=r.name,
+            executions=executions,
+            command=r.services.settings.command,
+            who=who_did(r.services, pipeline=r.name, executions=executions),
+        ),
+        f"History of {r.name}",
+    )
     return None
 
 
 def _execution(r: Request) -> Done | None:
     view = r.ops.execution_view(r.name, str(r.args["execution"]))
+    execution_id = str(view.execution.get("pipelineExecutionId") or r.args["execution"])
     r.private(
         execution_blocks(
-            pipeline=r.name, execution=view.execution, actions=view.actions, log_tail=view.log_tail
+            pipeline=r.name,
+            execution=view.execution,
+            actions=view.actions,
+            log_tail=view.log_tail,
+            command=r.services.settings.command,
+            who=who_did_view(r.services, pipeline=r.name, view=view),
         ),
-        f"Execution {r.args['execution']} of {r.name}",
+        f"Execution {execution_id} of {r.name}",
     )
     return None
 
@@ -228,15 +365,7 @@ def _execution(r: Request) -> Done | None:
 def _create(r: Request) -> Done | None:
     declaration = r.args.get("declaration")
     if not declaration:
-        _open_modal(
-            r,
-            declaration_modal(
-                callback_id=ids.CREATE_VIEW,
-                initial=None,
-                title="Create a pipeline",
-                private_metadata=ButtonRef(pipeline="-", channel=r.actor.channel_id).encode(),
-            ),
-        )
+        _open_modal(r, create_form(r.services, channel_id=r.actor.channel_id))
         return None
     created = r.ops.create(str(declaration))
     name = created["name"]
@@ -280,7 +409,7 @@ def _start(r: Request) -> Done | None:
         bot_store.record_starter(
             session=session, execution_id=execution_id, pipeline=r.name, user_id=r.actor.user_id
         )
-    r.public(f"<@{r.actor.user_id}> started *{r.name}*: execution `{execution_id}`.")
+    r.public(started_line(user_id=r.actor.user_id, pipeline=r.name, execution_id=execution_id))
     return Done(execution_id=execution_id)
 
 
@@ -291,8 +420,11 @@ def _stop(r: Request) -> Done | None:
         f": {reason}" if reason else ""
     )
     execution_id = r.ops.stop(r.name, r.args.get("execution"), abandon=abandon, reason=full_reason)
-    how = "stopped and abandoned" if abandon else "is stopping (running actions finish first)"
-    r.public(f"<@{r.actor.user_id}>: execution `{execution_id}` of *{r.name}* {how}.")
+    r.public(
+        stopped_line(
+            user_id=r.actor.user_id, pipeline=r.name, execution_id=execution_id, abandon=abandon
+        )
+    )
     return Done(execution_id=execution_id)
 
 
@@ -301,12 +433,17 @@ def _retry(r: Request) -> Done | None:
     stage, execution_id = r.ops.retry(
         r.name, r.args.get("stage"), r.args.get("execution"), mode=mode
     )
-    what = "all actions" if mode == "ALL_ACTIONS" else "the failed actions"
     r.public(
-        f"<@{r.actor.user_id}> retried {what} of stage *{stage}* in *{r.name}* "
-        f"(execution `{execution_id}`)."
+        retried_line(
+            user_id=r.actor.user_id,
+            pipeline=r.name,
+            stage=stage,
+            execution_id=execution_id,
+            all_actions=mode == "ALL_ACTIONS",
+        )
     )
-    return Done(execution_id=execution_id)
+    # The stage in the audit entry tells whoever asks who retried it (``who_did``).
+    return Done(execution_id=execution_id, detail=bot_store.stage_detail(stage))
 
 
 def _answer(r: Request, *, approved: bool) -> Done | None:
@@ -346,21 +483,36 @@ def _reject(r: Request) -> Done | None:
 
 
 def _disable(r: Request) -> Done | None:
-    reason, changed = normalize_reason(str(r.args["reason"]))
-    r.ops.set_transition(r.name, str(r.args["stage"]), enabled=False, reason=reason)
-    note = (
-        f"\n(The reason was shortened to the characters AWS allows: _{reason}_.)" if changed else ""
-    )
+    typed = str(r.args["reason"])
+    reason, _ = normalize_reason(typed)
+    stage = str(r.args["stage"])
+    r.ops.set_transition(r.name, stage, enabled=False, reason=reason)
+    changes = reason_changes(typed)
+    if changes:  # the user's own text was changed: tell them (only them) how
+        notice(r.respond, message=f"{changes} The reason reads: _{escape(reason)}_", public=False)
     r.public(
-        f"<@{r.actor.user_id}> disabled the transition into *{r.args['stage']}* of *{r.name}*: "
-        f"{reason}{note}"
+        f"<@{r.actor.user_id}> disabled the transition into *{escape(stage)}* of "
+        f"*{escape(r.name)}*: {escape(reason)}"
     )
-    return Done()
+    # The stage in the audit entry tells whoever asks who disabled it (``who_did``).
+    return Done(detail=bot_store.stage_detail(stage, reason))
 
 
 def _enable(r: Request) -> Done | None:
-    r.ops.set_transition(r.name, str(r.args["stage"]), enabled=True, reason=None)
-    r.public(f"<@{r.actor.user_id}> enabled the transition into *{r.args['stage']}* of *{r.name}*.")
+    stage = str(r.args["stage"])
+    if r.ops.transition_disabled(r.name, stage) is False:
+        # Nothing changes, so nothing is announced (or audited): only the user is told.
+        notice(
+            r.respond,
+            message=f"The transition into *{escape(stage)}* of *{escape(r.name)}* is not "
+            "disabled: nothing to enable.",
+            public=False,
+        )
+        return None
+    r.ops.set_transition(r.name, stage, enabled=True, reason=None)
+    r.public(
+        f"<@{r.actor.user_id}> enabled the transition into *{escape(stage)}* of *{escape(r.name)}*."
+    )
     return Done()
 
 
@@ -401,6 +553,7 @@ def _access(r: Request) -> Done | None:
             approvers=list(lists.approvers),
             no_self_approval=lists.no_self_approval,
             admins=sorted(r.services.permissions.admins),
+            command=r.services.settings.command,
         ),
         f"Access to {r.name}",
     )
@@ -410,7 +563,12 @@ def _access(r: Request) -> Done | None:
 def _audit(r: Request) -> Done | None:
     with r.services.sessions() as session:
         entries = bot_store.list_audit(session=session, pipeline=r.parsed.pipeline, limit=20)
-    r.private(audit_blocks(entries=entries), "Audit log")
+    r.private(
+        audit_blocks(
+            entries=entries, pipeline=r.parsed.pipeline, command=r.services.settings.command
+        ),
+        "Audit log",
+    )
     return None
 
 

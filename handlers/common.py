@@ -19,10 +19,12 @@ between can never leave an outcome the user was told with no audit entry.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from slack_sdk.errors import SlackApiError
@@ -36,7 +38,10 @@ from bot.ops.pipeline_state import PendingApproval, is_in_progress
 from bot.settings import Settings
 from bot.slack.api_errors import Scope, SlackFailure, classify
 from bot.slack.home import home_view
+from bot.slack.ids import ButtonRef
+from bot.slack.kit import escape
 from bot.slack.messages import error_blocks, notice_blocks
+from bot.slack.modals import EXAMPLE_PIPELINE, create_modal, example_declaration
 from bot.slack.outcomes import approval_answer_line, approval_taken_line
 from handlers.grammar import suggest
 from storage import bot_store, notify_store
@@ -439,19 +444,83 @@ def subscribe_on_create(services: Services, *, pipeline: str, actor: Actor) -> s
     )
 
 
+_REPOSITORY_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
+
+
+def example_source(repositories: Path) -> tuple[str, str] | None:
+    """A git repository of the embedded engine's repositories directory for the Create form's
+    example, and the branch its HEAD names (the first by name; None when there is none)."""
+    try:
+        candidates = sorted(repositories.iterdir())
+    except OSError:
+        return None
+    for path in candidates:
+        if not _REPOSITORY_NAME.fullmatch(path.name):
+            continue
+        head = path / ".git" / "HEAD" if (path / ".git").is_dir() else path / "HEAD"
+        try:
+            ref = head.read_text().strip()
+        except OSError:
+            continue
+        if ref.startswith("ref: refs/heads/"):
+            return path.name, ref.removeprefix("ref: refs/heads/")
+    return None
+
+
+def create_form(services: Services, *, channel_id: str | None) -> dict[str, Any]:
+    """The Create form, its first box holding an example that works on the engine in use."""
+    command = services.settings.command
+    if services.ops.local:
+        found = example_source(services.settings.resolved_repositories_dir)
+        repository, branch = found if found is not None else (None, "main")
+        if found is not None:
+            note = (
+                f"The example builds the git repository `{escape(found[0])}` (branch "
+                f"`{escape(found[1])}`) of the embedded engine's repositories directory."
+            )
+        else:
+            note = (
+                f"The example's source is a git repository `{EXAMPLE_PIPELINE}`, which the "
+                "embedded engine looks for in its repositories directory "
+                "(`PIPEBOT_REPOSITORIES_DIR`): create it there, or name one that is."
+            )
+        note += " The embedded engine needs no `roleArn` and no artifact store."
+    else:
+        repository, branch = None, "main"
+        note = (
+            "On AWS CodePipeline, replace the example's service role (`roleArn`), artifact "
+            "bucket and CodeStar connection with your account's."
+        )
+    return create_modal(
+        example=example_declaration(local=services.ops.local, repository=repository, branch=branch),
+        private_metadata=ButtonRef(pipeline="-", channel=channel_id).encode(),
+        command=command,
+        example_note=note,
+    )
+
+
 def home_view_for(services: Services, user_id: str) -> dict[str, Any]:
-    """The App Home view for ``user_id`` (approvals listed only where they may approve)."""
+    """The App Home view for ``user_id``: an approval is listed, with its buttons, only when
+    they may answer it, by the same check a click makes (``decide``: an execution they
+    started is not theirs to approve when the pipeline does not allow self-approval)."""
     pipelines = services.ops.list_with_latest()
+    viewer = Actor(user_id=user_id, channel_id=None)
     approvals = []
     for summary, latest in pipelines:
         if latest is None or not is_in_progress(latest.get("status")):
             continue
         name = summary["name"]
-        if not services.permissions.check(
-            user_id=user_id, permission=Permission.APPROVE, pipeline=name
-        ).allowed:
+        if not decide(services, actor=viewer, permission=Permission.APPROVE, pipeline=name):
             continue
         for pending in services.ops.pending_approvals(name):
+            if pending.execution_id and not decide(
+                services,
+                actor=viewer,
+                permission=Permission.APPROVE,
+                pipeline=name,
+                execution_id=pending.execution_id,
+            ):
+                continue
             approvals.append(
                 (name, pending.stage, pending.action, pending.execution_id or "", pending.since)
             )

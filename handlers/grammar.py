@@ -21,21 +21,27 @@ import re
 import shlex
 import unicodedata
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, NamedTuple
 
 from bot.errors import PipebotError
 from bot.ops.permissions import PERMISSION_HOLDERS, Permission
+from bot.ops.pipeline_state import EXECUTION_PREFIX_MIN, is_execution_id, is_execution_prefix
+from bot.slack.access import APPROVER_RIGHTS, OPERATOR_RIGHTS
 
 __all__ = [
+    "DEMO_NAMES",
     "REGISTRY",
     "CommandError",
     "CommandSpec",
+    "ExampleNames",
     "ParsedCommand",
     "UnknownCommandError",
+    "examples_from",
     "help_text",
     "normalize_reason",
     "parse",
+    "reason_changes",
     "spec_for",
     "suggest",
     "usage_text",
@@ -43,17 +49,69 @@ __all__ = [
 
 
 @dataclass(frozen=True)
+class ExampleNames:
+    """The names examples use: by default the sandbox's demo pipeline (``bot.demo``), or
+    one of the user's own pipelines (``examples_from``), so an example can be run as it is.
+
+    ``stage`` is a stage to disable and enable (the last one), ``retry_stage`` one to retry
+    (the second), ``approval`` a manual approval as ``STAGE/ACTION`` (empty: none),
+    ``execution`` the first 8 characters of an execution ID, ``variable`` a pipeline-level
+    variable ``start`` may set (empty: none).
+    """
+
+    pipeline: str = "demo"
+    stage: str = "Production"
+    retry_stage: str = "Build"
+    approval: str = "Approval/ReleaseToProduction"
+    execution: str = "7131a45f"
+    variable: str = "RELEASE"
+
+    def fill(self, template: str) -> str:
+        """``template`` with ``{pipeline}``, ``{stage}``, ``{retry_stage}``, ``{approval}``,
+        ``{execution}`` and ``{var}`` filled in (``{approval}`` and ``{var}`` with their
+        leading space, or nothing)."""
+        return template.format(
+            pipeline=self.pipeline,
+            stage=self.stage,
+            retry_stage=self.retry_stage,
+            approval=f" {self.approval}" if self.approval else "",
+            execution=self.execution,
+            var=f" --var {self.variable}=2.1" if self.variable else "",
+        )
+
+
+DEMO_NAMES: Final = ExampleNames()
+
+
+@dataclass(frozen=True)
 class CommandSpec:
-    """One subcommand as help shows it; ``usage`` and ``example`` omit the slash command."""
+    """One subcommand as help shows it; ``usage`` and ``template`` omit the slash command.
+
+    ``template`` is the example with the names it uses left open (``ExampleNames.fill``):
+    help fills them with a pipeline the user has, an error with the name they typed.
+    """
 
     name: str
     aliases: tuple[str, ...]
     summary: str
     usage: str
-    example: str
+    template: str
     permission: Permission
     notes: str = ""
 
+    @property
+    def example(self) -> str:
+        """The example on the demo pipeline (the README's table shows these)."""
+        return self.example_for(DEMO_NAMES)
+
+    def example_for(self, names: ExampleNames) -> str:
+        return names.fill(self.template)
+
+
+_ID_NOTE: Final = (
+    f"An execution ID may be shortened to its first {EXECUTION_PREFIX_MIN} characters or more "
+    "(messages show 8), as long as no other execution of the pipeline starts with them."
+)
 
 REGISTRY: Final[tuple[CommandSpec, ...]] = (
     CommandSpec(
@@ -77,7 +135,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         ("show",),
         "Stages, actions, approvals and disabled transitions, with buttons.",
         "status NAME",
-        "status web-release",
+        "status {pipeline}",
         Permission.READ,
     ),
     CommandSpec(
@@ -85,7 +143,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "The latest N executions (default 10, at most 50).",
         "history NAME [N]",
-        "history web-release 20",
+        "history {pipeline} 20",
         Permission.READ,
     ),
     CommandSpec(
@@ -93,15 +151,16 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         ("exec",),
         "One execution's actions, their times and the failed action's log.",
         "execution NAME ID",
-        "execution web-release 3f2c9d1e-5b7a-4c2e-9f0d-8a6b1c2d3e4f",
+        "execution {pipeline} {execution}",
         Permission.READ,
+        notes=_ID_NOTE,
     ),
     CommandSpec(
         "start",
         (),
         "Start an execution, optionally setting variables.",
         "start NAME [--var K=V ...]",
-        "start web-release --var ENV=staging",
+        "start {pipeline}{var}",
         Permission.OPERATE,
     ),
     CommandSpec(
@@ -109,24 +168,25 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Stop the latest (or the given) execution; `--abandon` does not wait.",
         "stop NAME [EXECUTION] [--abandon] [--reason TEXT]",
-        "stop web-release --abandon --reason bad build",
+        "stop {pipeline} --abandon --reason bad build",
         Permission.OPERATE,
-        notes="`--reason` takes the rest of the line, so put it last.",
+        notes="`--reason` takes the rest of the line, so put it last. " + _ID_NOTE,
     ),
     CommandSpec(
         "retry",
         (),
         "Retry the failed stage; `--all` reruns all its actions.",
         "retry NAME [STAGE] [EXECUTION] [--all]",
-        "retry web-release Deploy",
+        "retry {pipeline} {retry_stage}",
         Permission.OPERATE,
+        notes=_ID_NOTE,
     ),
     CommandSpec(
         "approve",
         (),
         "Approve the waiting approval, with an optional comment.",
         "approve NAME [STAGE/ACTION] [COMMENT]",
-        "approve web-release Prod/ManualApproval looks good",
+        "approve {pipeline}{approval} looks good",
         Permission.APPROVE,
         notes="Give STAGE/ACTION only when more than one approval waits.",
     ),
@@ -135,7 +195,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Reject the waiting approval, with an optional comment.",
         "reject NAME [STAGE/ACTION] [COMMENT]",
-        "reject web-release needs a changelog entry",
+        "reject {pipeline} needs a changelog entry",
         Permission.APPROVE,
         notes="Give STAGE/ACTION only when more than one approval waits.",
     ),
@@ -144,17 +204,18 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Disable the transition into a stage.",
         "disable NAME STAGE REASON",
-        "disable web-release Prod release freeze until Monday",
+        "disable {pipeline} {stage} release freeze until Monday",
         Permission.OPERATE,
-        notes="The reason keeps only letters, digits, spaces and `!@().*?-` (AWS's rule), "
-        "at most 300 characters; you are told when it was changed.",
+        notes="AWS accepts only ASCII letters, digits, spaces and `!@().*?-` in the reason, "
+        "at most 300 characters: accented letters lose their accents, other characters are "
+        "removed, and you are told which.",
     ),
     CommandSpec(
         "enable",
         (),
         "Enable the transition into a stage.",
         "enable NAME STAGE",
-        "enable web-release Prod",
+        "enable {pipeline} {stage}",
         Permission.OPERATE,
     ),
     CommandSpec(
@@ -172,7 +233,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Edit a pipeline's declaration in a form.",
         "edit NAME",
-        "edit web-release",
+        "edit {pipeline}",
         Permission.OPERATE,
     ),
     CommandSpec(
@@ -180,7 +241,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Delete a pipeline (asks first).",
         "delete NAME",
-        "delete web-release",
+        "delete {pipeline}",
         Permission.OPERATE,
     ),
     CommandSpec(
@@ -188,7 +249,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Show or change who may operate and approve.",
         "access NAME [operators|approvers add|remove @SUBJECT ... | self-approval on|off]",
-        "access web-release self-approval off",
+        "access {pipeline} self-approval off",
         Permission.ADMIN,
         notes="SUBJECT is a mention of a user (@alice) or a user group (@release-team). "
         "`self-approval off` stops whoever started an execution from approving it.",
@@ -198,7 +259,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Recent audit entries, for one pipeline or all.",
         "audit [NAME]",
-        "audit web-release",
+        "audit {pipeline}",
         Permission.READ,
     ),
     CommandSpec(
@@ -206,7 +267,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Post a pipeline's executions, approvals and failures to this channel.",
         "subscribe NAME [--events all|failures|approvals] [--digest HH:MM|off]",
-        "subscribe web-release --events failures --digest 09:00",
+        "subscribe {pipeline} --events failures --digest 09:00",
         Permission.OPERATE,
         notes="One message per execution, kept up to date, with approvals and failures in its "
         "thread. `--events failures` posts failed and stopped executions only, `--events "
@@ -219,7 +280,7 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         (),
         "Stop posting a pipeline's events to this channel.",
         "unsubscribe NAME",
-        "unsubscribe web-release",
+        "unsubscribe {pipeline}",
         Permission.OPERATE,
     ),
     CommandSpec(
@@ -281,14 +342,8 @@ class UnknownCommandError(CommandError):
 # --- names and values ---------------------------------------------------------------------------
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9.@\-_]{1,100}")
-_NAME_RULE: Final = "1-100 letters, digits and `.@-_`"
-_EXECUTION_RE: Final = re.compile(r"[A-Za-z0-9\-]{1,100}")
-# A lone token after NAME is an execution only if it looks like one (a UUID or a hex prefix of it);
-# anything else is a stage name.
-_EXECUTION_LIKE_RE: Final = re.compile(
-    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
-    r"|(?=[^0-9]*[0-9])[0-9a-fA-F]{8,32}"
-)
+_NAME_RULE: Final = "1-100 ASCII letters (A-Z, a-z, no accents), digits and `.@-_`"
+_HEX_RE: Final = re.compile(r"[0-9a-fA-F]{1,36}")
 _VARIABLE_RE: Final = re.compile(r"[A-Za-z0-9@\-_]{1,128}")
 _COUNT_RE: Final = re.compile(r"[0-9]{1,3}")
 HISTORY_DEFAULT: Final = 10
@@ -332,9 +387,20 @@ def _unquote(text: str) -> str:
     return text
 
 
-def usage_text(spec: CommandSpec, *, slash: str = "/pipeline") -> str:
-    """The usage line and example of one command, as error replies show them."""
-    return f"Usage: `{slash} {spec.usage}`\nExample: `{slash} {spec.example}`"
+def usage_text(
+    spec: CommandSpec, *, slash: str = "/pipeline", names: ExampleNames = DEMO_NAMES
+) -> str:
+    """The usage line and an example of one command, in mrkdwn, as error replies show them
+    (``bot.slack.messages.error_blocks``)."""
+    return (
+        f"*Usage:* `{_escape(slash)} {_escape(spec.usage)}`\n"
+        f"*Example:* `{_escape(slash)} {_escape(spec.example_for(names))}`"
+    )
+
+
+def _escape(text: str) -> str:
+    """``&``, ``<`` and ``>`` escaped for mrkdwn (Slack's rule, even inside code)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def suggest(word: str, candidates: Iterable[str], *, limit: int = 3) -> list[str]:
@@ -373,7 +439,8 @@ def normalize_reason(text: str) -> tuple[str, bool]:
     reason = " ".join("".join(chars).split())
     if not reason:
         raise CommandError(
-            "The reason has no characters AWS accepts: use letters, digits, spaces or `!@().*?-`."
+            "The reason has no characters AWS accepts: use ASCII letters, digits, spaces or "
+            "`!@().*?-`."
         )
     if len(reason) > REASON_MAX:
         raise CommandError(
@@ -381,6 +448,40 @@ def normalize_reason(text: str) -> tuple[str, bool]:
             f"(DisableStageTransition). Shorten it by {len(reason) - REASON_MAX} and try again."
         )
     return reason, reason != " ".join(text.split())
+
+
+def reason_changes(text: str) -> str | None:
+    """What ``normalize_reason`` did to ``text``, in words for the user (mrkdwn): the
+    characters it removed and the accented letters it wrote without their accents; None
+    when it only tidied whitespace."""
+    removed: dict[str, None] = {}
+    replaced: dict[str, str] = {}
+    for char in text:
+        if char.isspace() or _REASON_CHAR_RE.fullmatch(char):
+            continue
+        plain = "".join(
+            c
+            for c in unicodedata.normalize("NFKD", char.translate(_SMART_QUOTES))
+            if not unicodedata.combining(c)
+        )
+        if plain and all(_REASON_CHAR_RE.fullmatch(c) for c in plain):
+            replaced.setdefault(char, plain)
+        else:
+            removed.setdefault(char)
+    if not removed and not replaced:
+        return None
+    parts = []
+    if removed:
+        shown = ["backticks" if char == "`" else f"`{_escape(char)}`" for char in removed]
+        parts.append("removed " + " ".join(shown))
+    if replaced:
+        parts.append(
+            "wrote " + ", ".join(f"`{_escape(a)}` as `{_escape(b)}`" for a, b in replaced.items())
+        )
+    return (
+        "AWS accepts only ASCII letters, digits, spaces and `!@().*?-` in a reason, so "
+        "pipebot " + " and ".join(parts) + "."
+    )
 
 
 # --- tokenizing ---------------------------------------------------------------------------------
@@ -434,10 +535,14 @@ class _Parser:
         self.spec = spec
         self.slash = slash
         self.cursor = _Cursor(rest, self.fail)
+        self.names = DEMO_NAMES
 
     def fail(self, message: str) -> CommandError:
+        """A usage error; its example names the pipeline typed, once one was."""
         return CommandError(
-            message, usage=usage_text(self.spec, slash=self.slash), command=self.spec.name
+            message,
+            usage=usage_text(self.spec, slash=self.slash, names=self.names),
+            command=self.spec.name,
         )
 
     def next(self) -> _Token | None:
@@ -446,7 +551,10 @@ class _Parser:
     def name(self, token: _Token | None, what: str = "NAME", kind: str = "pipeline name") -> str:
         if token is None:
             raise self.fail(f"`{self.spec.name}` needs {what}, the {kind}.")
-        return self.check_name(token.value, kind)
+        value = self.check_name(token.value, kind)
+        if kind == "pipeline name":
+            self.names = replace(self.names, pipeline=value)
+        return value
 
     def check_name(self, value: str, kind: str = "pipeline name") -> str:
         if not _NAME_RE.fullmatch(value):
@@ -454,12 +562,17 @@ class _Parser:
         return value
 
     def execution(self, value: str) -> str:
-        if not _EXECUTION_RE.fullmatch(value):
+        """An execution ID, or its first ``EXECUTION_PREFIX_MIN`` characters or more (the
+        pipeline's executions tell which one: ``PipelineOps.resolve_execution``)."""
+        if is_execution_id(value) or is_execution_prefix(value):
+            return value
+        where = f"`{self.slash} history {self.names.pipeline}`"
+        if _HEX_RE.fullmatch(value) and len(value) < EXECUTION_PREFIX_MIN:
             raise self.fail(
-                f"`{_show(value)}` is not an execution ID: copy one from "
-                f"`{self.slash} history NAME`."
+                f"`{_show(value)}` is too short: give at least {EXECUTION_PREFIX_MIN} "
+                f"characters of the execution ID ({where} lists them)."
             )
-        return value
+        raise self.fail(f"`{_show(value)}` is not an execution ID: copy one from {where}.")
 
     def end(self) -> None:
         token = self.next()
@@ -557,7 +670,8 @@ def _parse_start(p: _Parser) -> _Result:
             raise p.fail(f"`--var {_show(pair)}` is not K=V: write `--var ENV=staging`.")
         if not _VARIABLE_RE.fullmatch(key):
             raise p.fail(
-                f"`{_show(key)}` is not a valid variable name: use 1-128 letters, digits and `@-_`."
+                f"`{_show(key)}` is not a valid variable name: use 1-128 ASCII letters, digits "
+                "and `@-_`."
             )
         if not value:
             raise p.fail(f"Variable `{_show(key)}` has no value: write `--var {key}=VALUE`.")
@@ -615,12 +729,20 @@ def _parse_retry(p: _Parser) -> _Result:
     if len(positional) == 2:
         stage = p.check_name(positional[0], "stage name")
         execution = p.execution(positional[1])
-    elif positional and _EXECUTION_LIKE_RE.fullmatch(positional[0]):
+    elif positional and _looks_like_execution(positional[0]):
         execution = positional[0]
     elif positional:
         stage = p.check_name(positional[0], "stage name")
     mode = "ALL_ACTIONS" if everything else "FAILED_ACTIONS"
     return name, {"stage": stage, "execution": execution, "mode": mode}
+
+
+def _looks_like_execution(value: str) -> bool:
+    """Whether a lone token after NAME is an execution rather than a stage: an execution ID
+    or a start of one with a digit in it (a stage may be called ``Deface``)."""
+    return is_execution_id(value) or (
+        is_execution_prefix(value) and any(char.isdigit() for char in value)
+    )
 
 
 def _target(value: str) -> tuple[str, str] | None:
@@ -815,8 +937,29 @@ _PARSERS: Final[Mapping[str, Callable[[_Parser], _Result]]] = {
 }
 
 
+def _typo_distance(a: str, b: str) -> int:
+    """Edits from ``a`` to ``b``, a swap of two neighbours counting as one (optimal string
+    alignment distance): ``stauts`` is 1 from ``status``, 2 from ``start``."""
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, char_a in enumerate(a, 1):
+        row = [i]
+        for j, char_b in enumerate(b, 1):
+            cost = 0 if char_a == char_b else 1
+            best = min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and char_a == b[j - 2] and a[i - 2] == char_b:
+                best = min(best, previous2[j - 2] + 1)
+            row.append(best)
+        previous2, previous = previous, row
+    return previous[-1]
+
+
 def _unknown(word: str, *, slash: str, hint_status: bool = False) -> UnknownCommandError:
     suggestions = suggest(word, _BY_WORD)
+    if suggestions:  # the likeliest typos only: "Did you mean `status`?", not a list
+        distances = {s: _typo_distance(word.lower(), s) for s in suggestions}
+        closest = min(distances.values())
+        suggestions = [s for s in suggestions if distances[s] == closest]
     message = f'Unknown command "{_show(word, 40)}".'
     if suggestions:
         message += " Did you mean " + " or ".join(f"`{s}`" for s in suggestions) + "?"
@@ -847,34 +990,46 @@ def parse(text: str, *, slash: str = "/pipeline") -> ParsedCommand:
 # --- help ---------------------------------------------------------------------------------------
 
 
-def help_text(*, command: str | None, slash: str = "/pipeline", trial_mode: bool) -> str:
-    """Help in mrkdwn, generated from ``REGISTRY``: every command, or one in detail."""
+def help_text(
+    *,
+    command: str | None,
+    slash: str = "/pipeline",
+    trial_mode: bool,
+    names: ExampleNames = DEMO_NAMES,
+) -> str:
+    """Help in mrkdwn, generated from ``REGISTRY``: every command, or one in detail.
+
+    ``names`` fill the examples (``examples_from``: a pipeline the user has, so that every
+    example can be run as it is).
+    """
+    cmd = _escape(slash)
     lines: list[str] = []
     if command is not None and command.strip():
         spec = spec_for(command)
         if spec is None:
             raise _unknown(command.strip(), slash=slash)
-        lines.append(f"*`{slash} {spec.usage}`* — {spec.summary}")
-        lines.append(f"Example: `{slash} {spec.example}`")
+        lines.append(f"`{cmd} {_escape(spec.usage)}` — {spec.summary}")
+        lines.append(f"Example: `{cmd} {_escape(spec.example_for(names))}`")
         if spec.aliases:
             lines.append("Aliases: " + ", ".join(f"`{alias}`" for alias in spec.aliases))
         holders = PERMISSION_HOLDERS[spec.permission]
-        lines.append(f"Permission: *{spec.permission.value}* ({holders})")
+        lines.append(f"Permission: {spec.permission.value} ({holders})")
         if spec.notes:
             lines.append(spec.notes)
     else:
-        lines.append(f"*pipebot commands* — `{slash} help COMMAND` shows one in detail")
+        lines.append(f"*pipebot commands* — `{cmd} help COMMAND` shows one in detail")
         for spec in REGISTRY:
-            line = f"• `{slash} {spec.usage}` — {spec.summary}"
-            if spec.example != spec.usage:
-                line += f" e.g. `{slash} {spec.example}`"
+            line = f"• `{cmd} {_escape(spec.usage)}` — {spec.summary}"
+            example = spec.example_for(names)
+            if example != spec.usage:
+                line += f" e.g. `{cmd} {_escape(example)}`"
             if spec.aliases:
                 line += " (alias " + ", ".join(f"`{a}`" for a in spec.aliases) + ")"
             lines.append(line)
         if not trial_mode:
             lines.append(
-                "Operators may start, stop, retry, edit and enable/disable a pipeline; approvers "
-                f"may approve and reject; `{slash} access NAME` shows who they are."
+                f"Operators may {OPERATOR_RIGHTS} a pipeline; approvers may {APPROVER_RIGHTS}; "
+                f"`{cmd} access NAME` shows who they are."
             )
     if trial_mode:
         lines.append(
@@ -882,3 +1037,44 @@ def help_text(*, command: str | None, slash: str = "/pipeline", trial_mode: bool
             "Set `PIPEBOT_ADMINS` to Slack user IDs to turn on permissions."
         )
     return "\n".join(lines)
+
+
+def examples_from(
+    pipeline: str,
+    declaration: Mapping[str, Any] | None = None,
+    *,
+    execution_id: str | None = None,
+) -> ExampleNames:
+    """Example names from one of the user's pipelines: its name, its stages (the last to
+    disable, the second to retry), its first manual approval, its first variable and its
+    latest execution, read from a GetPipeline ``pipeline`` declaration. What the declaration
+    does not have is left out of the examples (no approval: ``approve NAME``), or kept from
+    the demo when a command needs one (a stage)."""
+    stages = [
+        s
+        for s in (declaration or {}).get("stages") or []
+        if isinstance(s, Mapping) and _NAME_RE.fullmatch(str(s.get("name") or ""))
+    ]
+    names = replace(DEMO_NAMES, pipeline=pipeline)
+    if execution_id:
+        names = replace(names, execution=execution_id[:8])
+    if declaration is None:
+        return names
+    approval = ""
+    for stage in stages:
+        for action in stage.get("actions") or []:
+            kind = (action.get("actionTypeId") or {}) if isinstance(action, Mapping) else {}
+            if kind.get("category") == "Approval" and _NAME_RE.fullmatch(
+                str(action.get("name") or "")
+            ):
+                approval = approval or f"{stage['name']}/{action['name']}"
+    variables = [
+        str(v.get("name"))
+        for v in declaration.get("variables") or []
+        if isinstance(v, Mapping) and _VARIABLE_RE.fullmatch(str(v.get("name") or ""))
+    ]
+    if stages:
+        names = replace(names, stage=str(stages[-1]["name"]))
+    if len(stages) >= 2:
+        names = replace(names, retry_stage=str(stages[1]["name"]))
+    return replace(names, approval=approval, variable=variables[0] if variables else "")

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from slack_bolt import Ack, App
+from slack_bolt import Ack, App, Respond
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web import WebClient
 
@@ -24,14 +24,24 @@ from bot.ops.pipeline_ops import OpsError
 from bot.ops.pipeline_state import IN_PROGRESS
 from bot.slack import ids, notifications
 from bot.slack.ids import ButtonRef
-from bot.slack.modals import declaration_from_values
+from bot.slack.kit import Block
+from bot.slack.modals import (
+    CREATE_BOXES,
+    FormOrigin,
+    declaration_block_id,
+    declaration_from_values,
+    full_box,
+    full_box_error,
+)
 from bot.slack.outcomes import (
     decision_outcome,
     outcome_blocks,
+    stopped_line,
     update_outcome_line,
 )
 from bot.slack.status import status_blocks
 from bot.slack.text import slack_date
+from handlers.commands import who_did
 from handlers.common import (
     Actor,
     Done,
@@ -68,11 +78,24 @@ def _value(view: dict[str, Any], block: str, element: str) -> Any:
     return item.get("value")
 
 
-def _ref(view: dict[str, Any]) -> ButtonRef | None:
+def _origin(view: dict[str, Any]) -> FormOrigin | None:
     try:
-        return ButtonRef.decode(str(view.get("private_metadata") or ""))
+        return FormOrigin.decode(str(view.get("private_metadata") or ""))
     except ValueError:
         return None
+
+
+def _ref(view: dict[str, Any]) -> ButtonRef | None:
+    origin = _origin(view)
+    return origin.ref if origin is not None else None
+
+
+def _boxes(view: dict[str, Any], *, editing: bool, full: int) -> int:
+    """How many declaration boxes the submitted form has (its blocks say; else the Create
+    form's number, or just enough for the ``full`` one)."""
+    ids_ = {declaration_block_id(i) for i in range(100)}
+    found = sum(1 for b in view.get("blocks") or [] if b.get("block_id") in ids_)
+    return found or (full + 1 if editing else CREATE_BOXES)
 
 
 def _submitter(body: dict[str, Any], ref: ButtonRef | None) -> Actor:
@@ -88,7 +111,20 @@ def _submitter(body: dict[str, Any], ref: ButtonRef | None) -> Actor:
 
 def _declaration_listener(services: Services, *, editing: bool) -> Listener:
     def listen(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
-        text = declaration_from_values((view.get("state") or {}).get("values") or {})
+        values = (view.get("state") or {}).get("values") or {}
+        full = full_box(values)
+        if full is not None:
+            # Slack's client cuts a paste at the box's 3000 characters without a word: what
+            # the box holds may be only the start, so it is never saved as it is.
+            message = full_box_error(
+                index=full,
+                boxes=_boxes(view, editing=editing, full=full),
+                command=services.settings.command,
+                editing=editing,
+            )
+            ack(response_action="errors", errors={declaration_block_id(full): message})
+            return
+        text = declaration_from_values(values)
         ref = _ref(view)
         try:
             pipeline, _tags = split_declaration(parse_declaration_text(text))
@@ -161,10 +197,11 @@ def _reject_listener(services: Services) -> Listener:
             ack(response_action="errors", errors={ids.COMMENT_BLOCK: "Say why you reject."})
             return
         ack()
-        ref = _ref(view)
+        origin = _origin(view)
+        ref = origin.ref if origin is not None else None
         actor = _submitter(body, ref)
         reply = FormReply(client=client, actor=actor)
-        if ref is None or ref.stage is None or ref.action is None:
+        if origin is None or ref is None or ref.stage is None or ref.action is None:
             services.later(
                 ephemeral,
                 reply,
@@ -182,7 +219,7 @@ def _reject_listener(services: Services) -> Listener:
             execution_id=ref.execution,
             respond=reply,
             work=lambda reply_: _reject(
-                services, reply_, client=client, actor=actor, ref=ref, comment=comment
+                services, reply_, client=client, actor=actor, origin=origin, comment=comment
             ),
         )
 
@@ -195,9 +232,10 @@ def _reject(
     *,
     client: WebClient,
     actor: Actor,
-    ref: ButtonRef,
+    origin: FormOrigin,
     comment: str,
 ) -> Done | None:
+    ref = origin.ref
     stage, action = ref.stage or "?", ref.action or "?"
     line = answer_approval(
         services,
@@ -221,7 +259,7 @@ def _reject(
         then=lambda: _update_origin(
             services,
             client,
-            ref,
+            origin,
             f"{line} at {slack_date(services.now())}",
             actor_id=actor.user_id,
             reply_outcome=thread_line,
@@ -235,10 +273,11 @@ def _reject(
 def _stop_listener(services: Services) -> Listener:
     def listen(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
         ack()
-        ref = _ref(view)
+        origin = _origin(view)
+        ref = origin.ref if origin is not None else None
         actor = _submitter(body, ref)
         reply = FormReply(client=client, actor=actor)
-        if ref is None:
+        if origin is None or ref is None:
             services.later(
                 ephemeral,
                 reply,
@@ -262,7 +301,7 @@ def _stop_listener(services: Services) -> Listener:
                 reply_,
                 client=client,
                 actor=actor,
-                ref=ref,
+                origin=origin,
                 abandon=abandon,
                 reason=reason,
             ),
@@ -277,24 +316,26 @@ def _stop(
     *,
     client: WebClient,
     actor: Actor,
-    ref: ButtonRef,
+    origin: FormOrigin,
     abandon: bool,
     reason: str,
 ) -> Done:
+    ref = origin.ref
     full = f"Stopped by {user_name(client, actor.user_id)} in Slack" + (
         f": {reason}" if reason else ""
     )
     execution_id = services.ops.stop(ref.pipeline, ref.execution, abandon=abandon, reason=full)
-    how = "stopped and abandoned" if abandon else "is stopping"
-    message = f"⏹ <@{actor.user_id}>: execution `{execution_id}` of *{ref.pipeline}* {how}"
+    message = stopped_line(
+        user_id=actor.user_id, pipeline=ref.pipeline, execution_id=execution_id, abandon=abandon
+    )
     notice(reply, message=message, public=True)
     return Done(
         execution_id=execution_id,
         then=lambda: _update_origin(
             services,
             client,
-            ref,
-            f"{message} at {slack_date(services.now())}",
+            origin,
+            message.removesuffix(".") + f" at {slack_date(services.now())}.",
             actor_id=actor.user_id,
         ),
     )
@@ -306,18 +347,44 @@ def _stop(
 def _update_origin(
     services: Services,
     client: WebClient,
-    ref: ButtonRef,
+    origin: FormOrigin,
     outcome: str,
     *,
     actor_id: str,
     reply_outcome: str | None = None,
 ) -> None:
-    """Redraw the message a modal was opened from, when it is a channel message: a status
-    message with the current status, a notification's thread reply keeping what it says,
-    its buttons giving way to ``reply_outcome`` (else ``outcome``) as the notifier draws it.
-    A form opened from App Home (no channel) redraws the submitter's Home tab."""
+    """Redraw the message a modal was opened from: a status message with the current status
+    (through the click's ``response_url`` when it was ephemeral, which ``chat.update`` cannot
+    change), a notification's thread reply keeping what it says, its buttons giving way to
+    ``reply_outcome`` (else ``outcome``) as the notifier draws it. A form opened from App
+    Home (no channel) redraws the submitter's Home tab."""
+    ref = origin.ref
     if ref.channel is None:
         publish_home(services, client, actor_id)
+        return
+    if origin.response_url is not None:
+        blocks = _fresh_status(services, ref.pipeline, actor_id=actor_id)
+        if blocks is None:
+            return
+        respond = Respond(response_url=origin.response_url, proxy=client.proxy, ssl=client.ssl)
+        try:
+            answer = respond(
+                replace_original=True,
+                text=outcome[:3000],
+                blocks=outcome_blocks(original=blocks, outcome=outcome, drop=()),
+            )
+        except OSError:
+            log.info("could not redraw the ephemeral message of %s in %s", actor_id, ref.channel)
+            return
+        if answer.status_code != 200:
+            # Past 30 minutes or 5 uses Slack refuses the response_url; the outcome is told.
+            log.info(
+                "could not redraw the ephemeral message of %s in %s (%s: %s)",
+                actor_id,
+                ref.channel,
+                answer.status_code,
+                answer.body,
+            )
         return
     if ref.message_ts is None:
         return
@@ -338,22 +405,40 @@ def _update_origin(
         except SlackApiError:
             log.info("could not redraw reply %s in %s", ref.message_ts, ref.channel)
         return
+    fresh = _fresh_status(services, ref.pipeline, actor_id=actor_id)
+    if fresh is None:
+        return
     try:
-        state = services.ops.state(ref.pipeline)
-        executions = services.ops.executions(ref.pipeline, 5)
-        fresh = status_blocks(
-            state=state,
-            executions=executions,
-            approvals_allowed=True,
-            operate_allowed=True,
-            now=services.now(),
-        )
         client.chat_update(
             channel=ref.channel,
             ts=ref.message_ts,
             text=outcome[:3000],
             blocks=outcome_blocks(original=fresh, outcome=outcome, drop=()),
         )
-    except (OpsError, SlackApiError):
-        # An ephemeral message cannot be updated by chat.update; the outcome is still told.
+    except SlackApiError:
         log.info("could not redraw message %s in %s", ref.message_ts, ref.channel)
+
+
+def _fresh_status(services: Services, pipeline: str, *, actor_id: str) -> list[Block] | None:
+    """The pipeline's status drawn afresh for ``actor_id`` (the buttons they may use); None
+    when it cannot be read (the outcome is told anyway)."""
+
+    def may(permission: Permission) -> bool:
+        return services.permissions.check(
+            user_id=actor_id, permission=permission, pipeline=pipeline
+        ).allowed
+
+    try:
+        state = services.ops.state(pipeline)
+        executions = services.ops.executions(pipeline, 5)
+        return status_blocks(
+            state=state,
+            executions=executions,
+            approvals_allowed=may(Permission.APPROVE),
+            operate_allowed=may(Permission.OPERATE),
+            now=services.now(),
+            who=who_did(services, pipeline=pipeline, state=state, executions=executions),
+        )
+    except OpsError:
+        log.info("could not read %s to redraw its status", pipeline)
+        return None

@@ -145,6 +145,9 @@ class Gateway:
             return Outcome(False, "unknown user or channel")
         if not text:
             return Outcome(False, "type a message or a command")
+        if channel in ws.archived:  # Slack shows no message box in an archived channel
+            name = ws.channels.get(channel, channel)
+            return Outcome(False, f"#{name} is archived: unarchive it to post or run commands")
         if not text.startswith("/"):
             ws.post_user_message(user=user, channel=channel, text=text, thread_ts=thread_ts)
             return Outcome(True)

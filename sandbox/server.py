@@ -7,6 +7,7 @@ One threaded server on 127.0.0.1 (by default) answers:
   something changes, so the page updates live;
 - ``POST /sandbox/...``: what the user does (type, click, submit, close, open Home, push a
   change), handed to ``sandbox.delivery.Gateway``, which signs it and sends it to the bot;
+  and what only a workspace can do (archive or unarchive #releases);
 - ``POST /api/<method>``: the Slack Web API the bot calls (``SLACK_API_URL``);
 - ``POST /response/<id>``: the ``response_url``s handed to the bot.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -91,6 +93,18 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     sandbox: SandboxServer
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A page that went away before its answer was written is expected, not an error:
+        the page drops its long poll on every reload, closed tab, user switch or thread
+        opened (``refresh`` in sandbox.js aborts it), and the answer then meets a closed
+        connection (``BrokenPipeError``, ``ConnectionResetError``). That is logged at DEBUG;
+        anything else with its traceback, through logging (socketserver would print it)."""
+        error = sys.exc_info()[1]
+        if isinstance(error, ConnectionError):
+            log.debug("sandbox http: %s went away before its answer (%s)", client_address, error)
+            return
+        log.exception("sandbox http: a request from %s failed", client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -295,14 +309,22 @@ class SandboxServer:
             render.message_html(m, directory, now=now, in_thread=True)
             for m in ws.channel_messages(ws.dm_channel(user), viewer=user)
         )
-        problems = [{"method": p.method, "error": p.error, "detail": p.detail} for p in ws.problems]
+        problems = [
+            {"method": p.method, "error": p.error, "detail": p.detail, "at": p.at}
+            for p in ws.problems
+        ]
         return {
             "version": version,
             "user": user,
             "users": [
                 {"id": u.id, "name": u.name, "title": u.title} for u in ws.users.values() if u.title
             ],
-            "channel": {"id": channel, "name": ws.channels[channel], "html": timeline},
+            "channel": {
+                "id": channel,
+                "name": ws.channels[channel],
+                "html": timeline,
+                "archived": channel in ws.archived,
+            },
             "thread": {"ts": thread_ts, "html": thread_html} if thread_ts else None,
             "modal": (
                 {
@@ -379,6 +401,26 @@ class SandboxServer:
         if action == "dismiss":
             self.workspace.dismiss_ephemeral(user=user, ts=_text(data, "ts"))
             return Outcome(True)
+        if action in ("archive", "unarchive"):
+            channel = _text(data, "channel") or RELEASES
+            error = self.workspace.set_archived(
+                user=user, channel=channel, archived=action == "archive"
+            )
+            if error is not None:
+                return Outcome(False, error)
+            name = self.workspace.channels.get(channel, channel)
+            if action == "archive":
+                return Outcome(
+                    True,
+                    note=f"#{name} is archived: Slack now refuses pipebot's messages there "
+                    "(is_archived), and pipebot suspends the channel's subscriptions at its "
+                    "next message.",
+                )
+            return Outcome(
+                True,
+                note=f"#{name} is unarchived: run {gateway.command_name} subscribe NAME "
+                "there to resume its suspended subscriptions.",
+            )
         if action == "push":
             if self._push_change is None:
                 return Outcome(False, "this sandbox has no demo repository")

@@ -6,6 +6,12 @@ what Slack refuses (``sandbox.validate``): unknown channels, messages the bot di
 post, expired or reused ``trigger_id``s, ``response_url``s past 5 uses or 30 minutes,
 invalid blocks. Every change bumps ``version`` so the page can wait for the next one.
 
+A channel can be archived and unarchived from the page (``set_archived``), so the bot's
+handling of a channel Slack refuses can be seen: posts there are answered ``is_archived``
+and updates ``is_inactive``, as Slack's method pages list them (chat.postMessage,
+chat.postEphemeral: "Channel has been archived"; chat.update: "within a frozen, archived or
+deleted channel"), and ``conversations.info`` says ``is_archived``.
+
 It never talks to the bot; ``sandbox.delivery`` sends the bot what users do.
 """
 
@@ -145,6 +151,7 @@ class Workspace:
         self.users[BOT_USER_ID] = User(BOT_USER_ID, "pipebot", "pipebot")
         self.usergroups: dict[str, UserGroup] = {g.id: g for g in usergroups}
         self.channels: dict[str, str] = dict(channels or {RELEASES: "releases"})
+        self.archived: set[str] = set()
         self._messages: dict[tuple[str, str], Message] = {}
         self._ephemeral: list[Message] = []
         self._views: dict[str, dict[str, Any]] = {}
@@ -190,6 +197,7 @@ class Workspace:
                 message = Message(**item)
                 self._messages[(message.channel, message.ts)] = message
             self._last_ts = float(saved.get("last_ts", 0.0))
+            self.archived = {c for c in saved.get("archived", []) if c in self.channels}
         except (OSError, ValueError, TypeError) as exc:
             log.warning(
                 "sandbox: starting with an empty workspace (%s unreadable: %s)",
@@ -205,6 +213,7 @@ class Workspace:
         data = {
             "messages": [asdict(m) for m in messages[-MAX_SAVED_MESSAGES:]],
             "last_ts": self._last_ts,
+            "archived": sorted(self.archived),
         }
         self._state_file.parent.mkdir(parents=True, exist_ok=True)
         temporary = self._state_file.with_suffix(".tmp")
@@ -359,6 +368,32 @@ class Workspace:
                 m for m in self._ephemeral if not (m.ts == ts and m.ephemeral_for == user)
             ]
             self._bump()
+
+    def set_archived(self, *, user: str, channel: str, archived: bool) -> str | None:
+        """Archive (or unarchive) a channel as ``user``, who is shown doing it in the
+        channel, as Slack shows it. None when done, else Slack's error code
+        (``already_archived``, ``not_archived``, ``channel_not_found``)."""
+        with self._lock:
+            if channel not in self.channels:
+                return "channel_not_found"
+            if archived == (channel in self.archived):
+                return "already_archived" if archived else "not_archived"
+            verb = "archived" if archived else "unarchived"
+            message = Message(
+                channel=channel, ts=self._next_ts(), user=user, text=f"_{verb} the channel_"
+            )
+            self._messages[(channel, message.ts)] = message
+            if archived:
+                self.archived.add(channel)
+            else:
+                self.archived.discard(channel)
+            self._bump(persist=True)
+            return None
+
+    def _refuse_if_archived(self, channel: str, error: str) -> None:
+        if channel in self.archived:
+            name = self.channels.get(channel, channel)
+            raise RefusedError(Rejection(error, f"#{name} is archived"))
 
     def set_modal_errors(self, view_id: str, errors: dict[str, str]) -> None:
         with self._lock:
@@ -602,6 +637,7 @@ class Workspace:
 
     def _post_message(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
+        self._refuse_if_archived(channel, "is_archived")
         problem = message_problem(params)
         if problem is not None:
             raise RefusedError(problem)
@@ -623,6 +659,7 @@ class Workspace:
 
     def _update(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
+        self._refuse_if_archived(channel, "is_inactive")
         ts = str(params.get("ts") or "")
         message = self._messages.get((channel, ts))
         if message is None:
@@ -648,6 +685,7 @@ class Workspace:
 
     def _post_ephemeral(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(params)
+        self._refuse_if_archived(channel, "is_archived")
         user = str(params.get("user") or "")
         if user not in self.users:
             raise RefusedError(Rejection("user_not_in_channel", f"no user {user!r}"))
@@ -842,7 +880,7 @@ class Workspace:
                 "is_im": channel.startswith("D"),
                 "is_private": not channel.startswith("C"),
                 "is_member": True,
-                "is_archived": False,
+                "is_archived": channel in self.archived,
             },
         }
 

@@ -14,13 +14,14 @@ Timestamps come back naive from SQLite: pass them through ``storage.db.utc``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
 from typing import Final, Literal
 
 from sqlmodel import Session, col, delete, select
 
 from storage.common import check_choice, dialect_insert, insert_ignoring_conflict
-from storage.db import utcnow
+from storage.db import utc, utcnow
 from storage.models import (
     AuditEntry,
     ClickRecord,
@@ -191,6 +192,70 @@ def list_audit(
     return list(session.exec(statement))
 
 
+def stage_detail(stage: str, rest: str | None = None) -> str:
+    """The audit ``detail`` of an operation on one stage (a retry, a disabled transition):
+    ``stage Build`` or ``stage Prod: release freeze``; ``last_actor`` finds it by stage."""
+    return f"stage {stage}" + (f": {rest}" if rest else "")
+
+
+def detail_stage(detail: str | None) -> str | None:
+    """The stage a ``stage_detail`` names; None for any other detail."""
+    if not detail or not detail.startswith("stage "):
+        return None
+    stage = detail[len("stage ") :].split(":", 1)[0].strip()
+    return stage or None
+
+
+LAST_ACTOR_SCAN: Final = 50
+"""How many of a pipeline's newest matching audit entries ``last_actor`` looks through."""
+
+
+def last_actor(
+    *,
+    session: Session,
+    pipeline: str,
+    operations: Sequence[str],
+    execution_id: str | None = None,
+    stage: str | None = None,
+    around: datetime | None = None,
+    before: timedelta = timedelta(minutes=1),
+    after: timedelta = timedelta(minutes=5),
+) -> AuditEntry | None:
+    """Who did one of ``operations`` to ``pipeline`` from Slack: the newest audit entry with
+    outcome ``ok`` whose ``what`` is one of them (a command's name, a button's action ID, a
+    form's callback ID: ``bot.slack.access`` groups them), its ``user_id`` the Slack user.
+
+    Narrowed to one execution by ``execution_id``; to one stage by ``stage`` (entries whose
+    detail names another stage through ``stage_detail`` are skipped, entries naming none are
+    kept); and to the time the backend says the change was made by ``around`` (the entry is
+    written just after the call: from ``before`` earlier, for clocks apart, to ``after``
+    later), so a change made since outside Slack (the console, the CLI) is not pinned on
+    whoever made the previous one. None when Slack did not do it, as far as pipebot knows.
+    """
+    statement = (
+        select(AuditEntry)
+        .where(
+            AuditEntry.pipeline == pipeline,
+            AuditEntry.outcome == "ok",
+            col(AuditEntry.what).in_(list(operations)),
+        )
+        .order_by(col(AuditEntry.pipeline).desc(), col(AuditEntry.id).desc())
+        .limit(LAST_ACTOR_SCAN)
+    )
+    if execution_id is not None:
+        statement = statement.where(AuditEntry.execution_id == execution_id)
+    if around is not None:
+        statement = statement.where(
+            col(AuditEntry.at) >= utc(around - before),
+            col(AuditEntry.at) <= utc(around + after),
+        )
+    for entry in session.exec(statement):
+        named = detail_stage(entry.detail)
+        if stage is None or named is None or named == stage:
+            return entry
+    return None
+
+
 # --- clicks (idempotency of human decisions) ---------------------------------------------------
 
 
@@ -268,3 +333,15 @@ def get_starter(*, session: Session, execution_id: str) -> ExecutionStarter | No
     return session.exec(
         select(ExecutionStarter).where(ExecutionStarter.execution_id == execution_id)
     ).first()
+
+
+def starters(*, session: Session, execution_ids: Iterable[str]) -> dict[str, str]:
+    """Who started each of ``execution_ids`` from Slack (execution ID → Slack user ID), in
+    one query; executions started elsewhere are left out."""
+    wanted = sorted({e for e in execution_ids if e})
+    if not wanted:
+        return {}
+    rows = session.exec(
+        select(ExecutionStarter).where(col(ExecutionStarter.execution_id).in_(wanted))
+    )
+    return {row.execution_id: row.user_id for row in rows}

@@ -185,6 +185,19 @@ def subscriptions_for_pipeline(*, session: Session, pipeline: str) -> list[Subsc
     )
 
 
+def end_pipeline_subscriptions(*, session: Session, pipeline: str) -> list[Subscription]:
+    """Remove every channel's subscription to a deleted pipeline, and its poll bookkeeping
+    (the notifier reads it no more); returns the subscriptions as they were, in the order
+    they were made. A suspended channel whose last subscription this was has its waiting
+    messages dropped, as ``unsubscribe`` does. Nothing to remove: []."""
+    rows = subscriptions_for_pipeline(session=session, pipeline=pipeline)
+    for row in rows:
+        session.expunge(row)  # kept as they were, for the caller
+        unsubscribe(session=session, pipeline=pipeline, channel_id=row.channel_id)
+    session.execute(delete(PipelinePoll).where(col(PipelinePoll.pipeline) == pipeline))
+    return rows
+
+
 # --- suspension ------------------------------------------------------------------------------
 
 
@@ -875,6 +888,41 @@ def posted_executions(
         .execution_options(populate_existing=True)
     )
     return {(row.channel_id, row.execution_id): row for row in rows}
+
+
+def pipeline_posted_executions(
+    *, session: Session, pipeline: str, channel_ids: list[str]
+) -> list[PostedExecution]:
+    """The pipeline's parent messages in these channels, oldest first."""
+    if not channel_ids:
+        return []
+    return list(
+        session.exec(
+            select(PostedExecution)
+            .where(
+                PostedExecution.pipeline == pipeline,
+                col(PostedExecution.channel_id).in_(channel_ids),
+            )
+            .order_by(col(PostedExecution.id))
+            .execution_options(populate_existing=True)
+        )
+    )
+
+
+def unresolved_events(*, session: Session, channel_id: str, execution_id: str) -> list[PostedEvent]:
+    """The execution's thread replies in the channel whose buttons still stand (an approval
+    not answered, a failure not retried), oldest first."""
+    return list(
+        session.exec(
+            select(PostedEvent)
+            .where(
+                PostedEvent.channel_id == channel_id,
+                PostedEvent.execution_id == execution_id,
+                col(PostedEvent.resolved).is_(False),
+            )
+            .order_by(col(PostedEvent.id))
+        )
+    )
 
 
 def event_reply_payload(*, session: Session, channel_id: str, message_ts: str) -> str | None:

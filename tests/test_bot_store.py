@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlmodel import Session
 
 from storage import bot_store
 from storage.db import SessionFactory, make_engine, make_session_factory, transaction, utc
@@ -327,3 +328,99 @@ def test_execution_starter_is_recorded_once(sessions: SessionFactory) -> None:
         starter = bot_store.get_starter(session=session, execution_id="e-1")
         assert starter is not None
         assert (starter.pipeline, starter.user_id, utc(starter.at)) == ("web", "U1", T0)
+
+
+def test_starters_are_read_in_one_query(sessions: SessionFactory) -> None:
+    with transaction(sessions) as session:
+        bot_store.record_starter(session=session, execution_id="e1", pipeline="web", user_id="U1")
+        bot_store.record_starter(session=session, execution_id="e2", pipeline="web", user_id="U2")
+    with sessions() as session:
+        assert bot_store.starters(session=session, execution_ids=["e1", "e2", "e3", ""]) == {
+            "e1": "U1",
+            "e2": "U2",
+        }
+        assert bot_store.starters(session=session, execution_ids=[]) == {}
+
+
+# --- who did it (issue 12, item 11) ------------------------------------------------------------
+
+
+def _audit(session: Session, **fields: object) -> None:
+    values: dict[str, object] = {
+        "user_id": "U1",
+        "kind": "command",
+        "what": "retry",
+        "outcome": "ok",
+        "pipeline": "web",
+        "at": T0,
+    }
+    values.update(fields)
+    bot_store.append_audit(session=session, **values)  # type: ignore[arg-type]
+
+
+def test_last_actor_finds_who_did_it_by_execution_and_stage(sessions: SessionFactory) -> None:
+    with transaction(sessions) as session:
+        _audit(session, user_id="U1", execution_id="e1", detail=bot_store.stage_detail("Build"))
+        _audit(session, user_id="U2", execution_id="e1", detail=bot_store.stage_detail("Deploy"))
+        _audit(session, user_id="U3", execution_id="e1", what="pipebot.retry_all")  # no stage
+        _audit(session, user_id="U4", execution_id="e1", outcome="refused")
+        _audit(session, user_id="U5", execution_id="e2")
+        _audit(session, user_id="U6", execution_id="e1", pipeline="api")
+    retries = ("retry", "pipebot.retry_failed", "pipebot.retry_all")
+    with sessions() as session:
+
+        def who(**narrow: object) -> str | None:
+            entry = bot_store.last_actor(
+                session=session,
+                pipeline="web",
+                operations=retries,
+                **narrow,  # type: ignore[arg-type]
+            )
+            return entry.user_id if entry is not None else None
+
+        # The newest ok entry; one naming no stage (a button) stands for any stage.
+        assert who(execution_id="e1") == "U3"
+        assert who(execution_id="e1", stage="Build") == "U3"
+        assert who(execution_id="e2") == "U5"
+        assert who(execution_id="e3") is None
+        assert (
+            bot_store.last_actor(session=session, pipeline="web", operations=("disable",)) is None
+        )
+
+
+def test_last_actor_by_stage_and_time_skips_other_stages_and_older_changes(
+    sessions: SessionFactory,
+) -> None:
+    with transaction(sessions) as session:
+        _audit(session, user_id="U1", what="disable", detail=bot_store.stage_detail("Prod", "x"))
+        _audit(
+            session,
+            user_id="U2",
+            what="disable",
+            detail=bot_store.stage_detail("Staging", "y"),
+            at=T0 + timedelta(minutes=1),
+        )
+    with sessions() as session:
+
+        def who(stage: str, around: datetime | None) -> str | None:
+            entry = bot_store.last_actor(
+                session=session,
+                pipeline="web",
+                operations=("disable",),
+                stage=stage,
+                around=around,
+            )
+            return entry.user_id if entry is not None else None
+
+        assert who("Prod", None) == "U1"
+        assert who("Staging", None) == "U2"
+        assert who("Prod", T0 + timedelta(seconds=2)) == "U1"  # the audit follows the call
+        # Disabled again an hour later, outside Slack: not pinned on whoever did it before.
+        assert who("Prod", T0 + timedelta(hours=1)) is None
+
+
+def test_stage_detail_round_trips() -> None:
+    assert bot_store.detail_stage(bot_store.stage_detail("Build")) == "Build"
+    assert bot_store.detail_stage(bot_store.stage_detail("Prod", "freeze: until 12")) == "Prod"
+    assert bot_store.detail_stage("resumed after web") is None
+    assert bot_store.detail_stage(None) is None

@@ -30,7 +30,7 @@ TAGS = "InvalidTagsException"
 
 AWS_CODES = frozenset({IS, STAGE, ACTION, VALIDATION, TAGS, "TooManyTagsException"})
 
-SHARED_PIPELINES = Path(__file__).resolve().parents[2] / "shared" / "data" / "pipelines"
+SHARED_PIPELINES = Path(__file__).resolve().parent / "data" / "pipelines"  # from AWS's user guide
 SHARED_PIPELINE_FILES = sorted(SHARED_PIPELINES.glob("*.json"))
 
 ROLE = "arn:aws:iam::123456789012:role/pipebot"
@@ -253,7 +253,19 @@ def test_codestar_connection_source_and_trigger_pass() -> None:
 
 def test_missing_required_field_is_an_invalid_structure() -> None:
     decl = v1_pipeline()
+    del decl["stages"][0]["name"]
+    refused(decl, IS, "name")
+    decl = v1_pipeline()
     del decl["roleArn"]
+    refused(decl, IS, "roleArn", local=False)  # AWS requires the pipeline's service role
+
+
+def test_the_embedded_engine_needs_no_role() -> None:
+    """Issue 12: roleArn was required on the embedded engine, which never assumes it."""
+    decl = v1_pipeline()
+    del decl["roleArn"]
+    assert "roleArn" not in validate_declaration(decl, local=True)
+    decl["roleArn"] = 3  # given, it must still be a role ARN
     refused(decl, IS, "roleArn")
 
 
@@ -474,13 +486,21 @@ def test_duplicate_namespace() -> None:
 def test_v1_refuses_v2_execution_modes(mode: str) -> None:
     decl = {**v1_pipeline(), "pipelineType": "V1"}
     decl["executionMode"] = mode
-    refused(decl, IS, f"executionMode {mode} can only be used with V2 pipelines")
+    error = refused(decl, IS, f"executionMode {mode} can only be used with V2 pipelines")
+    # Issue 12: it ended "...or remove it", naming nothing; both ways out are named now.
+    assert 'set "pipelineType" to "V2", or set "executionMode" to "SUPERSEDED"' in error.message
+    assert "remove it" not in error.message
 
 
 def test_v1_refuses_variables() -> None:
     decl = {**v1_pipeline(), "pipelineType": "V1"}
     decl["variables"] = [{"name": "X"}]
-    refused(decl, IS, '"variables" can only be used with V2 pipelines')
+    refused(
+        decl,
+        IS,
+        '"variables" can only be used with V2 pipelines',
+        'set "pipelineType" to "V2", or remove the field "variables"',
+    )
 
 
 def test_v1_refuses_triggers() -> None:
@@ -496,7 +516,14 @@ def test_v1_refuses_commands_actions() -> None:
     decl = v2_pipeline()
     del decl["executionMode"], decl["variables"]
     decl["pipelineType"] = "V1"
-    refused(decl, IS, 'Stage "Build", action "Compile"', "Commands", "V2 pipelines")
+    refused(
+        decl,
+        IS,
+        'Stage "Build", action "Compile"',
+        "Commands",
+        "V2 pipelines",
+        'or replace action "Compile" of stage "Build"',
+    )
 
 
 CONDITION = {"conditions": [{"result": "FAIL", "rules": []}]}
@@ -520,7 +547,14 @@ def test_stage_conditions(field: str, value: dict[str, Any]) -> None:
     v2 = v2_pipeline()
     v2["stages"][1][field] = value
     validate_declaration(v2, local=False)
-    refused(v2, STAGE, 'Stage "Build"', f'"{field}"', "not supported by the embedded engine yet")
+    refused(
+        v2,
+        STAGE,
+        'Stage "Build"',
+        f'"{field}"',
+        "not supported by the embedded engine yet",
+        f'remove "{field}" from the stage, or run this pipeline on the AWS backend',
+    )
 
 
 def test_on_failure_fail_is_the_default_and_accepted_locally() -> None:

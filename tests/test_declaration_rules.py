@@ -36,7 +36,7 @@ VALIDATION = "ValidationException"
 ROLE = "arn:aws:iam::123456789012:role/pipebot"
 CONNECTION = "arn:aws:codestar-connections:us-east-1:123456789012:connection/example"
 STORE = {"type": "S3", "location": "pipebot-artifacts"}
-SHARED_PIPELINES = Path(__file__).resolve().parents[2] / "shared" / "data" / "pipelines"
+SHARED_PIPELINES = Path(__file__).resolve().parent / "data" / "pipelines"  # from AWS's user guide
 BOTH = pytest.mark.parametrize("local", [True, False], ids=["local", "aws"])
 
 

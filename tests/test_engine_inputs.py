@@ -526,6 +526,8 @@ def test_unknown_configuration_keys_are_refused_locally(
         validate_declaration(decl, local=True)
     assert caught.value.code == "InvalidActionDeclarationException"
     assert unknown in caught.value.message and "known:" in caught.value.message
+    # issue 12: "remove it" said nothing of what; the key is named
+    assert f"remove {unknown} from the action's configuration" in caught.value.message
 
 
 def test_every_local_provider_has_its_configuration_classified() -> None:

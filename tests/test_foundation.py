@@ -136,27 +136,6 @@ def test_models_and_migrations_agree(database_url: str) -> None:
         engine.dispose()
 
 
-def test_throttled_calls_once_now_and_once_after_a_burst() -> None:
-    import threading
-
-    from bot.app import throttled
-
-    calls: list[float] = []
-    done = threading.Event()
-
-    def record() -> None:
-        calls.append(1.0)
-        if len(calls) == 2:
-            done.set()
-
-    call = throttled(record, seconds=0.2)
-    for _ in range(50):
-        call()
-    assert len(calls) == 1  # the first call goes through at once
-    assert done.wait(5)  # the burst's trailing call follows the window
-    assert len(calls) == 2
-
-
 def test_logging_keeps_scheduler_chatter_out(capsys: pytest.CaptureFixture[str]) -> None:
     import logging
 

@@ -7,7 +7,7 @@ Through the real Bolt app (signed requests, ``app.dispatch``) on the embedded en
   IDs, button values that are not pipebot's, buttons of deleted pipelines and of finished
   executions, and a modal submitted twice;
 * declarations: hypothesis-built documents and the real declarations in
-  ``../shared/data/pipelines/``, through the parser and validator and through `create`.
+  ``tests/data/pipelines/`` (from AWS's user guide), through the parser and validator and through `create`.
 
 Every request gets an HTTP status below 500, every command an answer, no answer a traceback,
 and the app's catch-all error handler never fires.
@@ -49,7 +49,7 @@ pytestmark = pytest.mark.reliability
 # The bot's own tables on SQLite: storage has its own tests on both databases.
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
-SHARED_PIPELINES = Path(__file__).resolve().parents[2] / "shared" / "data" / "pipelines"
+SHARED_PIPELINES = Path(__file__).resolve().parent / "data" / "pipelines"  # from AWS's user guide
 COUNTS: dict[str, int] = {}
 
 

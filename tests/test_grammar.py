@@ -11,15 +11,20 @@ from hypothesis import strategies as st
 
 from bot.ops.permissions import Permission
 from handlers.grammar import (
+    DEMO_NAMES,
     REGISTRY,
     CommandError,
+    ExampleNames,
     ParsedCommand,
     UnknownCommandError,
+    examples_from,
     help_text,
     normalize_reason,
     parse,
+    reason_changes,
     spec_for,
     suggest,
+    usage_text,
 )
 
 UUID = "3f2c9d1e-5b7a-4c2e-9f0d-8a6b1c2d3e4f"
@@ -273,10 +278,13 @@ def test_name_only_commands(command: str) -> None:
     assert "Too many arguments" in error_of(f"{command} web extra").message
 
 
-@pytest.mark.parametrize("name", ["web/release", "web release", "x" * 101, "", "web*"])
+@pytest.mark.parametrize(
+    "name", ["web/release", "web release", "x" * 101, "", "web*", "caf\u00e9", "\u00e9t\u00e9"]
+)
 def test_invalid_pipeline_names_name_the_rule(name: str) -> None:
-    error = error_of(f"status {json.dumps(name)}")
-    assert "1-100 letters, digits and `.@-_`" in error.message
+    error = error_of(f"status {json.dumps(name, ensure_ascii=False)}")
+    # Accented letters are refused, so the rule says ASCII letters (issue 12, polish).
+    assert "1-100 ASCII letters (A-Z, a-z, no accents), digits and `.@-_`" in error.message
 
 
 def test_pipeline_name_of_100_characters_is_fine() -> None:
@@ -793,3 +801,105 @@ def test_every_command_has_one_parser_and_one_handler_and_every_button_one_actio
     assert set(grammar._PARSERS) == names
     assert set(commands.HANDLERS) == names
     assert set(ids.BUTTON_ACTIONS) == set(actions.ACTIONS)
+
+
+def test_reason_changes_name_what_was_removed_and_replaced() -> None:
+    assert reason_changes("release freeze (see ops)!") is None
+    assert reason_changes("  spaced   out\n") is None  # whitespace is only tidied
+    said = reason_changes("freeze, see #12 & caf\u00e9 <now>")
+    assert said is not None
+    assert said.startswith("AWS accepts only ASCII letters, digits, spaces and `!@().*?-`")
+    assert "removed `,` `#` `&amp;` `&lt;` `&gt;`" in said  # escaped for mrkdwn
+    assert "wrote `\u00e9` as `e`" in said
+    assert "shortened" not in said
+    assert "backticks" in (reason_changes("use `make`") or "")
+
+
+# --- usage and examples (issue 12: polish) ----------------------------------------------------
+
+
+def test_usage_is_mrkdwn_naming_the_pipeline_typed() -> None:
+    error = error_of("history web-app lots")
+    assert error.usage == (
+        "*Usage:* `/pipeline history NAME [N]`\n*Example:* `/pipeline history web-app 20`"
+    )
+    # Before a name is typed, the example is the sandbox's demo pipeline.
+    assert error_of("history").usage == (
+        "*Usage:* `/pipeline history NAME [N]`\n*Example:* `/pipeline history demo 20`"
+    )
+    assert "web-release" not in usage_text(spec_for("approve"))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spec", REGISTRY, ids=lambda s: s.name)
+def test_no_example_names_a_pipeline_the_sandbox_lacks(spec: Any) -> None:
+    assert "web-release" not in spec.example
+    if "NAME" in spec.usage.split()[1:2]:
+        assert parse(spec.example).pipeline == DEMO_NAMES.pipeline
+
+
+DECLARATION: dict[str, Any] = {
+    "name": "shop",
+    "variables": [{"name": "TIER", "defaultValue": "gold"}],
+    "stages": [
+        {"name": "Fetch", "actions": [{"name": "Src", "actionTypeId": {"category": "Source"}}]},
+        {"name": "Compile", "actions": []},
+        {
+            "name": "SignOff",
+            "actions": [{"name": "Lead", "actionTypeId": {"category": "Approval"}}],
+        },
+        {"name": "Live", "actions": []},
+    ],
+}
+
+
+def test_examples_from_a_users_pipeline() -> None:
+    names = examples_from("shop", DECLARATION, execution_id=UUID)
+    assert names == ExampleNames(
+        pipeline="shop",
+        stage="Live",
+        retry_stage="Compile",
+        approval="SignOff/Lead",
+        execution=UUID[:8],
+        variable="TIER",
+    )
+    bare = examples_from("tiny", {"name": "tiny", "stages": DECLARATION["stages"][:2]})
+    assert (bare.approval, bare.variable, bare.stage) == ("", "", "Compile")
+    assert examples_from("x") == ExampleNames(pipeline="x")
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        DEMO_NAMES,
+        examples_from("shop", DECLARATION, execution_id=UUID),
+        examples_from("tiny", {"name": "tiny", "stages": DECLARATION["stages"][:2]}),
+    ],
+    ids=["demo", "shop", "tiny"],
+)
+def test_every_filled_example_parses(names: ExampleNames) -> None:
+    for spec in REGISTRY:
+        example = spec.example_for(names)
+        parsed = parse(example)
+        assert parsed.name == spec.name, example
+        assert "  " not in example and not example.endswith(" "), example
+    assert parse(
+        f"start {names.pipeline}{' --var ' + names.variable + '=1' if names.variable else ''}"
+    )
+
+
+def test_help_fills_examples_and_has_no_bold_around_code() -> None:
+    names = examples_from("shop", DECLARATION, execution_id=UUID)
+    text = help_text(command=None, trial_mode=False, names=names)
+    assert "`/pipeline approve shop SignOff/Lead looks good`" in text
+    assert "`/pipeline start shop --var TIER=2.1`" in text
+    one = help_text(command="start", trial_mode=False, names=names)
+    assert one.startswith("`/pipeline start NAME [--var K=V ...]` — ")
+    assert "*`" not in one and "`*" not in one
+
+
+def test_a_typo_gets_the_closest_command_only() -> None:
+    for typo, meant in (("stauts", "status"), ("strat", "start"), ("hsitory", "history")):
+        with pytest.raises(UnknownCommandError) as info:
+            parse(f"{typo} demo")
+        assert info.value.suggestions == [meant], typo
+        assert f"Did you mean `{meant}`?" in info.value.message

@@ -416,7 +416,8 @@ def test_permissions_garbage_and_double_clicks_behave_as_in_slack(sandbox: Sandb
         )
         assert status == 200, answer
     wait_in_timeline(sandbox, ALICE, "Production</b> · Succeeded")
-    # The second click is answered privately in the thread the button was in.
+    # The second click is answered privately where it was made: the approval request is also
+    # shown in the channel, and the click came from there (issue 12, item 8).
     thread_ts = re.findall(
         r'data-thread="([0-9.]+)">replied to a thread', state["channel"]["html"]
     )[0]
@@ -425,10 +426,16 @@ def test_permissions_garbage_and_double_clicks_behave_as_in_slack(sandbox: Sandb
         return str(sandbox.state(ALICE, thread=thread_ts)["thread"]["html"])
 
     answered = wait_for(
-        lambda: t if "Only visible to you" in (t := thread()) else None,
+        lambda: (
+            t
+            if "Already approved" in (t := timeline_text(sandbox, ALICE))
+            or "no longer waiting" in t
+            else None
+        ),
         what="the answer to the second click",
     )
-    assert "Already approved" in answered or "no longer waiting" in answered
+    assert "Only visible to you" in answered
+    assert "Already approved" not in timeline_text(sandbox, BOB)
     assert "Only visible to you" not in str(sandbox.state(BOB, thread=thread_ts)["thread"]["html"])
     # The notifier shows the outcome on the approval reply, naming who decided in Slack.
     outcome = re.compile(
@@ -476,8 +483,9 @@ def test_pushing_a_change_starts_an_execution_through_source_polling(
     status, answer = sandbox.act("push", user=ALICE)
     assert status == 200 and "Pushed" in answer["note"]
     sha = answer["note"].split()[1]
-    html = wait_in_timeline(sandbox, ALICE, "PollForSourceChanges")
-    assert sha in html and "Update the home page" in html
+    wait_in_timeline(sandbox, ALICE, "PollForSourceChanges")  # posted as it starts
+    html = wait_in_timeline(sandbox, ALICE, "Update the home page")  # once Source read it
+    assert sha in html
 
 
 def test_home_tab_and_the_page_refuses_other_origins(sandbox: SandboxProcess) -> None:

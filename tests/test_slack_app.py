@@ -211,14 +211,29 @@ def test_non_operator_is_refused_and_audited(bot: Bot) -> None:
 def test_disable_and_enable_a_transition(bot: Bot) -> None:
     bot.engine.create_pipeline(pipeline=release())
     bot.command("disable web Gate waiting for QA: sign-off #42", name="disable")
-    disabled = text_of(bot.reply("disable"))
-    assert "shortened" in disabled
+    # What was done to the reason is said to the user alone, in words (issue 12, polish).
+    note = bot.reply("disable")
+    assert note.params.get("response_type") == "ephemeral"
+    assert "pipebot removed `:` `#`" in text_of(note) and "shortened" not in text_of(note)
+    disabled = bot.reply("disable", count=2)
+    assert disabled.params.get("response_type") == "in_channel"
+    assert "waiting for QA sign-off 42" in text_of(disabled)
     state = bot.engine.get_pipeline_state(name="web")
     assert state["stageStates"][2]["inboundTransitionState"]["enabled"] is False
     bot.command("enable web Gate", name="enable")
-    bot.reply("enable")
+    assert bot.reply("enable").params.get("response_type") == "in_channel"
     state = bot.engine.get_pipeline_state(name="web")
     assert state["stageStates"][2]["inboundTransitionState"]["enabled"] is True
+    # Enabling it again changes nothing: told privately, not announced to the channel.
+    bot.command("enable web Gate", name="again")
+    again = bot.reply("again")
+    assert again.params.get("response_type") == "ephemeral"
+    assert "is not disabled: nothing to enable" in text_of(again)
+    with bot.services.sessions() as session:
+        enables = [
+            e for e in bot_store.list_audit(session=session, pipeline="web") if e.what == "enable"
+        ]
+    assert [e.outcome for e in enables] == ["ok"]
 
 
 def test_home_tab_lists_pipelines_and_waiting_approvals(bot: Bot) -> None:

@@ -918,11 +918,26 @@ def test_disable_then_enable_the_inbound_transition(stubbed: StubbedBot) -> None
         },
     )
     bot.command("disable web Prod waiting for QA: sign-off #42", name="disable")
-    disabled = bot.reply("disable")
+    note = bot.reply("disable")  # to the user alone: what AWS's alphabet removed
+    assert note.params.get("response_type") == "ephemeral", text_of(note)
+    assert "removed `:` `#`" in message_text(note)
+    disabled = bot.fake.wait_for(
+        "response_url", count=2, where=lambda c: c.path.endswith("/disable")
+    )[1]
     assert disabled.params.get("response_type") == "in_channel", text_of(disabled)
-    assert "shortened" in message_text(disabled)
     stub.assert_no_pending_responses()
 
+    # `enable` reads the state first: only a disabled transition is enabled (and announced).
+    stub.add_response(
+        "get_pipeline_state",
+        state_response(
+            [
+                stage("Source", "Succeeded", [source()]),
+                stage("Prod", None, [action("Deploy")], transition={"enabled": False}),
+            ]
+        ),
+        {"name": "web"},
+    )
     stub.add_response(
         "enable_stage_transition",
         {},
@@ -1072,7 +1087,12 @@ def test_mistyped_pipeline_gets_suggestions_from_list_pipelines(stubbed: Stubbed
     )
     bot.command("status web-relase", name="typo")
     reply = bot.reply("typo")
-    assert_private_error(reply, ERROR_MESSAGES["PipelineNotFoundException"])
+    # On AWS the name and AWS's own words (the real account) are kept: a wrong account or
+    # region is the usual cause.
+    assert_private_error(
+        reply, "There is no pipeline named `web-relase` in this AWS account and region."
+    )
+    assert f"Account '{ACCOUNT}'" in message_text(reply)
     assert "Did you mean `web-release`?" in message_text(reply), message_text(reply)
     stub.assert_no_pending_responses()
 
@@ -1095,7 +1115,7 @@ def test_a_button_for_a_deleted_pipeline_is_answered_with_suggestions(stubbed: S
     ref = ButtonRef(pipeline="web", execution=EXECUTION, stage="Deploy")
     bot.click(ids.RETRY_FAILED, ref.encode(), name="gone")
     reply = bot.reply("gone")
-    assert_private_error(reply, ERROR_MESSAGES["PipelineNotFoundException"])
+    assert_private_error(reply, "There is no pipeline named `web`")
     assert "`list` shows the pipelines" in message_text(reply)
     stub.assert_no_pending_responses()
 

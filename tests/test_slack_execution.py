@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.slack.execution import execution_blocks
+from bot.slack.text import Who
 from tests.blockcheck import (
     ACTION_STATUSES,
     E1,
@@ -138,3 +139,35 @@ def test_execution_of_many_actions_with_huge_summaries() -> None:
         execution_blocks(pipeline="app", execution=execution, actions=actions, log_tail=None)
     )
     assert "Log tail" not in texts(no_log)
+
+
+def test_execution_names_who_started_it_and_who_answered_an_approval() -> None:
+    approval = action_detail(
+        "Gate",
+        "Approve",
+        "Succeeded",
+        started=ago(minutes=40),
+        updated=ago(minutes=30),
+        summary="Approved in Slack by alice (UALICE): ship it",
+    )
+    approval["updatedBy"] = "arn:aws:sts::123456789012:assumed-role/pipebot/session"
+    build = action_detail(
+        "Build", "Unit", "Succeeded", started=ago(minutes=50), updated=ago(minutes=45)
+    )
+    build["updatedBy"] = "arn:aws:iam::123456789012:user/ci"
+    text = texts(
+        check_message(
+            execution_blocks(
+                pipeline="web-app",
+                execution=execution_detail("Succeeded"),
+                actions=[approval, build],
+                log_tail=None,
+                who=Who(started={E1: "UBOB"}),
+            )
+        )
+    )
+    assert "trigger StartPipelineExecution · started by <@UBOB>" in text
+    # The approval was answered in Slack: the person, not pipebot's own AWS identity.
+    assert "*Gate* / *Approve* · Succeeded" in text and "· by <@UALICE>" in text
+    assert "assumed-role/pipebot" not in text
+    assert "· by AWS caller `arn:aws:iam::123456789012:user/ci`" in text

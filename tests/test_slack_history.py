@@ -92,8 +92,9 @@ def test_history_shows_id_status_trigger_revision_times_and_duration() -> None:
     assert "`0123456` Fix the login redirect" in text
     assert "took 4m 12s" in text and "ended <!date^" in text
     assert "🔄 *33333333* · In progress" in text and "still running" in text
-    assert "stop reason: wrong &lt;branch&gt;" in text
-    assert "(arn:aws:iam::000000000000:user/bob)" in text
+    assert "Stop reason: wrong &lt;branch&gt;" in text
+    # On AWS the trigger detail of a start is the caller's IAM identity: said as such.
+    assert "started by AWS caller `arn:aws:iam::000000000000:user/bob`" in text
     snapshot("history", blocks)
 
 

@@ -40,13 +40,19 @@ def test_error_and_notice_blocks() -> None:
     blocks = check_message(
         error_blocks(
             message=f"No pipeline named *{escape('x<y>')}*.",
-            usage="status NAME <stage> & more",
+            usage=(
+                "*Usage:* `/pipeline status NAME &lt;stage&gt;`\n*Example:* `/pipeline status demo`"
+            ),
         )
     )
     assert blocks[0]["text"]["text"] == "⚠️ No pipeline named *x&lt;y&gt;*."
-    assert "```\nstatus NAME &lt;stage&gt; &amp; more\n```" in blocks[1]["text"]["text"]
+    # The usage is mrkdwn shown as written: no code block around it (whose backticks would
+    # show literally), no second "Usage" heading (issue 12, polish).
+    usage = blocks[1]["text"]["text"]
+    assert usage.startswith("*Usage:* `/pipeline status NAME &lt;stage&gt;`")
+    assert "```" not in usage and usage.count("Usage") == 1
     assert len(check_message(error_blocks(message="boom"))) == 1
-    check_message(error_blocks(message=escape("<&>" * 3000), usage="u" * 5000))
+    check_message(error_blocks(message=escape("<&>" * 3000), usage=escape("<&>" * 3000)))
     assert check_message(notice_blocks(message="Started `abc`")) == [
         {"type": "section", "text": {"type": "mrkdwn", "text": "Started `abc`"}}
     ]

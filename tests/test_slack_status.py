@@ -4,12 +4,15 @@ buttons per permission, and the largest pipelines within Slack's limits."""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
 from bot.slack import ids
 from bot.slack.ids import ButtonRef
 from bot.slack.outcomes import outcome_blocks
+from bot.slack.status import status_blocks
+from bot.slack.text import Who
 from tests.blockcheck import (
     ACTION_STATUSES,
     E1,
@@ -18,6 +21,7 @@ from tests.blockcheck import (
     EMOJI,
     EVIL,
     EXECUTION_STATUSES,
+    NOW,
     SHA,
     STAGE_STATUSES,
     TOKEN,
@@ -52,7 +56,7 @@ def test_status_shows_every_part_of_the_pipeline() -> None:
     assert "last change <!date^" in text and "(20m ago)" in text
     # stages and actions with status
     assert "✅ *Source* · Succeeded" in text
-    assert "❌ *Build* · Failed · `22222222`" in text
+    assert "❌ *Build* · Failed\n" in text  # the latest execution's: no ID repeated
     assert "❌ Unit · Failed 5m ago — exit 1: 3 tests failed" in text
     assert "✅ Lint · Succeeded 5m ago" in text
     assert "⚪ *Prod* · Not run" in text
@@ -61,7 +65,10 @@ def test_status_shows_every_part_of_the_pipeline() -> None:
     assert "Longer body" not in text
     # inbound execution, disabled transition, pending approval
     assert "⏸ _Waiting to enter Gate:_ `33333333` (In progress)" in text
-    assert "⛔ _Transition into Prod disabled_ by arn:aws:iam::000000000000:user/alice" in text
+    assert (
+        "⛔ _Transition into Prod disabled_ by AWS caller `arn:aws:iam::000000000000:user/alice`"
+        in text
+    )
     assert "“Change freeze”" in text and "(3h 00m ago)" in text
     assert "⏳ Approve · waiting for approval since <!date^" in text
     assert "⏳ *Approval waiting:* Gate / Approve · execution `11111111`" in text
@@ -292,3 +299,68 @@ def test_status_of_many_quiet_stages_keeps_the_interesting_ones_detailed() -> No
     text = texts(blocks)
     assert "❌ Push · Failed 5m ago — denied" in text  # detailed
     assert "✅ *Stage00* · Succeeded · `11111111` · 8 actions" in text  # compact
+
+
+# --------------------------------------------------------------------------- issue 12: polish
+
+
+def _render_with(who: Who, state: dict[str, Any], executions: list[dict[str, Any]]) -> str:
+    return texts(
+        check_message(
+            status_blocks(
+                state=state,
+                executions=executions,
+                approvals_allowed=True,
+                operate_allowed=True,
+                now=NOW,
+                who=who,
+            )
+        )
+    )
+
+
+def test_stage_and_action_lines_do_not_look_alike() -> None:
+    text = texts(render_status(rich_state(), rich_executions()))
+    for line in text.splitlines():
+        if line.lstrip().startswith(("✅ Lint", "❌ Unit", "⏳ Approve", "⚪ Deploy")):
+            pytest.fail(f"an action line without its mark: {line!r}")
+    assert "↳ ❌ Unit · Failed 5m ago" in text and "❌ *Build* · Failed" in text
+
+
+def test_a_stage_of_an_earlier_execution_says_so_and_a_waiting_one_says_waiting() -> None:
+    text = texts(render_status(rich_state(), rich_executions()))
+    # Gate still shows execution 1111… while the latest is 2222…: said, not left to guess.
+    assert "⏳ *Gate* · Waiting for approval · in earlier execution `11111111`" in text
+    assert "*Source* · Succeeded\n" in text  # the latest execution's: no ID to misread
+    assert "*Latest execution* `22222222`" in text
+
+
+def test_status_names_the_slack_users_pipebot_knows() -> None:
+    state = rich_state()
+    retried = state["stageStates"][1]
+    retried["retryStageMetadata"] = {"manualStageRetryAttempt": 1}
+    text = _render_with(
+        Who(started={E2: "UALICE"}, disabled={"Prod": "UBOB"}, retried={"Build": "UCAROL"}),
+        state,
+        rich_executions(),
+    )
+    assert "Trigger StartPipelineExecution · started by <@UALICE>" in text
+    assert "⛔ _Transition into Prod disabled_ by <@UBOB>" in text
+    assert "arn:aws:iam::000000000000:user/alice" not in text
+    assert "❌ *Build* · Failed · retry 1, retried by <@UCAROL>" in text
+    # Without a record the backend's caller is named, as what it is.
+    plain = _render_with(Who(), rich_state(), rich_executions())
+    assert "started by AWS caller `arn:aws:iam::000000000000:user/bob`" in plain
+
+
+def test_the_stop_reason_is_not_repeated_under_a_summary_that_says_it() -> None:
+    stopped = execution_summary(
+        E2,
+        "Stopped",
+        statusSummary="Execution abandoned: Stopped by alice in Slack: bad build",
+        stopTrigger={"reason": "Stopped by alice in Slack: bad build"},
+    )
+    text = _render_with(Who(), rich_state(), [stopped])
+    assert text.count("bad build") == 1
+    only_reason = execution_summary(E2, "Stopped", stopTrigger={"reason": "bad build"})
+    assert "Stop reason: bad build" in _render_with(Who(), rich_state(), [only_reason])

@@ -32,7 +32,7 @@ from botocore import xform_name
 from botocore.exceptions import ClientError, OperationNotPageableError, ParamValidationError
 from botocore.model import OperationModel, ServiceModel
 from botocore.paginate import Paginator, PaginatorModel
-from botocore.validate import ParamValidator
+from botocore.validate import ParamValidator, ValidationErrors
 from sqlmodel import Session
 
 from bot.engine import responses
@@ -84,6 +84,19 @@ def _operation(name: str) -> OperationModel:
     return _service_model().operation_model(name)
 
 
+def _locally_optional(error: tuple[Any, ...]) -> bool:
+    """Whether a botocore validation error is the pipeline's missing ``roleArn``, which AWS
+    requires [APIReference/API_PipelineDeclaration.html] and the embedded engine does not
+    (it runs actions as pipebot's OS user: ``bot.engine.input_fields`` ignores the field)."""
+    reason, name, details = error
+    return (
+        reason == "missing required field"
+        and str(name).lstrip(".") == "pipeline"
+        and isinstance(details, dict)
+        and details.get("required_name") == "roleArn"
+    )
+
+
 def _validate_params(operation: str, params: dict[str, Any]) -> None:
     """Validate a call as boto3 and then the service would, before anything is read or changed.
 
@@ -93,12 +106,24 @@ def _validate_params(operation: str, params: dict[str, Any]) -> None:
     declaration (``pipeline`` of CreatePipeline/UpdatePipeline) is left to
     ``validate_declaration``, which reports the same constraints stage by stage. Then every input
     field the engine does not honour is refused (:mod:`bot.engine.input_fields`).
+
+    One difference from boto3: a declaration without the pipeline's ``roleArn`` is accepted
+    (``_locally_optional``), as the engine never assumes a role.
     """
     shape = _operation(operation).input_shape
     assert shape is not None
     report = ParamValidator().validate(params, shape)
     if report.has_errors():
-        raise ParamValidationError(report=report.generate_report())
+        errors = getattr(report, "_errors", None)
+        if isinstance(errors, list) and all(isinstance(e, tuple) and len(e) == 3 for e in errors):
+            kept = [e for e in errors if not _locally_optional(e)]
+            if kept:
+                narrowed = ValidationErrors()
+                for reason, name, details in kept:
+                    narrowed.report(name, reason, **details)
+                raise ParamValidationError(report=narrowed.generate_report())
+        else:  # botocore changed how it records errors: refuse as boto3 does
+            raise ParamValidationError(report=report.generate_report())
     found = violations(params, shape, skip=_is_declaration)
     found = [v for v in found if not _is_declaration(v.path)]
     if found:

@@ -81,6 +81,8 @@ _ENGINE_OWNED_FIELDS: Final = re.compile(
     r"|\.stages\[\d+\]\.actions\[\d+\]\.(?:name|runOrder|timeoutInMinutes|commands)"
     r"|\.variables\[\d+\]\.name"
 )
+#: Members the model requires that the embedded engine does without (it assumes no role).
+_LOCALLY_OPTIONAL: Final = frozenset({"roleArn"})
 _LOCATION_RE: Final = re.compile(r"\bstages\[(\d+)\](?:\.actions\[(\d+)\])?")
 
 
@@ -173,7 +175,7 @@ def validate_declaration(pipeline: Mapping[str, Any], *, local: bool) -> dict[st
             f"The pipeline declaration must be a mapping, got {_type_name(pipeline)}",
         )
     decl: dict[str, Any] = _plain(pipeline)
-    _check_shape(decl)
+    _check_shape(decl, local=local)
     _fill_defaults(decl)
     _check_layout(decl)
     _check_artifact_store(decl, local=local)
@@ -300,8 +302,17 @@ def _validator() -> ParamValidator:
     return ParamValidator()
 
 
-def _check_shape(decl: dict[str, Any]) -> None:
-    type_problems = _botocore_problems(decl, _pipeline_shape(), owned=_ENGINE_OWNED_FIELDS)
+def _check_shape(decl: dict[str, Any], *, local: bool) -> None:
+    """Step 1. The pipeline's ``roleArn`` is required by the model and by AWS
+    [APIReference/API_PipelineDeclaration.html: "roleArn ... Required: Yes"], but the embedded
+    engine never assumes a role (``bot.engine.input_fields``: ignored on purpose), so with
+    ``local`` a declaration without one is accepted."""
+    type_problems = _botocore_problems(
+        decl,
+        _pipeline_shape(),
+        owned=_ENGINE_OWNED_FIELDS,
+        optional=_LOCALLY_OPTIONAL if local else frozenset(),
+    )
     constraint_problems: list[str] = []
     _walk_constraints(decl, _pipeline_shape(), "", type_problems, constraint_problems)
     if type_problems:
@@ -319,21 +330,36 @@ def _check_shape(decl: dict[str, Any]) -> None:
         )
 
 
-def _botocore_problems(params: Any, shape: Shape, *, owned: re.Pattern[str] | None) -> list[str]:
+def _botocore_problems(
+    params: Any,
+    shape: Shape,
+    *,
+    owned: re.Pattern[str] | None,
+    optional: frozenset[str] = frozenset(),
+) -> list[str]:
     """botocore's client-side validation, one readable line per problem.
 
-    Range/length errors on ``owned`` fields are dropped: the engine rules report them.
+    Range/length errors on ``owned`` fields are dropped: the engine rules report them; so
+    are missing top-level members named in ``optional``.
     """
     report = _validator().validate(params, shape)
     if not report.has_errors():
         return []
     raw = _structured_errors(getattr(report, "_errors", None))
     if raw is None:
-        return [line for line in report.generate_report().splitlines() if line]
+        skipped = {f'Missing required parameter in input: "{key}"' for key in optional}
+        report_lines = report.generate_report().splitlines()
+        return [line for line in report_lines if line and line.strip() not in skipped]
     lines: list[str] = []
     hint = False
     for reason, name, details in raw:
         if reason in ("invalid range", "invalid length") and owned and owned.fullmatch(name):
+            continue
+        if (
+            reason == "missing required field"
+            and not name
+            and details.get("required_name") in optional
+        ):
             continue
         single = ValidationErrors()
         single.report(name, reason, **details)
@@ -714,17 +740,35 @@ def _v2_features(decl: Mapping[str, Any]) -> list[str]:
     """What in the declaration needs a V2 pipeline [userguide/pipeline-types-planning.html]:
     QUEUED and PARALLEL modes, pipeline variables, triggers, stage conditions and automatic
     retry or rollback, the Commands action."""
-    found: list[str] = []
+    return [what for what, _ in _v2_uses(decl)]
+
+
+def _v2_uses(decl: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Each V2 feature the declaration uses (``_v2_features``), with how to do without it."""
+    found: list[tuple[str, str]] = []
     mode = decl.get("executionMode", "SUPERSEDED")
     if mode != "SUPERSEDED":
-        found.append(f"executionMode {mode}")
-    found += [f'The field "{field}"' for field in ("variables", "triggers") if decl.get(field)]
+        found.append((f"executionMode {mode}", 'set "executionMode" to "SUPERSEDED" (its default)'))
+    found += [
+        (f'The field "{field}"', f'remove the field "{field}"')
+        for field in ("variables", "triggers")
+        if decl.get(field)
+    ]
     for stage in decl["stages"]:
         for field in ("beforeEntry", "onSuccess", "onFailure"):
             if stage.get(field):
-                found.append(f'{_stage_label(stage)}: the field "{field}"')
+                found.append(
+                    (
+                        f'{_stage_label(stage)}: the field "{field}"',
+                        f'remove the field "{field}" from {_lower_first(_stage_label(stage))}',
+                    )
+                )
     found += [
-        f"{_action_label(stage, action)}: the Compute/AWS/Commands action"
+        (
+            f"{_action_label(stage, action)}: the Compute/AWS/Commands action",
+            f"replace action {_q(action['name'])} of {_lower_first(_stage_label(stage))} with "
+            "one V1 pipelines run",
+        )
         for _, stage, action in _actions(decl)
         if _type_key(action) == COMMANDS
     ]
@@ -735,14 +779,15 @@ def _check_v2_features(decl: Mapping[str, Any]) -> None:
     """A pipeline declared V1 cannot use V2 features. AWS answers
     ``InvalidStructureException: Triggers on tag can only be used with V2 pipelines``
     (https://github.com/cloudposse/terraform-aws-ecs-codepipeline/issues/145); the same code is
-    used for the other V2 features (unconfirmed)."""
+    used for the other V2 features (unconfirmed). The refusal says both ways out, naming what
+    to change."""
     if decl["pipelineType"] != "V1":
         return
-    for what in _v2_features(decl):
+    for what, without in _v2_uses(decl):
         raise DeclarationError(
             INVALID_STRUCTURE,
-            f"{what} can only be used with V2 pipelines, and this pipeline is V1; set "
-            '"pipelineType": "V2" or remove it',
+            f"{what} can only be used with V2 pipelines, and this pipeline is V1: set "
+            f'"pipelineType" to "V2", or {without}',
         )
 
 
@@ -1085,7 +1130,8 @@ def _check_local_stage_conditions(stage: Mapping[str, Any]) -> None:
         raise DeclarationError(
             INVALID_STAGE,
             f'{where}: "{field}" ({detail}) is not supported by the embedded engine yet; '
-            "remove it, or run this pipeline on the AWS backend (PIPEBOT_BACKEND=aws)",
+            f'remove "{field}" from the stage, or run this pipeline on the AWS backend '
+            "(PIPEBOT_BACKEND=aws)",
         )
 
 

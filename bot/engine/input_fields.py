@@ -355,10 +355,11 @@ def _configuration_refusal(
     if not unknown:
         return None
     listed = ", ".join(sorted(known)) or "none (Commands actions take `commands`)"
+    names = ", ".join(repr(n) for n in unknown)
     return (
-        f"configuration {', '.join(repr(n) for n in unknown)} is not a configuration property "
+        f"configuration {names} is not a configuration property "
         f"of {'/'.join(str(part) for part in key)} that the embedded engine knows (known: "
-        f"{listed}); remove it, or " + AWS_BACKEND
+        f"{listed}); remove {names} from the action's configuration, or " + AWS_BACKEND
     )
 
 

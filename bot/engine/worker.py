@@ -527,7 +527,7 @@ class Worker:
             variables_path.unlink(missing_ok=True)
         return Outcome(
             succeeded=True,
-            summary=f"{len(payload['commands'])} command(s) succeeded.",
+            summary=_commands_succeeded(len(payload["commands"])),
             output_variables=variables,
             output_artifacts=produced,
             external_execution_id=job.action_execution_id,
@@ -653,3 +653,8 @@ def _pid_alive(pid: int) -> bool:
         return True
     # The state letter follows the command name, which is in parentheses.
     return stat.rpartition(")")[2].split()[:1] != ["Z"]
+
+
+def _commands_succeeded(count: int) -> str:
+    """A Commands action's summary: "1 command succeeded.", "3 commands succeeded."."""
+    return f"{count} command{'s' if count != 1 else ''} succeeded."

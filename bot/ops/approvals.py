@@ -147,7 +147,7 @@ def decide_approval(
             raise
     if execution_id is not None and approval.execution_id not in (None, execution_id):
         raise OpsError(
-            f"That approval is no longer waiting: `{escape(stage)}/{escape(action)}` now waits "
+            f"That approval is no longer waiting: {escape(stage)} / {escape(action)} now waits "
             f"for execution `{escape(approval.execution_id)}`."
         )
     verdict: Literal["approved", "rejected"] = "approved" if approved else "rejected"

@@ -203,6 +203,25 @@ class Permissions:
             )
         return Decision(False, f"{need}. {holders} {admins}")
 
+    def approvers(self, pipeline: str, *, execution_starter: str | None = None) -> tuple[str, ...]:
+        """Who may answer an approval of ``pipeline`` (user and group IDs, to name and mention),
+        by the rules of ``check``: the approvers list, else the operators list, less
+        ``execution_starter`` when the pipeline does not allow self-approval (rule 2). With
+        admins configured and nobody left (no list, or only the starter on it), the admins,
+        who may approve anything but their own execution under that rule. Empty when nobody
+        in particular is meant: trial mode without lists (everyone may), or nobody at all
+        may (the only admin started it and self-approval is off).
+
+        A user group is named as it is: it cannot be narrowed to the members other than the
+        starter, and ``check`` still refuses the starter if they click."""
+        lists = self.access_lists(pipeline)
+        listed = lists.approvers if lists.approving_role == "approvers" else lists.operators
+        excluded = execution_starter if lists.no_self_approval else None
+        chosen = tuple(subject for subject in listed if subject != excluded)
+        if chosen or self.trial_mode:
+            return chosen
+        return tuple(admin for admin in sorted(self.admins) if admin != excluded)
+
     def _is_listed(self, user_id: str, subjects: Iterable[str]) -> tuple[bool, list[str]]:
         """(listed directly or through a group, groups whose lookup failed)."""
         subjects = list(subjects)

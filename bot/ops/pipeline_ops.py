@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 from botocore.exceptions import (
     BotoCoreError,
@@ -37,6 +37,8 @@ from bot.ops.pipeline_state import (
     STOP_REASON_MAX,
     PendingApproval,
     is_action_failed,
+    is_execution_id,
+    is_execution_prefix,
     pending_approvals,
     retryable_stages,
 )
@@ -104,23 +106,44 @@ class OpsError(PipebotError):
         self.code = code
 
 
-def describe_client_error(exc: ClientError) -> OpsError:
+_LOCAL_DETAIL_SAYS_NOTHING: Final = frozenset(
+    {"PipelineNotFoundException", "PipelineNameInUseException"}
+)
+"""Codes whose message from the embedded engine adds only its stand-in AWS account
+(``000000000000``) to what pipebot already says: left out on that backend."""
+
+
+def describe_client_error(
+    exc: ClientError, *, pipeline: str | None = None, local: bool = False
+) -> OpsError:
+    """The user's text for an error AWS (or the engine, with AWS's codes) answered.
+
+    ``pipeline`` names the pipeline the call was about, so a PipelineNotFoundException
+    says which name was not found; ``local`` (the embedded engine) leaves out details that
+    would only show the engine's stand-in account."""
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
     detail = str(error.get("Message", "")).strip()
     known = ERROR_MESSAGES.get(code)
     text = f"AWS CodePipeline refused the request ({escape(code)})." if known is None else known
+    if code == "PipelineNotFoundException" and pipeline is not None:
+        text = f"There is no pipeline named `{escape(pipeline)}`" + (
+            "." if local else " in this AWS account and region."
+        )
+    if local and code in _LOCAL_DETAIL_SAYS_NOTHING:
+        detail = ""
     if detail and detail not in text:
         text = f"{text}\n> {escape(detail[:1500])}"
     return OpsError(text, code=code)
 
 
-def run_guarded(call: Callable[[], T]) -> T:
-    """Run a backend call; turn every expected failure into an OpsError."""
+def run_guarded(call: Callable[[], T], *, pipeline: str | None = None, local: bool = False) -> T:
+    """Run a backend call; turn every expected failure into an OpsError (``pipeline`` and
+    ``local`` as ``describe_client_error`` takes them)."""
     try:
         return call()
     except ClientError as exc:
-        raise describe_client_error(exc) from None
+        raise describe_client_error(exc, pipeline=pipeline, local=local) from None
     except ParamValidationError as exc:
         raise OpsError(f"The request was not valid: {escape(str(exc))}") from None
     except (NoCredentialsError, PartialCredentialsError):
@@ -144,6 +167,9 @@ class ExecutionView:
 
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
+PREFIX_SCAN_MAX: Final = 1000
+"""How many of a pipeline's newest executions an execution ID prefix is looked for among."""
+_CANDIDATES_SHOWN: Final = 5
 
 
 def request_token(*parts: str) -> str:
@@ -168,11 +194,15 @@ class PipelineOps:
         """Whether the backend is the embedded engine (declarations are checked for it)."""
         return self._local
 
+    def _run(self, call: Callable[[], T], *, pipeline: str | None = None) -> T:
+        """``run_guarded`` for this backend; ``pipeline`` is the name the call is about."""
+        return run_guarded(call, pipeline=pipeline, local=self._local)
+
     # --- reads -------------------------------------------------------------------------------
 
     def names(self) -> list[str]:
         paginator = self._client.get_paginator("list_pipelines")
-        return run_guarded(
+        return self._run(
             lambda: [p["name"] for page in paginator.paginate() for p in page["pipelines"]]
         )
 
@@ -188,18 +218,19 @@ class PipelineOps:
                     result.append((summary, latest[0] if latest else None))
             return result
 
-        return run_guarded(read)
+        return self._run(read)
 
     def state(self, name: str) -> dict[str, Any]:
-        return run_guarded(lambda: dict(self._client.get_pipeline_state(name=name)))
+        return self._run(lambda: dict(self._client.get_pipeline_state(name=name)), pipeline=name)
 
     def executions(self, name: str, limit: int) -> list[dict[str, Any]]:
-        return run_guarded(
+        return self._run(
             lambda: list(
                 self._client.list_pipeline_executions(pipelineName=name, maxResults=limit)[
                     "pipelineExecutionSummaries"
                 ]
-            )
+            ),
+            pipeline=name,
         )
 
     def executions_since(
@@ -227,18 +258,81 @@ class PipelineOps:
                     break
             return found[:limit]
 
-        return run_guarded(read)
+        return self._run(read, pipeline=name)
+
+    def resolve_execution(self, name: str, value: str) -> str:
+        """The full ID of the execution of ``name`` that ``value`` names: a full execution ID
+        as it is (lower case, as AWS writes them), or the one execution whose ID starts with
+        ``value`` when ``value`` is a prefix of at least ``EXECUTION_PREFIX_MIN`` characters
+        (the 8 characters every message shows, for one).
+
+        Prefixes are looked up in ListPipelineExecutions, page by page (100 a page, the API's
+        maximum), among the newest ``PREFIX_SCAN_MAX`` executions: AWS keeps 12 months of
+        them, and an older execution is named by its full ID. Anything else is returned as
+        it is, for the backend to answer (a button's value, say). Raises ``OpsError`` naming
+        the candidates when several executions share the prefix, and saying so when none
+        does. https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_ListPipelineExecutions.html
+        """
+        wanted = value.strip().lower()
+        if is_execution_id(wanted):
+            return wanted
+        if not is_execution_prefix(wanted):
+            return value
+
+        def scan() -> tuple[list[dict[str, Any]], bool]:
+            matches: list[dict[str, Any]] = []
+            seen = 0
+            token: str | None = None
+            while seen < PREFIX_SCAN_MAX:
+                page = self._client.list_pipeline_executions(
+                    pipelineName=name,
+                    maxResults=min(100, PREFIX_SCAN_MAX - seen),
+                    **({"nextToken": token} if token else {}),
+                )
+                summaries = page["pipelineExecutionSummaries"]
+                seen += len(summaries)
+                matches += [
+                    s for s in summaries if str(s.get("pipelineExecutionId", "")).startswith(wanted)
+                ]
+                token = page.get("nextToken")
+                if not token or not summaries:
+                    return matches, False
+            return matches, True
+
+        matches, more = self._run(scan, pipeline=name)
+        if len(matches) == 1:
+            return str(matches[0]["pipelineExecutionId"])
+        if matches:
+            listed = ", ".join(
+                f"`{escape(str(m['pipelineExecutionId']))}` ({escape(str(m.get('status')))})"
+                for m in matches[:_CANDIDATES_SHOWN]
+            )
+            extra = len(matches) - _CANDIDATES_SHOWN
+            if extra > 0:
+                listed += f" and {extra} more"
+            raise OpsError(
+                f"{len(matches)} executions of `{escape(name)}` start with `{escape(wanted)}`: "
+                f"{listed}. Give more of the ID."
+            )
+        among = f" among its latest {PREFIX_SCAN_MAX:,}" if more else ""
+        raise OpsError(
+            f"No execution of `{escape(name)}`{among} has an ID starting with "
+            f"`{escape(wanted)}`: `history {escape(name)}` lists them"
+            + (", and an older one is named by its full ID." if more else ".")
+        )
 
     def change_tokens(self) -> dict[str, str] | None:
         """Each pipeline's change token where the backend keeps them (the embedded engine),
         one read for all pipelines; None on AWS, where only reading a pipeline tells."""
         if not isinstance(self._client, ChangeFeed):
             return None
-        return dict(run_guarded(self._client.change_tokens))
+        return dict(self._run(self._client.change_tokens))
 
     def declaration(self, name: str) -> dict[str, Any]:
         """The pipeline's declaration (GetPipeline's ``pipeline``)."""
-        return run_guarded(lambda: dict(self._client.get_pipeline(name=name)["pipeline"]))
+        return self._run(
+            lambda: dict(self._client.get_pipeline(name=name)["pipeline"]), pipeline=name
+        )
 
     def declaration_text(self, name: str) -> str:
         return json.dumps({"pipeline": self.declaration(name)}, indent=2, default=str)
@@ -258,9 +352,13 @@ class PipelineOps:
     def action_details(self, name: str, execution_id: str) -> list[dict[str, Any]]:
         """Every action execution of one pipeline execution (ListActionExecutions), oldest
         first: what the state no longer shows once a newer execution entered a stage."""
-        return run_guarded(lambda: self._action_details(name, execution_id))
+        return self._run(lambda: self._action_details(name, execution_id), pipeline=name)
 
     def execution_view(self, name: str, execution_id: str) -> ExecutionView:
+        """One execution with its actions and the failed action's log tail; ``execution_id``
+        may be a prefix (``resolve_execution``)."""
+        execution_id = self.resolve_execution(name, execution_id)
+
         def read() -> ExecutionView:
             execution = self._client.get_pipeline_execution(
                 pipelineName=name, pipelineExecutionId=execution_id
@@ -270,7 +368,7 @@ class PipelineOps:
                 execution=execution, actions=actions, log_tail=self._failed_log_tail(actions)
             )
 
-        return run_guarded(read)
+        return self._run(read, pipeline=name)
 
     def _failed_log_tail(self, actions: Sequence[Mapping[str, Any]]) -> str | None:
         failed = [a for a in actions if is_action_failed(a.get("status"))]
@@ -308,7 +406,7 @@ class PipelineOps:
         params: dict[str, Any] = {"pipeline": pipeline}
         if tags:
             params["tags"] = tags
-        return run_guarded(lambda: dict(self._client.create_pipeline(**params)["pipeline"]))
+        return self._run(lambda: dict(self._client.create_pipeline(**params)["pipeline"]))
 
     def update(self, name: str, text: str) -> dict[str, Any]:
         pipeline, _tags = self._declaration(text)
@@ -318,8 +416,9 @@ class PipelineOps:
                 f"not `{escape(name)}`; "
                 "renaming is not supported (create a new pipeline instead)."
             )
-        return run_guarded(
-            lambda: dict(self._client.update_pipeline(pipeline=pipeline)["pipeline"])
+        return self._run(
+            lambda: dict(self._client.update_pipeline(pipeline=pipeline)["pipeline"]),
+            pipeline=name,
         )
 
     def _declaration(self, text: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -332,25 +431,30 @@ class PipelineOps:
         return pipeline, tags
 
     def delete(self, name: str) -> None:
-        run_guarded(lambda: self._client.get_pipeline(name=name))
-        run_guarded(lambda: self._client.delete_pipeline(name=name))
+        self._run(lambda: self._client.get_pipeline(name=name), pipeline=name)
+        self._run(lambda: self._client.delete_pipeline(name=name), pipeline=name)
 
     def start(self, name: str, variables: Mapping[str, str], *, request_token: str) -> str:
         params: dict[str, Any] = {"name": name, "clientRequestToken": request_token}
         if variables:
             params["variables"] = [{"name": k, "value": v} for k, v in variables.items()]
-        return run_guarded(
-            lambda: str(self._client.start_pipeline_execution(**params)["pipelineExecutionId"])
+        return self._run(
+            lambda: str(self._client.start_pipeline_execution(**params)["pipelineExecutionId"]),
+            pipeline=name,
         )
 
     def stop(
         self, name: str, execution_id: str | None, *, abandon: bool, reason: str | None
     ) -> str:
+        """Stop ``execution_id`` (a full ID or a prefix: ``resolve_execution``), or the
+        newest execution in progress when None; returns the stopped execution's ID."""
         if execution_id is None:
             running = [e for e in self.executions(name, 20) if e["status"] in IN_PROGRESS]
             if not running:
                 raise OpsError(f"No execution of `{escape(name)}` is in progress.")
             execution_id = running[0]["pipelineExecutionId"]
+        else:
+            execution_id = self.resolve_execution(name, execution_id)
         params: dict[str, Any] = {
             "pipelineName": name,
             "pipelineExecutionId": execution_id,
@@ -365,14 +469,18 @@ class PipelineOps:
                     "before your reason. Shorten the reason and stop again."
                 )
             params["reason"] = reason
-        return run_guarded(
-            lambda: str(self._client.stop_pipeline_execution(**params)["pipelineExecutionId"])
+        return self._run(
+            lambda: str(self._client.stop_pipeline_execution(**params)["pipelineExecutionId"]),
+            pipeline=name,
         )
 
     def retry(
         self, name: str, stage: str | None, execution_id: str | None, *, mode: str
     ) -> tuple[str, str]:
-        """Retry a stage; default: the Failed or Stopped stage of the latest execution."""
+        """Retry a stage; default: the Failed or Stopped stage of the latest execution.
+        ``execution_id`` may be a prefix (``resolve_execution``)."""
+        if execution_id is not None:
+            execution_id = self.resolve_execution(name, execution_id)
         if stage is None or execution_id is None:
             candidates = [
                 s
@@ -397,7 +505,7 @@ class PipelineOps:
             "pipelineExecutionId": execution_id,
             "retryMode": mode,
         }
-        run_guarded(lambda: self._client.retry_stage_execution(**params))
+        self._run(lambda: self._client.retry_stage_execution(**params), pipeline=name)
         return stage, execution_id
 
     def find_approval(self, name: str, stage: str | None, action: str | None) -> PendingApproval:
@@ -408,12 +516,15 @@ class PipelineOps:
             if (stage is None or p.stage == stage) and (action is None or p.action == action)
         ]
         if not matching:
-            target = f" `{escape(stage)}/{escape(action or '')}`" if stage else ""
+            target = f" {escape(stage)} / {escape(action or '')}" if stage else ""
             raise OpsError(f"No approval{target} is waiting in `{escape(name)}`.")
         if len(matching) > 1:
-            listed = ", ".join(f"`{escape(p.stage)}/{escape(p.action)}`" for p in matching)
+            listed = ", ".join(f"{escape(p.stage)} / {escape(p.action)}" for p in matching)
+            first = matching[0]
             raise OpsError(
-                f"Several approvals wait in `{escape(name)}` ({listed}): name one as STAGE/ACTION."
+                f"Several approvals wait in `{escape(name)}` ({listed}): name one as "
+                f"STAGE/ACTION, e.g. `approve {escape(name)} "
+                f"{escape(first.stage)}/{escape(first.action)}`."
             )
         return matching[0]
 
@@ -428,17 +539,27 @@ class PipelineOps:
                 "answer again."
             )
         status = "Approved" if approved else "Rejected"
-        response = run_guarded(
+        response = self._run(
             lambda: self._client.put_approval_result(
                 pipelineName=approval.pipeline,
                 stageName=approval.stage,
                 actionName=approval.action,
                 result={"summary": summary, "status": status},
                 token=approval.token,
-            )
+            ),
+            pipeline=approval.pipeline,
         )
         approved_at = response.get("approvedAt")
         return approved_at if isinstance(approved_at, datetime) else None
+
+    def transition_disabled(self, name: str, stage: str) -> bool | None:
+        """Whether the transition into ``stage`` is disabled now (GetPipelineState's
+        ``inboundTransitionState``); None when the pipeline has no such stage."""
+        for stage_state in self.state(name).get("stageStates") or []:
+            if stage_state.get("stageName") == stage:
+                transition = stage_state.get("inboundTransitionState") or {}
+                return not transition.get("enabled", True)
+        return None
 
     def set_transition(self, name: str, stage: str, *, enabled: bool, reason: str | None) -> None:
         params: dict[str, Any] = {
@@ -447,7 +568,7 @@ class PipelineOps:
             "transitionType": "Inbound",
         }
         if enabled:
-            run_guarded(lambda: self._client.enable_stage_transition(**params))
+            self._run(lambda: self._client.enable_stage_transition(**params), pipeline=name)
         else:
             params["reason"] = reason or "Disabled from Slack"
-            run_guarded(lambda: self._client.disable_stage_transition(**params))
+            self._run(lambda: self._client.disable_stage_transition(**params), pipeline=name)

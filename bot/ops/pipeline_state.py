@@ -15,6 +15,7 @@ words as AWS spells them in the API reference:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -48,6 +49,33 @@ GetPipelineState; Abandoned is a stop with abandon or an action the engine lost)
 
 ENDED_BEFORE_ANSWER: Final = frozenset({"Superseded", "Stopped", "Stopping", "Cancelled"})
 """Execution statuses that end a waiting approval without an answer."""
+
+
+EXECUTION_ID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+"""An execution ID as AWS writes them (the API model's pattern of ``PipelineExecutionId``)."""
+
+EXECUTION_PREFIX_MIN: Final = 6
+"""The shortest start of an execution ID that pipebot accepts for the whole ID (messages
+show the first 8 characters)."""
+
+_EXECUTION_SHAPE: Final = "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
+
+
+def is_execution_id(value: str) -> bool:
+    """Whether ``value`` is a whole execution ID (either case)."""
+    return EXECUTION_ID.fullmatch(value.lower()) is not None
+
+
+def is_execution_prefix(value: str) -> bool:
+    """Whether ``value`` is the start of an execution ID, not the whole of it: hexadecimal
+    digits (either case), dashes where an ID has them, at least ``EXECUTION_PREFIX_MIN``
+    characters."""
+    if not EXECUTION_PREFIX_MIN <= len(value) < len(_EXECUTION_SHAPE):
+        return False
+    for char, shape in zip(value.lower(), _EXECUTION_SHAPE, strict=False):
+        if (shape == "-") != (char == "-") or (shape == "x" and char not in "0123456789abcdef"):
+            return False
+    return True
 
 
 def is_action_failed(status: object) -> bool:

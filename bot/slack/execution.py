@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from bot.ops.approvals import parse_decision_summary
 from bot.ops.pipeline_state import FINISHED, is_action_failed
 from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
@@ -24,9 +25,13 @@ from bot.slack.kit import (
 )
 from bot.slack.text import (
     NAME_MAX,
+    NOBODY,
     SUMMARY_MAX,
+    Who,
     aware,
+    caller_text,
     duration,
+    mention,
     name,
     pack,
     revision_text,
@@ -49,14 +54,16 @@ def execution_blocks(
     actions: Sequence[Mapping[str, Any]],
     log_tail: str | None,
     command: str = "/pipeline",
+    who: Who = NOBODY,
 ) -> list[Block]:
     """One execution (GetPipelineExecution's ``pipelineExecution``) with every action
-    execution (ListActionExecutions details, any order) and the failed action's log tail."""
+    execution (ListActionExecutions details, any order) and the failed action's log tail;
+    ``who`` names the Slack user who started it."""
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     ordered = sorted(actions, key=lambda a: aware(a.get("startTime")) or _NEVER)
     blocks: list[Block] = [
         header(f"{pipeline} · execution {short_id(execution_id)}"),
-        section(_facts(execution, ordered)),
+        section(_facts(execution, ordered, started_by=who.started.get(execution_id))),
     ]
     tail: list[Block] = []
     if log_tail is not None:
@@ -82,15 +89,21 @@ def execution_blocks(
     return [*blocks, *tail]
 
 
-def _facts(execution: Mapping[str, Any], ordered: Sequence[Mapping[str, Any]]) -> str:
-    """Status and ID, version, trigger and mode, times, source revisions, summary."""
+def _facts(
+    execution: Mapping[str, Any],
+    ordered: Sequence[Mapping[str, Any]],
+    *,
+    started_by: str | None,
+) -> str:
+    """Status and ID, version, trigger (and who started it) and mode, times, source
+    revisions, summary."""
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     status = execution.get("status")
     lines = [f"{status_emoji(status)} *{status_label(status)}* · {code(execution_id)}"]
     facts = []
     if execution.get("pipelineVersion") is not None:
         facts.append(f"pipeline version {execution['pipelineVersion']}")
-    trigger = trigger_text(execution.get("trigger"))
+    trigger = trigger_text(execution.get("trigger"), by=started_by)
     if trigger:
         facts.append(trigger)
     if execution.get("executionMode"):
@@ -127,12 +140,16 @@ def _action_execution_chunk(detail: Mapping[str, Any]) -> str:
         line += f" · started {slack_date(started)}"
         if status in FINISHED | {"Abandoned"} and updated is not None:
             line += f" · took {duration((updated - started).total_seconds())}"
-    if detail.get("updatedBy") and status != "InProgress":
-        line += f" · by {esc(str(detail['updatedBy']), 120)}"
     result = (detail.get("output") or {}).get("executionResult") or {}
     summary = result.get("externalExecutionSummary") or (result.get("errorDetails") or {}).get(
         "message"
     )
+    decision = parse_decision_summary(summary if isinstance(summary, str) else None)
+    if decision is not None and status != "InProgress":
+        # Answered in Slack: the person, not the caller AWS recorded (pipebot itself).
+        line += f" · by {mention(decision.user_id)}"
+    elif detail.get("updatedBy") and status != "InProgress":
+        line += f" · by {caller_text(detail['updatedBy'])}"
     lines = [line]
     if isinstance(summary, str) and summary.strip():
         lines.append("      " + esc(one_line(summary), SUMMARY_MAX))

@@ -23,6 +23,8 @@ from bot.slack.kit import (
 from bot.slack.text import (
     NAME_MAX,
     NO_STATUS_EMOJI,
+    NOBODY,
+    Who,
     ago,
     aware,
     duration,
@@ -33,6 +35,7 @@ from bot.slack.text import (
     source_revisions_text,
     status_emoji,
     status_label,
+    stop_reason_text,
     trigger_text,
 )
 
@@ -103,14 +106,15 @@ def history_blocks(
     pipeline: str,
     executions: Sequence[Mapping[str, Any]],
     command: str = "/pipeline",
+    who: Who = NOBODY,
 ) -> list[Block]:
-    """Executions (ListPipelineExecutions summaries, newest first) with ID, status, trigger,
-    source revision, start, end and duration."""
+    """Executions (ListPipelineExecutions summaries, newest first) with ID, status, trigger
+    and who started it (``who``), source revision, start, end and duration."""
     blocks: list[Block] = [header(f"History · {pipeline}")]
     if not executions:
         return [*blocks, section(f"*{name(pipeline)}* has no executions yet.")]
     blocks += pack(
-        [_history_chunk(e) for e in executions],
+        [_history_chunk(e, who=who) for e in executions],
         max_blocks=MESSAGE_BLOCKS_MAX - len(blocks),
         budget=MESSAGE_TEXT_BUDGET - text_size(blocks),
         more=lambda n: (
@@ -122,11 +126,11 @@ def history_blocks(
     return blocks
 
 
-def _history_chunk(execution: Mapping[str, Any]) -> str:
+def _history_chunk(execution: Mapping[str, Any], *, who: Who) -> str:
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     status = execution.get("status")
     first = f"{status_emoji(status)} *{esc(short_id(execution_id), 8)}* · {status_label(status)}"
-    trigger = trigger_text(execution.get("trigger"))
+    trigger = trigger_text(execution.get("trigger"), by=who.started.get(execution_id))
     if trigger:
         first += f" · {trigger}"
     revisions = source_revisions_text(execution.get("sourceRevisions"))
@@ -147,8 +151,8 @@ def _history_chunk(execution: Mapping[str, Any]) -> str:
     summary = execution.get("statusSummary")
     if isinstance(summary, str) and summary.strip():
         lines.append("      _" + esc(one_line(summary), 200) + "_")
-    stop = execution.get("stopTrigger") or {}
-    if stop.get("reason"):
-        lines.append(f"      stop reason: {esc(one_line(str(stop['reason'])), 220)}")
+    stop = stop_reason_text(execution)
+    if stop:
+        lines.append(f"      {stop}")
     lines.append(f"      {code(execution_id)}")
     return "\n".join(lines)

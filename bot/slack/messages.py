@@ -13,7 +13,6 @@ from bot.slack.kit import (
     button,
     clip_mrkdwn,
     escape,
-    fence,
     section,
 )
 from bot.slack.text import name, pack
@@ -54,13 +53,13 @@ def _split_long_line(line: str, limit: int) -> list[str]:
 
 
 def error_blocks(*, message: str, usage: str | None = None) -> list[Block]:
-    """An error for the invoking user. ``message`` is mrkdwn (escape user input with
-    ``kit.escape``); ``usage`` is plain text, shown as code."""
+    """An error for the invoking user. ``message`` and ``usage`` (a command's usage line and
+    example, ``handlers.grammar.usage_text``) are mrkdwn: escape user input with
+    ``kit.escape``. The usage goes in a section of its own, as it is written (its code
+    spans are the command to type)."""
     blocks = [section(f"⚠️ {clip_mrkdwn(message, SECTION_TEXT_MAX - 3)}")]
     if usage:
-        blocks.append(
-            section(f"*Usage*\n```\n{clip_mrkdwn(fence(usage), SECTION_TEXT_MAX - 20)}\n```")
-        )
+        blocks.append(section(clip_mrkdwn(usage, SECTION_TEXT_MAX)))
     return blocks
 
 

@@ -101,6 +101,31 @@ def approval_answer_line(
     return f"{icon} {mention(user_id)} {verdict} {where}{note}"
 
 
+def started_line(*, user_id: str, pipeline: str, execution_id: str) -> str:
+    """The channel's line for an execution started from Slack: the same for the ``start``
+    command and the Start button, so the channel hears of both alike, naming who."""
+    return f"{mention(user_id)} started *{escape(pipeline)}*: execution `{execution_id}`."
+
+
+def stopped_line(*, user_id: str, pipeline: str, execution_id: str, abandon: bool) -> str:
+    """The channel's line for an execution stopped from Slack: the same for the ``stop``
+    command and the Stop form."""
+    how = "stopped and abandoned" if abandon else "is stopping (running actions finish first)"
+    return f"⏹ {mention(user_id)}: execution `{execution_id}` of *{escape(pipeline)}* {how}."
+
+
+def retried_line(
+    *, user_id: str, pipeline: str, stage: str, execution_id: str, all_actions: bool
+) -> str:
+    """The channel's line for a stage retried from Slack: the same for the ``retry`` command
+    and the Retry buttons."""
+    what = "all actions" if all_actions else "the failed actions"
+    return (
+        f"{mention(user_id)} retried {what} of stage *{escape(stage)}* in *{escape(pipeline)}* "
+        f"(execution `{execution_id}`)."
+    )
+
+
 def approval_taken_line(outcome: ApprovalOutcome, *, now: datetime) -> str:
     """The private answer to someone whose decision came second (``outcome.state`` is not
     ``decided``): who answered, and when; ``answering`` means the first answer is still on

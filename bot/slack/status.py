@@ -47,13 +47,18 @@ from bot.slack.outcomes import OUTCOME_MAX
 from bot.slack.text import (
     ENTERING_EMOJI,
     NAME_MAX,
+    NOBODY,
     SUMMARY_MAX,
     WAITING_EMOJI,
+    WAITING_LABEL,
+    Who,
     ago,
     aware,
+    caller_text,
     date_and_ago,
     fits,
     join_lines,
+    mention,
     name,
     pack,
     revision_text,
@@ -62,6 +67,7 @@ from bot.slack.text import (
     source_revisions_text,
     status_emoji,
     status_label,
+    stop_reason_text,
     trigger_text,
 )
 
@@ -71,6 +77,8 @@ _ROWS_BUDGET: Final = 3500  # text for those rows, so that the stages keep the l
 _MAX_INBOUND_SHOWN: Final = 5
 _EARLIER_SHOWN: Final = 4
 _INDENT: Final = "      "
+_ACTION_MARK: Final = "↳ "
+"""Begins an action's line under its stage's, so the two never look alike."""
 
 
 def status_blocks(
@@ -81,17 +89,20 @@ def status_blocks(
     operate_allowed: bool,
     now: datetime,
     command: str = "/pipeline",
+    who: Who = NOBODY,
 ) -> list[Block]:
     """A pipeline's status: every stage and action, what waits, and the buttons that apply.
 
     ``state`` is a GetPipelineState response; ``executions`` the newest few
     ListPipelineExecutions summaries, newest first. Start/Stop/Retry buttons appear
     only with ``operate_allowed``, Approve/Reject only with ``approvals_allowed``;
-    Refresh and View log always. ``command`` is the slash command, for hints.
+    Refresh and View log always. ``command`` is the slash command, for hints; ``who``
+    names the Slack users who started, retried or disabled what the state shows.
     """
     pipeline = str(state.get("pipelineName") or "?")
     latest = executions[0] if executions else None
-    top = _top(state, executions, pipeline=pipeline, now=now, command=command)
+    latest_id = latest.get("pipelineExecutionId") if latest is not None else None
+    top = _top(state, executions, pipeline=pipeline, now=now, command=command, who=who)
     rows = _button_rows(
         state,
         pipeline=pipeline,
@@ -112,6 +123,7 @@ def status_blocks(
         budget=MESSAGE_TEXT_BUDGET - OUTCOME_MAX - text_size(top) - text_size(bottom),
         now=now,
         command=command,
+        view=_View(latest_id=latest_id, who=who),
     )
     return [*top, *middle, *bottom]
 
@@ -126,12 +138,13 @@ def _top(
     pipeline: str,
     now: datetime,
     command: str,
+    who: Who,
 ) -> list[Block]:
     """Header, the latest execution, the few before it, then a divider."""
     version = state.get("pipelineVersion")
     latest = executions[0] if executions else None
     top: list[Block] = [header(f"{pipeline} · v{version}" if version is not None else pipeline)]
-    top.append(section(_latest_text(latest, pipeline=pipeline, now=now, command=command)))
+    top.append(section(_latest_text(latest, pipeline=pipeline, now=now, command=command, who=who)))
     earlier = _earlier_text(executions[1:], now=now)
     if earlier:
         top.append(context(earlier))
@@ -140,8 +153,16 @@ def _top(
 
 
 def _latest_text(
-    latest: Mapping[str, Any] | None, *, pipeline: str, now: datetime, command: str
+    latest: Mapping[str, Any] | None,
+    *,
+    pipeline: str,
+    now: datetime,
+    command: str,
+    who: Who,
 ) -> str:
+    """The latest execution: its status, times, what and who started it, its summary and
+    stop reason. (An execution waiting at an approval is "In progress", as the channel's
+    message says; its stage says "Waiting for approval".)"""
     if latest is None:
         return (
             "*Latest execution:* none yet. Start one with "
@@ -150,8 +171,9 @@ def _latest_text(
     status = latest.get("status")
     started = aware(latest.get("startTime"))
     updated = aware(latest.get("lastUpdateTime"))
+    execution_id = latest.get("pipelineExecutionId")
     lines = [
-        f"*Latest execution* {code(short_id(latest.get('pipelineExecutionId')))} · "
+        f"*Latest execution* {code(short_id(execution_id))} · "
         f"{status_emoji(status)} {status_label(status)}"
     ]
     times = []
@@ -161,7 +183,9 @@ def _latest_text(
         times.append(f"last change {date_and_ago(updated, now)}")
     if times:
         lines.append(" · ".join(times))
-    trigger = trigger_text(latest.get("trigger"))
+    trigger = trigger_text(
+        latest.get("trigger"), by=who.started.get(str(execution_id)), capital=True
+    )
     revisions = source_revisions_text(latest.get("sourceRevisions"))
     detail = " · ".join(t for t in (trigger, revisions) if t)
     if detail:
@@ -169,9 +193,9 @@ def _latest_text(
     summary = latest.get("statusSummary")
     if isinstance(summary, str) and summary.strip():
         lines.append("_" + esc(one_line(summary), SUMMARY_MAX) + "_")
-    stop = latest.get("stopTrigger") or {}
-    if stop.get("reason"):
-        lines.append(f"Stop reason: {esc(one_line(str(stop['reason'])), 220)}")
+    stop = stop_reason_text(latest)
+    if stop:
+        lines.append(stop)
     return "\n".join(lines)
 
 
@@ -385,16 +409,19 @@ def _stages(
     budget: int,
     now: datetime,
     command: str,
+    view: _View,
 ) -> list[Block]:
     """Every stage within what is left of the budgets: in full if they fit, else quiet
     stages compact, else every stage compact, and what still does not fit is counted."""
     if not stages:
         return [section("_No stage has run yet._")]
-    chunks = [_stage_chunk(s, now=now, compact=False) for s in stages]
+    chunks = [_stage_chunk(s, now=now, compact=False, view=view) for s in stages]
     if not fits(chunks, max_blocks=max_blocks, budget=budget):
-        chunks = [_stage_chunk(s, now=now, compact=_is_quiet(s, now=now)) for s in stages]
+        chunks = [
+            _stage_chunk(s, now=now, compact=_is_quiet(s, now=now), view=view) for s in stages
+        ]
     if not fits(chunks, max_blocks=max_blocks, budget=budget):
-        chunks = [_stage_chunk(s, now=now, compact=True) for s in stages]
+        chunks = [_stage_chunk(s, now=now, compact=True, view=view) for s in stages]
     return pack(
         chunks,
         max_blocks=max_blocks,
@@ -407,13 +434,20 @@ def _stages(
     )
 
 
-def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool) -> str:
+class _View(NamedTuple):
+    """What every stage's drawing needs to know beyond the stage itself."""
+
+    latest_id: Any
+    who: Who
+
+
+def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool, view: _View) -> str:
     lines = [
         line
-        for line in (_transition_line(stage, now=now), _inbound_line(stage))
+        for line in (_transition_line(stage, now=now, who=view.who), _inbound_line(stage))
         if line is not None
     ]
-    heading = _stage_heading(stage)
+    heading = _stage_heading(stage, view=view)
     stage_actions = list(stage.get("actionStates") or [])
     if compact:
         marks = []
@@ -432,7 +466,7 @@ def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool) -> s
             # The transition and inbound lines matter more than the actions: keep them short.
             lines = [clip_mrkdwn(line, 400) for line in lines]
         return "\n".join([*lines, heading])
-    action_lines = [_INDENT + _action_line(a, now=now) for a in stage_actions]
+    action_lines = [_INDENT + _ACTION_MARK + _action_line(a, now=now) for a in stage_actions]
     return join_lines(
         [*lines, heading, *action_lines],
         limit=SECTION_TEXT_MAX,
@@ -440,18 +474,32 @@ def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool) -> s
     )
 
 
-def _stage_heading(stage: Mapping[str, Any]) -> str:
+def _stage_heading(stage: Mapping[str, Any], *, view: _View) -> str:
+    """The stage's name and status ("Waiting for approval" while one of its approvals
+    waits); the execution it shows when that is not the latest; its retries and by whom."""
     latest = stage.get("latestExecution") or {}
     status = latest.get("status")
-    line = f"{status_emoji(status)} *{name(stage.get('stageName'))}* · {status_label(status)}"
-    if latest.get("pipelineExecutionId"):
-        line += f" · {code(short_id(latest['pipelineExecutionId']))}"
+    stage_name = str(stage.get("stageName") or "?")
+    if status == "InProgress" and any(
+        is_waiting_approval(a.get("latestExecution")) for a in stage.get("actionStates") or []
+    ):
+        line = f"{WAITING_EMOJI} *{name(stage_name)}* · {WAITING_LABEL}"
+    else:
+        line = f"{status_emoji(status)} *{name(stage_name)}* · {status_label(status)}"
+    execution_id = latest.get("pipelineExecutionId")
+    if execution_id and view.latest_id is None:
+        line += f" · {code(short_id(execution_id))}"
+    elif execution_id and execution_id != view.latest_id:
+        # Not the latest execution's run of the stage: say so, it is easily misread.
+        line += f" · in earlier execution {code(short_id(execution_id))}"
     retry = stage.get("retryStageMetadata") or {}
     attempts = (retry.get("manualStageRetryAttempt") or 0) + (
         retry.get("autoStageRetryAttempt") or 0
     )
     if attempts:
         line += f" · retry {attempts}"
+        if stage_name in view.who.retried:
+            line += f", retried by {mention(view.who.retried[stage_name])}"
     return line
 
 
@@ -486,13 +534,18 @@ def _action_line(action: Mapping[str, Any], *, now: datetime) -> str:
     return line
 
 
-def _transition_line(stage: Mapping[str, Any], *, now: datetime) -> str | None:
+def _transition_line(stage: Mapping[str, Any], *, now: datetime, who: Who = NOBODY) -> str | None:
+    """A disabled transition into the stage: by whom (the Slack user when pipebot knows,
+    else the caller the backend recorded), when, and why."""
     transition = stage.get("inboundTransitionState") or {}
     if transition.get("enabled", True):
         return None
-    line = f"⛔ _Transition into {name(stage.get('stageName'))} disabled_"
-    if transition.get("lastChangedBy"):
-        line += f" by {esc(str(transition['lastChangedBy']), 120)}"
+    stage_name = str(stage.get("stageName") or "?")
+    line = f"⛔ _Transition into {name(stage_name)} disabled_"
+    if stage_name in who.disabled:
+        line += f" by {mention(who.disabled[stage_name])}"
+    elif transition.get("lastChangedBy"):
+        line += f" by {caller_text(transition['lastChangedBy'])}"
     changed = aware(transition.get("lastChangedAt"))
     if changed is not None:
         line += f" {date_and_ago(changed, now)}"

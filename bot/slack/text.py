@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -61,6 +62,9 @@ ENTERING_EMOJI: Final = "⏸"
 """An execution queued to enter a stage."""
 STATUS_LABEL: Final = {"InProgress": "In progress"}
 """Status words shown differently from how CodePipeline spells them."""
+WAITING_LABEL: Final = "Waiting for approval"
+"""What a stage, or an execution in progress, is while an approval of it waits: said so
+rather than "In progress" wherever the state shows the approval."""
 
 _HEX_REVISION: Final = re.compile(r"[0-9a-fA-F]{7,64}")
 _USER_ID: Final = re.compile(r"[UW][A-Z0-9]{2,}")
@@ -178,15 +182,77 @@ def source_revisions_text(revisions: Any, limit: int = 2) -> str:
     return ", ".join(parts)
 
 
-def trigger_text(trigger: Any) -> str:
-    """``trigger StartPipelineExecution (arn:...)``: what started an execution."""
+@dataclass(frozen=True)
+class Who:
+    """Who did what from Slack, as pipebot recorded it (Slack user IDs), for the renderers
+    to name where the backend names only its own caller (pipebot's IAM identity on AWS,
+    ``pipebot`` on the embedded engine).
+
+    ``started``: execution ID → who started it (``start``, the Start button) or created the
+    pipeline that started it; ``disabled``: stage → who disabled the transition into it;
+    ``retried``: stage → who last retried it in the execution the stage shows. Filled by
+    ``handlers.commands.who_did`` from ``storage.bot_store``.
+    """
+
+    started: Mapping[str, str] = field(default_factory=dict)
+    disabled: Mapping[str, str] = field(default_factory=dict)
+    retried: Mapping[str, str] = field(default_factory=dict)
+
+
+NOBODY: Final = Who()
+"""Nothing known about who did what (every renderer's default)."""
+
+_CALLER_TRIGGERS: Final = frozenset({"StartPipelineExecution", "CreatePipeline", "ManualRollback"})
+"""Trigger types whose ``triggerDetail`` is the caller's identity (the user ARN for a
+user-initiated start, AWS API reference, ExecutionTrigger)."""
+
+
+def caller_text(caller: Any) -> str:
+    """An identity the backend recorded (``triggerDetail``, ``lastChangedBy``,
+    ``updatedBy``), said as what it is: an ARN is AWS's caller (an IAM user or role, shown as
+    code), anything else as it is (the embedded engine writes ``pipebot``)."""
+    value = one_line(str(caller or "?"))
+    if value.startswith("arn:"):
+        return f"AWS caller {code(value, 200)}"
+    return esc(value, 120)
+
+
+def trigger_text(trigger: Any, *, by: str | None = None, capital: bool = False) -> str:
+    """What started an execution: ``trigger StartPipelineExecution · started by @alice``
+    when ``by`` (a Slack user ID) is known, ``… · started by AWS caller `arn:…``` from the
+    trigger detail of a start or a creation, ``trigger PollForSourceChanges (Source@0123abc)``
+    for the others. ``capital`` when it begins a line ("Trigger ..."), as the channel's
+    parent message says it.
+    """
     if not isinstance(trigger, Mapping) or not trigger.get("triggerType"):
         return ""
-    text = f"trigger {esc(str(trigger['triggerType']), 40)}"
+    kind = str(trigger["triggerType"])
+    text = f"{'Trigger' if capital else 'trigger'} {esc(kind, 40)}"
+    verb = "created" if kind == "CreatePipeline" else "started"
     detail = trigger.get("triggerDetail")
-    if isinstance(detail, str) and detail.strip():
-        text += f" ({esc(one_line(detail), 120)})"
+    has_detail = isinstance(detail, str) and bool(detail.strip())
+    if by:
+        return f"{text} · {verb} by {mention(by)}"
+    if has_detail and kind in _CALLER_TRIGGERS:
+        return f"{text} · {verb} by {caller_text(detail)}"
+    if has_detail:
+        text += f" ({esc(one_line(str(detail)), 120)})"
     return text
+
+
+def stop_reason_text(execution: Mapping[str, Any], limit: int = 220) -> str:
+    """``Stop reason: ...`` of a stopped execution (``stopTrigger.reason``), or '' when
+    there is none or its status summary already says it (the embedded engine writes
+    "Execution abandoned: <reason>" there), so the reason is never shown twice."""
+    stop = execution.get("stopTrigger")
+    reason = stop.get("reason") if isinstance(stop, Mapping) else None
+    if not isinstance(reason, str) or not reason.strip():
+        return ""
+    reason = one_line(reason)
+    summary = execution.get("statusSummary")
+    if isinstance(summary, str) and reason in one_line(summary):
+        return ""
+    return f"Stop reason: {esc(reason, limit)}"
 
 
 # --------------------------------------------------------------------------- times

@@ -12,16 +12,33 @@ const page = {
   shown: {},
   poll: null,
   usersListed: false,
+  // The newest refusal the user dismissed (its time): older ones stay hidden.
+  problemsSeen: Number(localStorage.getItem("pipebot-sandbox-problems-seen") || 0),
+  problemsShown: 0,
 };
 
 const $ = (id) => document.getElementById(id);
 
+const SCROLLERS = ["timeline", "thread", "home", "dms"];
+
+// Changes the page's layout (a bar shown or hidden above the panes) without moving any
+// pane that was scrolled to its end away from it: its last message stays in sight.
+function keepingEnds(change) {
+  const atEnd = SCROLLERS.map($).filter(
+    (el) => el && el.scrollHeight - el.scrollTop - el.clientHeight < 40
+  );
+  change();
+  atEnd.forEach((el) => { el.scrollTop = el.scrollHeight; });
+}
+
 function toast(text) {
   const box = $("toast");
-  box.textContent = text;
-  box.hidden = false;
+  keepingEnds(() => {
+    box.textContent = text;
+    box.hidden = false;
+  });
   clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { box.hidden = true; }, 6000);
+  toast.timer = setTimeout(() => keepingEnds(() => { box.hidden = true; }), 6000);
 }
 
 async function act(action, data) {
@@ -80,17 +97,47 @@ function showModal(modal) {
 
 function showProblems(problems) {
   const box = $("problems");
-  if (!problems.length) { box.hidden = true; return; }
-  box.hidden = false;
-  box.replaceChildren();
-  const title = document.createElement("b");
-  title.textContent = "Slack would have refused these calls from pipebot:";
-  box.append(title);
-  problems.forEach((p) => {
-    const line = document.createElement("div");
-    line.textContent = `${p.method}: ${p.error} (${p.detail})`;
-    box.append(line);
+  const fresh = problems.filter((p) => p.at > page.problemsSeen);
+  if (!fresh.length) {
+    if (!box.hidden) keepingEnds(() => { box.hidden = true; });
+    return;
+  }
+  page.problemsShown = Math.max(...fresh.map((p) => p.at));
+  keepingEnds(() => {
+    box.hidden = false;
+    box.replaceChildren();
+    const list = document.createElement("div");
+    list.className = "list";
+    const title = document.createElement("b");
+    title.textContent = "Slack refused these calls from pipebot:";
+    list.append(title);
+    fresh.forEach((p) => {
+      const line = document.createElement("div");
+      line.textContent = `${p.method}: ${p.error} (${p.detail})`;
+      list.append(line);
+    });
+    const dismiss = document.createElement("button");
+    dismiss.type = "button";
+    dismiss.className = "link dismiss";
+    dismiss.id = "dismiss-problems";
+    dismiss.textContent = "Dismiss";
+    dismiss.title = "Hide these until Slack refuses another call";
+    box.append(list, dismiss);
   });
+}
+
+function dismissProblems() {
+  page.problemsSeen = page.problemsShown;
+  localStorage.setItem("pipebot-sandbox-problems-seen", String(page.problemsSeen));
+  keepingEnds(() => { $("problems").hidden = true; });
+}
+
+function showArchived(channel) {
+  const archived = Boolean(channel.archived);
+  $("channel-title").textContent = `# ${channel.name}` + (archived ? " (archived)" : "");
+  $("archive").hidden = archived;
+  $("composer").hidden = archived;
+  $("archived").hidden = !archived;
 }
 
 function apply(state) {
@@ -100,7 +147,7 @@ function apply(state) {
     state.users.forEach((u) => {
       const option = document.createElement("option");
       option.value = u.id;
-      option.textContent = `${u.name} (${u.title})`;
+      option.textContent = `${u.name} · ${u.title}`;
       select.append(option);
     });
     page.usersListed = true;
@@ -109,6 +156,7 @@ function apply(state) {
   $("user").value = state.user;
   document.body.classList.toggle("starting", !state.ready);
   $("push").hidden = !state.can_push;
+  showArchived(state.channel);
   setHtml("timeline", state.channel.html || '<p class="empty">No messages yet.</p>');
   setHtml("home", state.home);
   setHtml("dms", state.dms || '<p class="empty">No messages.</p>');
@@ -193,9 +241,20 @@ async function click(element, selected) {
   }));
 }
 
+// Escape closes the open modal, as in Slack (Slack tells the bot, as the Close button
+// does). A confirmation dialog on top closes first, by itself.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || $("confirm").open) return;
+  const form = $("modal-layer").hidden ? null : $("modal-layer").querySelector("form.modal");
+  if (!form) return;
+  event.preventDefault();
+  act("close", { view: form.dataset.view });
+});
+
 document.addEventListener("click", (event) => {
   const element = event.target.closest("button, a");
   if (!element) return;
+  if (element.id === "dismiss-problems") { dismissProblems(); return; }
   if (element.dataset.thread) { openThread(element.dataset.thread); return; }
   if (element.dataset.dismiss) { act("dismiss", { ts: element.dataset.dismiss }); return; }
   if ("close" in element.dataset) {
@@ -254,5 +313,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("nav-channel").addEventListener("click", () => showPane("channel"));
   $("nav-home").addEventListener("click", () => showPane("home"));
   $("push").addEventListener("click", () => act("push", {}));
+  $("archive").addEventListener("click", () => act("archive", { channel: RELEASES }));
+  $("unarchive").addEventListener("click", () => act("unarchive", { channel: RELEASES }));
   loop();
 });
