@@ -20,7 +20,6 @@ import logging
 import os
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -175,38 +174,6 @@ def holder_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def throttled(call: Callable[[], None], *, seconds: float) -> Callable[[], None]:
-    """``call`` at most once per ``seconds``, and once more after a burst ends.
-
-    The embedded engine reports every change; a burst of changes becomes one call now
-    and one at the end of the window, so the last change is never left for the next poll.
-    """
-    state = {"last": 0.0, "pending": False}
-    lock = threading.Lock()
-
-    def fire() -> None:
-        with lock:
-            state["pending"] = False
-            state["last"] = time.monotonic()
-        call()
-
-    def throttled_call() -> None:
-        with lock:
-            wait = seconds - (time.monotonic() - state["last"])
-            if wait > 0:
-                if state["pending"]:
-                    return
-                state["pending"] = True
-                timer = threading.Timer(wait, fire)
-                timer.daemon = True
-                timer.start()
-                return
-            state["last"] = time.monotonic()
-        call()
-
-    return throttled_call
-
-
 def start_background(
     *,
     settings: Settings,
@@ -249,21 +216,23 @@ def start_background(
                 interval_seconds=settings.poll_seconds,
             ),
         )
-    scheduler = start_scheduler(
+    background = start_scheduler(
         notifier=notifier, interval_seconds=settings.poll_seconds, source_poller=source_poller
     )
     if notifier is not None:
         if isinstance(pipeline_client, ChangeFeed):
-            pipeline_client.add_change_listener(throttled(lambda: wake(scheduler), seconds=1.0))
+            # Every change this process commits runs the notifier at once (a wake is an
+            # event: one that lands during a run is never lost, a burst costs one read).
+            pipeline_client.add_change_listener(lambda: wake(background))
         log.info(
-            "channel notifications: checking subscribed pipelines every %s s",
+            "channel notifications: at once on every change, and every %s s",
             settings.poll_seconds,
         )
     if source_poller is not None:
         log.info("source polling: checking pipeline sources every %s s", settings.poll_seconds)
 
     def stop() -> None:
-        stop_scheduler(scheduler, notifier=notifier, source_poller=source_poller)
+        stop_scheduler(background, notifier=notifier, source_poller=source_poller)
 
     return stop
 

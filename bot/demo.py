@@ -14,8 +14,9 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Final, TextIO
 
 from botocore.exceptions import ClientError
 
@@ -30,12 +31,17 @@ STATUS_MARK = {
     "Stopping": "■",
     "Superseded": "↷",
     "Abandoned": "✗",
+    "Cancelled": "✗",
     None: " ",
 }
 """How the terminal follower marks a stage or action status."""
 
 DEMO_PIPELINE = "demo"
 DEMO_REPOSITORY = "demo-app"
+DEMO_PAUSE = "sleep 2  # the demo's pause: real builds and deploys take minutes; watch it run"
+"""The first command of the demo's Build, Staging and Production actions: their real work
+takes a fraction of a second, and a stage that finishes before anyone can see it run
+hides what the walkthrough shows (each stage moving in the channel)."""
 
 DEMO_FILES: dict[str, str] = {
     "README.md": "# demo-app\n\nA tiny static site released by pipebot's demo pipeline.\n",
@@ -165,6 +171,7 @@ def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:
                     commands(
                         "BuildAndTest",
                         [
+                            DEMO_PAUSE,
                             "export VERSION=#{SourceVariables.CommitId}",
                             "sh build.sh",
                             "sh test.sh",
@@ -179,7 +186,12 @@ def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:
                 "actions": [
                     commands(
                         "Deploy",
-                        [f"rm -rf {staging}", f"mkdir -p {staging}", f"cp dist/*.html {staging}/"],
+                        [
+                            DEMO_PAUSE,
+                            f"rm -rf {staging}",
+                            f"mkdir -p {staging}",
+                            f"cp dist/*.html {staging}/",
+                        ],
                         ["Site"],
                     ),
                     commands("LinkCheck", [f"sh linkcheck.sh {staging}"], ["Site"], runOrder=2),
@@ -208,6 +220,7 @@ def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:
                     commands(
                         "Deploy",
                         [
+                            DEMO_PAUSE,
                             f"rm -rf {production}",
                             f"mkdir -p {production}",
                             f"cp dist/*.html {production}/",
@@ -220,14 +233,51 @@ def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:
     }
 
 
+APPROVE_CHOICES: Final = ("ask", "yes", "no")
+"""``pipebot demo --approve``: ask on a terminal, or approve / reject at once."""
+
+Ask = Callable[[str], str]
+"""Asks the person at the terminal a question and returns their answer (``input``)."""
+
+
+def refuse_ask_without_terminal(approve: str, *, interactive: bool) -> str | None:
+    """Why ``approve`` cannot be honoured here (None when it can): ``ask`` needs a terminal
+    to ask on. Without one the gate is never approved behind the user's back: the demo
+    stops before it starts anything and says which ``--approve`` to use."""
+    if approve not in APPROVE_CHOICES:
+        return f"--approve must be one of {', '.join(APPROVE_CHOICES)} (got {approve!r})."
+    if approve == "ask" and not interactive:
+        return (
+            "pipebot demo: --approve ask needs a terminal to ask on, and standard input is "
+            "not one. Run it again with --approve yes to approve the production gate, or "
+            "--approve no to reject it."
+        )
+    return None
+
+
 def run_demo(
-    client: LocalCodePipeline, *, deploy_root: Path, approve: str, out: TextIO = sys.stdout
+    client: LocalCodePipeline,
+    *,
+    deploy_root: Path,
+    approve: str,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    interactive: bool | None = None,
+    ask: Ask = input,
 ) -> int:
     """Create the demo pipeline (or start it again) and follow its execution on ``out``.
 
     ``approve`` answers the approval gate: ``ask`` on a terminal, ``yes`` or ``no`` at once.
+    ``interactive`` says whether standard input is a terminal (read from it when None);
+    without one ``ask`` is refused on ``err`` before anything starts (exit status 2).
     Returns the process exit code: 0 when the execution succeeded, else 1.
     """
+    if interactive is None:
+        interactive = sys.stdin.isatty()
+    refusal = refuse_ask_without_terminal(approve, interactive=interactive)
+    if refusal is not None:
+        print(refusal, file=err)
+        return 2
     try:
         client.get_pipeline(name=DEMO_PIPELINE)
         execution_id = client.start_pipeline_execution(name=DEMO_PIPELINE)["pipelineExecutionId"]
@@ -239,13 +289,43 @@ def run_demo(
             "pipelineExecutionSummaries"
         ][0]["pipelineExecutionId"]
     print(f"pipeline {DEMO_PIPELINE}: execution {execution_id}", file=out)
-    return follow(client, DEMO_PIPELINE, execution_id, approve=approve, out=out)
+    return follow(client, DEMO_PIPELINE, execution_id, approve=approve, out=out, ask=ask)
+
+
+def _stage_lines(state: dict[str, Any], execution_id: str) -> list[str]:
+    """Each stage as the execution sees it, one line each; a waiting approval says so."""
+    lines = []
+    for stage in state["stageStates"]:
+        latest = stage.get("latestExecution", {})
+        mine = latest.get("pipelineExecutionId") == execution_id
+        status = latest.get("status") if mine else None
+        actions = []
+        for action in stage["actionStates"] if mine else []:
+            action_latest = action.get("latestExecution", {})
+            if is_waiting_approval(action_latest):
+                actions.append(f"{action['actionName']} waiting for approval")
+            else:
+                actions.append(
+                    f"{action['actionName']} {STATUS_MARK.get(action_latest.get('status'))}"
+                )
+        lines.append(
+            f"  {STATUS_MARK.get(status, ' ')} {stage['stageName']:<12} {', '.join(actions)}"
+        )
+    return lines
 
 
 def follow(
-    client: LocalCodePipeline, name: str, execution_id: str, *, approve: str, out: TextIO
+    client: LocalCodePipeline,
+    name: str,
+    execution_id: str,
+    *,
+    approve: str,
+    out: TextIO,
+    ask: Ask = input,
 ) -> int:
-    """Print each stage's progress as it changes until the execution finishes."""
+    """Print each stage's progress as it changes until the execution finishes; answer its
+    approvals (``approve``: ``ask`` puts the question to ``ask``, once the printout shows
+    the stages as they are while it waits)."""
     last = ""
     answered: set[str] = set()
     while True:
@@ -253,36 +333,30 @@ def follow(
             pipelineName=name, pipelineExecutionId=execution_id
         )["pipelineExecution"]
         state = client.get_pipeline_state(name=name)
-        lines = []
-        for stage in state["stageStates"]:
-            latest = stage.get("latestExecution", {})
-            mine = latest.get("pipelineExecutionId") == execution_id
-            status = latest.get("status") if mine else None
-            actions = ", ".join(
-                f"{a['actionName']} {STATUS_MARK.get(a.get('latestExecution', {}).get('status'))}"
-                for a in stage["actionStates"]
-                if mine
-            )
-            lines.append(f"  {STATUS_MARK.get(status, ' ')} {stage['stageName']:<12} {actions}")
-            for action in stage["actionStates"]:
-                action_latest = action.get("latestExecution", {})
-                token = action_latest.get("token")
-                if mine and is_waiting_approval(action_latest) and token not in answered:
-                    answered.add(token)
-                    verdict = _verdict(stage["stageName"], action["actionName"], approve)
-                    client.put_approval_result(
-                        pipelineName=name,
-                        stageName=stage["stageName"],
-                        actionName=action["actionName"],
-                        result={"summary": f"{verdict} from the pipebot demo", "status": verdict},
-                        token=token,
-                    )
-                    print(f"  -> {verdict}", file=out)
-        text = "\n".join(lines)
+        text = "\n".join(_stage_lines(state, execution_id))
         if text != last:
             print(f"[{time.strftime('%H:%M:%S')}] {execution['status']}\n{text}", file=out)
             out.flush()
             last = text
+        for stage in state["stageStates"]:
+            if stage.get("latestExecution", {}).get("pipelineExecutionId") != execution_id:
+                continue
+            for action in stage["actionStates"]:
+                action_latest = action.get("latestExecution", {})
+                token = action_latest.get("token")
+                if not is_waiting_approval(action_latest) or token in answered:
+                    continue
+                answered.add(token)
+                verdict = _verdict(stage["stageName"], action["actionName"], approve, ask)
+                client.put_approval_result(
+                    pipelineName=name,
+                    stageName=stage["stageName"],
+                    actionName=action["actionName"],
+                    result={"summary": f"{verdict} from the pipebot demo", "status": verdict},
+                    token=token,
+                )
+                print(f"  -> {verdict}", file=out)
+                out.flush()
         if execution["status"] in FINISHED:
             summary = execution.get("statusSummary")
             detail = f" ({summary})" if summary else ""
@@ -291,8 +365,8 @@ def follow(
         time.sleep(0.25)
 
 
-def _verdict(stage: str, action: str, approve: str) -> str:
-    if approve == "ask" and sys.stdin.isatty():
-        reply = input(f"Approval {stage}/{action} is waiting. Approve? [y/N] ").strip().lower()
+def _verdict(stage: str, action: str, approve: str, ask: Ask) -> str:
+    if approve == "ask":
+        reply = ask(f"Approval {stage}/{action} is waiting. Approve? [y/N] ").strip().lower()
         return "Approved" if reply in ("y", "yes") else "Rejected"
     return "Rejected" if approve == "no" else "Approved"

@@ -37,7 +37,7 @@ from sandbox.workspace import RELEASES, User, UserGroup, Workspace
 log = logging.getLogger(__name__)
 
 ADMIN = User("U0ALICE", "alice", "Alice Admin", title="admin")
-DEVELOPER = User("U0BOB", "bob", "Bob Builder", title="developer (not an admin)")
+DEVELOPER = User("U0BOB", "bob", "Bob Builder", title="developer, not an admin")
 RELEASE_TEAM = UserGroup("S0RELEASE", "release-team", (ADMIN.id,))
 
 

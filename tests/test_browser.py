@@ -1,7 +1,11 @@
 """The sandbox in a real headless Chromium: the newcomer's story from the README.
 
 Type ``/pipeline start demo`` in #releases, watch the parent message move through the stages,
-open the thread, click Approve, confirm, see Succeeded. It takes the README's screenshots on
+open the thread, click Approve, confirm, see Succeeded. The sandbox runs with the default poll
+interval (10 s), as ``make run`` does, and the page must show Build and Staging each running
+before the approval: what the page drew is recorded as it draws it, so a channel that lags the
+engine (issue 12: the parent jumped from Source to the approval one interval on) fails the
+test, however quickly Playwright looks. It takes the README's screenshots on
 every run, into a temporary folder, or into ``$PIPEBOT_SCREENSHOTS_DIR`` (``make screenshots``
 sets it to ``docs/screenshots/``). Chromium is Debian's (``make test`` installs it); with
 ``CI=true`` a missing Chromium fails the test instead of skipping it.
@@ -18,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests import test_sandbox
 from tests.test_sandbox import SandboxProcess, running_sandbox
 
 CHROMIUM = os.environ.get("PIPEBOT_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -49,8 +54,34 @@ def _chromium() -> str:
     pytest.skip(message)
 
 
+# Every version of each parent message the page draws, in order: window.drawn[header] is a
+# list of texts. Installed before the page's own script runs.
+RECORD_PARENTS = """
+window.drawn = {};
+new MutationObserver(() => {
+  for (const message of document.querySelectorAll("#timeline .msg")) {
+    const header = message.querySelector("h3");
+    if (!header) continue;
+    const seen = (window.drawn[header.innerText] ||= []);
+    const text = message.innerText;
+    if (seen[seen.length - 1] !== text) seen.push(text);
+  }
+}).observe(document, { childList: true, subtree: true, characterData: true });
+"""
+
+
 @pytest.fixture
-def sandbox(tmp_path: Path) -> Iterator[SandboxProcess]:
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SandboxProcess]:
+    # `make run`'s poll interval (the default, 10 s), not the 1 s the process tests use:
+    # only the notifier's push path may keep the page current.
+    environment = test_sandbox._environment
+
+    def default_interval(data_dir: Path, port: int) -> dict[str, str]:
+        env = environment(data_dir, port)
+        env.pop("PIPEBOT_POLL_SECONDS", None)
+        return env
+
+    monkeypatch.setattr(test_sandbox, "_environment", default_interval)
     with running_sandbox(tmp_path / "data") as running:
         yield running
 
@@ -71,6 +102,7 @@ def page(tmp_path: Path) -> Iterator[Any]:
             viewport={"width": 1280, "height": 860},
         )
         try:
+            context.add_init_script(RECORD_PARENTS)
             browser_page = context.new_page()
             browser_page.set_default_timeout(TIMEOUT_MS)
             errors: list[str] = []
@@ -86,6 +118,12 @@ def _parent(page: Any, execution: str) -> Any:
     return page.locator("#timeline .msg").filter(
         has=page.locator("h3", has_text=f"demo · {execution[:8]}")
     )
+
+
+def _drawn(page: Any, execution: str) -> list[str]:
+    """Every version of the execution's parent message the page drew, oldest first."""
+    history = page.evaluate("window.drawn")
+    return list(history.get(f"demo · {execution[:8]}", []))
 
 
 def _approve_in_thread(page: Any, execution: str) -> None:
@@ -136,12 +174,22 @@ def test_start_follow_approve_in_the_browser(
     assert match is not None
     execution = match.group(1)
     parent = _parent(page, execution)
+    expect(parent).to_contain_text("Build · In progress")
     expect(parent).to_contain_text("Staging · Succeeded")
     page.screenshot(path=str(screenshots / "channel.png"))
 
     _approve_in_thread(page, first.group(1))  # lets the new execution into Approval
     expect(_parent(page, first.group(1))).to_contain_text("Succeeded")
     expect(parent).to_contain_text("Waiting for approval")
+    # The page showed the stages move, each one running in turn, before the approval.
+    drawn = _drawn(page, execution)
+    waiting = next(i for i, text in enumerate(drawn) if "Waiting for approval" in text)
+    shown = [
+        next((i for i, text in enumerate(drawn) if f"{stage} · In progress" in text), None)
+        for stage in ("Build", "Staging")
+    ]
+    assert None not in shown, drawn
+    assert shown == sorted(shown) and shown[-1] < waiting, drawn  # type: ignore[type-var]
 
     parent.locator("[data-thread]").click()
     approve = page.locator("#thread .msg").filter(has_text=f"Execution {execution[:8]}")
@@ -185,7 +233,7 @@ def test_a_second_user_is_refused_and_a_modal_shows_inline_errors(
     page.press("#message", "Enter")
     modal = page.locator("#modal-layer form.modal")
     expect(modal).to_be_visible()
-    modal.locator("textarea").fill('{"name": "broken", "stages": []}')
+    modal.locator("textarea").first.fill('{"name": "broken", "stages": []}')
     modal.locator('button[type="submit"]').click()
     expect(modal.locator(".field-error")).to_be_visible()
     page.screenshot(path=str(screenshots / "modal-error.png"))

@@ -6,8 +6,8 @@ Through the real Bolt app (signed requests, ``app.dispatch``) on the embedded en
 * interaction payloads: malformed JSON, payloads of the wrong shape, unknown action and callback
   IDs, button values that are not pipebot's, buttons of deleted pipelines and of finished
   executions, and a modal submitted twice;
-* declarations: hypothesis-built documents and the real declarations in
-  ``tests/data/pipelines/`` (from AWS's user guide), through the parser and validator and through `create`.
+* declarations: hypothesis-built documents and the real declarations from AWS's user guide in
+  ``tests/data/pipelines/``, through the parser and validator and through `create`.
 
 Every request gets an HTTP status below 500, every command an answer, no answer a traceback,
 and the app's catch-all error handler never fires.

@@ -859,21 +859,103 @@ def test_daily_digest_goes_out_once_a_day_at_its_time(h: Harness) -> None:
 # --- the scheduler ---------------------------------------------------------------------------
 
 
-def test_scheduler_runs_the_notifier_job_and_wakes_it() -> None:
-    ran = threading.Event()
+class StubNotifier:
+    """The runner's view of a notifier: each run waits for ``proceed`` (when set up to);
+    ``holding`` says whether it holds the lease; ``due`` whether a run would read."""
 
-    class Stub:
-        def run_once(self) -> None:
-            ran.set()
+    def __init__(self, *, holding: bool = True) -> None:
+        self.woken = threading.Event()
+        self.runs: list[float] = []
+        self.ran = threading.Semaphore(0)
+        self.proceed: threading.Event | None = None
+        self.holding = holding
+        self.due_answers: list[bool] = []
+        self.due_calls = 0
+        self.send_in: list[float | None] = []
+        self.closed = False
 
-    scheduler = start_scheduler(notifier=cast(Notifier, Stub()), interval_seconds=3600)
+    def run_once(self) -> TickStats | None:
+        self.woken.clear()
+        self.runs.append(time.monotonic())
+        self.ran.release()
+        if self.proceed is not None:
+            self.proceed.wait(10)
+        return TickStats() if self.holding else None
+
+    def wake(self) -> None:
+        self.woken.set()
+
+    def wait_for_wake(self, seconds: float) -> bool:
+        return self.woken.wait(seconds)
+
+    def due(self) -> bool:
+        self.due_calls += 1
+        return self.due_answers.pop(0) if self.due_answers else False
+
+    def next_send_in(self) -> float | None:
+        return self.send_in.pop(0) if self.send_in else None
+
+    def stop(self) -> None:
+        self.woken.set()
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_the_runner_runs_at_once_and_after_every_wake_even_one_during_a_run() -> None:
+    stub = StubNotifier()
+    stub.proceed = threading.Event()
+    background = start_scheduler(
+        notifier=cast(Notifier, stub), interval_seconds=3600, check_seconds=3600
+    )
     try:
-        job = scheduler.get_job(JOB_ID)
-        assert job is not None and job.coalesce and job.max_instances == 1
-        assert ran.wait(5), "the first run is at once"
-        ran.clear()
-        wake(scheduler)
-        assert ran.wait(5), "wake runs it again without waiting an interval"
+        runner = background.notifier_runner
+        assert runner is not None and runner.running
+        assert background.get_job(JOB_ID) is None, "the notifier is not an APScheduler job"
+        assert stub.ran.acquire(timeout=5), "the first run is at once"
+        wake(background)  # lands while the first run is still going
+        stub.proceed.set()
+        assert stub.ran.acquire(timeout=5), "a wake during a run is not lost"
+        wake(background)
+        assert stub.ran.acquire(timeout=5), "nor one between runs"
+        assert not stub.ran.acquire(timeout=0.5), "and each wake makes one run"
     finally:
-        stop_scheduler(scheduler)
-    assert not scheduler.running
+        stop_scheduler(background, notifier=cast(Notifier, stub))
+    assert not background.running and stub.closed
+
+
+def test_the_lease_holder_runs_early_when_a_run_is_due_or_a_message_may_go() -> None:
+    holder = StubNotifier()
+    holder.due_answers = [False, False, True]
+    background = start_scheduler(
+        notifier=cast(Notifier, holder), interval_seconds=3600, check_seconds=0.05
+    )
+    try:
+        assert holder.ran.acquire(timeout=5)
+        assert holder.ran.acquire(timeout=5), "a run is due: it runs, an interval early"
+        assert holder.due_calls >= 3
+    finally:
+        stop_scheduler(background)
+
+    queued = StubNotifier()
+    queued.send_in = [0.2]  # the first run left a post for the channel's next second
+    background = start_scheduler(
+        notifier=cast(Notifier, queued), interval_seconds=3600, check_seconds=3600
+    )
+    try:
+        assert queued.ran.acquire(timeout=5)
+        assert queued.ran.acquire(timeout=5), "the next run sends it, an interval early"
+        assert not queued.ran.acquire(timeout=0.5)
+    finally:
+        stop_scheduler(background)
+
+    other = StubNotifier(holding=False)
+    background = start_scheduler(
+        notifier=cast(Notifier, other), interval_seconds=3600, check_seconds=0.05
+    )
+    try:
+        assert other.ran.acquire(timeout=5)
+        time.sleep(0.3)
+        assert other.due_calls == 0, "a process without the lease does not ask"
+    finally:
+        stop_scheduler(background)

@@ -3,6 +3,7 @@ replies, reminders and the daily digest."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from bot.notify.snapshot import (
     APPROVAL_RESOLVED,
     FAILED,
+    FINISHED,
     Event,
 )
 from bot.slack import ids
@@ -58,7 +60,7 @@ def test_parent_message_content_and_escaping() -> None:
         "text": {"type": "plain_text", "text": "release · 11111111", "emoji": True},
     }
     text = texts(blocks)
-    assert "🔄 *In progress* for 30m 00s" in text
+    assert "🔄 *In progress* · started <!date^" in text
     assert "started by <@U0STARTER>" in text
     assert f"`0123456` Ship it {EVIL_ESCAPED}" in text
     assert "Trigger StartPipelineExecution" in text
@@ -69,7 +71,8 @@ def test_parent_message_content_and_escaping() -> None:
 
     running = snap(release_state(), summary())
     text = texts(parent_message(snapshot=running, now=NOW)["blocks"])
-    assert "🔄 *Build* · In progress · running Compile · 28m 00s" in text
+    since = int(ago(minutes=28).timestamp())
+    assert f"🔄 *Build* · In progress · running Compile since <!date^{since}^{{time_secs}}|" in text
 
     finished = snap(
         release_state(
@@ -84,6 +87,22 @@ def test_parent_message_content_and_escaping() -> None:
     # Rendering a finished execution later shows the same duration.
     later = parent_message(snapshot=finished, now=NOW + timedelta(hours=5))
     assert later == parent_message(snapshot=finished, now=NOW)
+
+
+def test_a_parent_no_longer_updated_never_shows_a_duration_that_goes_stale() -> None:
+    """Issue 12: a parent waiting for approval kept "In progress for 11s" an hour on (a
+    parent is redrawn only when its execution changes). It says when things started."""
+    waiting = snap(
+        release_state(build="Succeeded", gate=approval("InProgress", changed=ago(minutes=10))),
+        summary(),
+    )
+    running = snap(release_state(), summary())
+    for snapshot in (waiting, running):
+        now = parent_message(snapshot=snapshot, now=NOW)
+        assert parent_message(snapshot=snapshot, now=NOW + timedelta(hours=1)) == now
+        text = texts(now["blocks"])
+        assert "* for " not in text and not re.search(r"\b\d+m \d+s\b|\b\d+s\b", text), text
+        assert "started <!date^" in text
 
 
 def test_parent_message_of_a_huge_pipeline_keeps_within_limits() -> None:
@@ -178,6 +197,66 @@ def test_failed_reply_with_log_tail() -> None:
     assert "x" * 2000 in texts(one_line["blocks"])
     no_log = reply(event)
     assert "```" not in texts(no_log["blocks"])
+
+
+FAILURE_LOG = (
+    "[Container] Running command echo compiling\n"
+    "compiling\n"
+    "[Container] Running command ls missing-file\n"
+    "ls: cannot access 'missing-file': No such file or directory\n"
+    "[Container] Command did not exit successfully ls missing-file exit status 2"
+)
+
+
+def test_a_failure_is_told_once_with_its_log_line_by_line() -> None:
+    """Issue 12: one failure's text appeared four times in one thread (the parent's summary
+    and its stage line, the stage's reply, the end), flattened into one line with the
+    output glued to the commands. The parent says it in one line; the thread shows the log
+    once, in a code block, line by line; the end does not repeat it."""
+    summary_text = f"Commands exited with status 2.\n{FAILURE_LOG}"
+    failed_build = action_state("Compile", "Failed", changed=ago(minutes=2), summary=summary_text)
+    execution_summary_ = summary(
+        "Failed",
+        updated=ago(minutes=1),
+        statusSummary=f'Stage "Build" failed: action "Compile": {summary_text}',
+    )
+    snapshot = snap(release_state(build="Failed", compile_action=failed_build), execution_summary_)
+    parent = texts(parent_message(snapshot=snapshot, now=NOW)["blocks"])
+    assert parent.count("Commands exited with status 2.") == 1
+    assert '_Stage "Build" failed: action "Compile": Commands exited with status 2._' in parent
+    assert "❌ *Build* · Failed · ❌ Compile\n" in parent
+    assert "[Container]" not in parent
+
+    event = Event(
+        key="failed:Build:run-1",
+        kind=FAILED,
+        stage="Build",
+        action="Compile",
+        action_execution_id="run-1",
+        summary=summary_text,
+    )
+    with_log = texts(reply(event, log_tail=FAILURE_LOG + "\n")["blocks"])
+    without_log = texts(reply(event)["blocks"])  # AWS: no log, the summary is all there is
+    for thread in (with_log, without_log):
+        assert thread.count("Commands exited with status 2.") == 1
+        assert thread.count("Running command ls missing-file") == 1
+        assert "```\n[Container] Running command echo compiling\ncompiling\n[Container]" in thread
+    assert "*Log tail:*" in with_log and "*Details:*" in without_log
+
+    end = Event(
+        key="finished:x",
+        kind=FINISHED,
+        status="Failed",
+        started=snapshot["started"],
+        ended=snapshot["ended"],
+        reason=execution_summary_["statusSummary"],
+    )
+    ended = texts(reply(end)["blocks"])
+    assert ended.startswith("❌ *Failed:* *release*") and "exited" not in ended
+    succeeded = Event(
+        key="finished:y", kind=FINISHED, status="Succeeded", reason="Released\nby the bot"
+    )
+    assert texts(reply(succeeded)["blocks"]).endswith("_Released_")
 
 
 def test_resolved_reply_replaces_buttons() -> None:

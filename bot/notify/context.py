@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
-from storage import notify_store
+from storage import bot_store, notify_store
 from storage.models import PostedEvent
 from storage.notify_store import OutboxKind
 
@@ -39,6 +39,15 @@ class TickStats:
     posts: int = 0
     updates: int = 0
     replies: int = 0
+
+    def add(self, other: TickStats) -> None:
+        """Count ``other``'s work in this one (a run that read again when woken)."""
+        self.pipelines_read += other.pipelines_read
+        self.backend_calls += other.backend_calls
+        self.token_reads += other.token_reads
+        self.posts += other.posts
+        self.updates += other.updates
+        self.replies += other.replies
 
 
 @dataclass(frozen=True)
@@ -123,19 +132,24 @@ class Lookups:
         self._permissions = permissions
         self._pipeline = pipeline
         self._stats = stats
-        self._approvers: list[str] | None = None
+        self._approvers: dict[str, list[str]] = {}
         self._declaration: dict[str, Any] | None = None
         self._details: dict[str, list[dict[str, Any]]] = {}
 
-    def approvers(self) -> list[str]:
-        """Who may answer the pipeline's approvals (to mention them); [] without permissions."""
-        if self._approvers is None:
-            self._approvers = []
-            if self._permissions is not None:
-                lists = self._permissions.access_lists(self._pipeline)
-                chosen = lists.approvers if lists.approving_role == "approvers" else lists.operators
-                self._approvers = list(chosen)
-        return self._approvers
+    def approvers(self, *, session: Session, execution_id: str) -> list[str]:
+        """Who may answer the approvals of ``execution_id`` (to name and mention them), by
+        ``Permissions.approvers``: never its starter when self-approval is off, the admins when
+        no one else may; [] without permissions."""
+        if self._permissions is None:
+            return []
+        if execution_id not in self._approvers:
+            found = bot_store.get_starter(session=session, execution_id=execution_id)
+            self._approvers[execution_id] = list(
+                self._permissions.approvers(
+                    self._pipeline, execution_starter=found.user_id if found else None
+                )
+            )
+        return self._approvers[execution_id]
 
     def _action_declaration(self, stage: str | None, action: str | None) -> Mapping[str, Any]:
         if self._declaration is None:

@@ -1,8 +1,9 @@
 """Outbox delivery: send the queued Slack calls, in order per channel, each exactly once.
 
 The watcher, the reminders and the digest only queue messages (``notify_store.enqueue``);
-this job sends them. Each channel's oldest unsent message goes next, about one per channel
-per second (Slack's rate for chat.postMessage). Before each post the message is marked
+this job sends them. Each channel's oldest unsent message goes next: a post (a parent or a
+thread reply) about a second after the channel's last post (Slack's rate for
+chat.postMessage), an edit (chat.update) at once. Before each post the message is marked
 "being sent", and every post carries message metadata naming its outbox entry: a post
 whose answer never came (a timeout, a crash) is looked for in the channel before it is
 sent again, so Slack never shows it twice. Of several queued updates of one message only
@@ -55,7 +56,11 @@ from storage.models import OutboxMessage, Subscription
 log = logging.getLogger(__name__)
 
 CHANNEL_GAP_SECONDS: Final = 1.0
-"""Slack allows about one chat.postMessage per second per channel."""
+"""Slack allows about one chat.postMessage per second per channel ("Posting messages: 1 per
+second, short bursts >1 allowed", https://docs.slack.dev/apis/web-api/rate-limits). An edit
+is another method, ``chat.update``, Tier 3 (50+ per minute per workspace, "sporadic bursts
+are welcome"): it does not wait for the channel's second, so a parent message shows a
+change at once even right after a reply was posted; a 429 pauses everything anyway."""
 WAITING_FOR_PARENT_SECONDS: Final = 2.0
 """How soon a reply or update is tried again while the message it refers to is queued."""
 MAX_BACKOFF_SECONDS: Final = 300
@@ -118,19 +123,25 @@ class Outbox:
         self.web_client = web_client
         self._clock = clock
         self._command = command
-        self._last_sent: dict[str, datetime] = {}
-        self._waiting = 0
+        self._last_post: dict[str, datetime] = {}
+        self._next_due: datetime | None = None
         self._pruned_at: datetime | None = None
         self._paused_until: datetime | None = None
         self._halted: SlackFailure | None = None
         self._halted_until: datetime | None = None
 
     @property
-    def waiting(self) -> int:
-        """Messages the last flush left due: held back because their channel was sent to
-        under a second ago, or next in a channel whose head was given up or superseded.
-        Flush again a second on."""
-        return self._waiting
+    def next_due(self) -> datetime | None:
+        """When to flush next: at once after a flush that sent something or gave a message
+        up (the channels' next messages), when a held post's channel second is over, at a
+        failed call's retry, or when a reply waiting for its parent message is tried
+        again; None when the last flush sent nothing and left nothing due."""
+        return self._next_due
+
+    def _due_at(self, at: datetime) -> None:
+        """Flush again at ``at`` at the latest (a message may go then)."""
+        if self._next_due is None or at < self._next_due:
+            self._next_due = at
 
     @property
     def halted(self) -> SlackFailure | None:
@@ -144,12 +155,12 @@ class Outbox:
         )
 
     def flush(self, limit: int = 100) -> int:
-        """Send each channel's next due message (one per channel, a second apart); the count.
+        """Send each channel's next due message, one per channel (posts a second apart).
 
         Nothing while a 429's ``Retry-After`` runs or while Slack refuses pipebot (then one
         message every ``INSTALLATION_RECHECK``, to find out whether it is fixed)."""
         now = self._clock()
-        self._waiting = 0
+        self._next_due = None
         if self._stopped(now):
             return 0
         with self._sessions() as session:
@@ -158,12 +169,16 @@ class Outbox:
                 session.expunge(message)
         sent = 0
         for message in due:
-            last = self._last_sent.get(message.channel_id)
-            if last is not None and (now - last).total_seconds() < CHANNEL_GAP_SECONDS:
-                self._waiting += 1
+            posting = message.kind != "update"
+            last = self._last_post.get(message.channel_id)
+            if posting and last is not None and (now - last).total_seconds() < CHANNEL_GAP_SECONDS:
+                self._due_at(last + timedelta(seconds=CHANNEL_GAP_SECONDS))
                 continue
             if self._send(message, now):
                 sent += 1
+                # Flush again at once: the channel's next message, if any, goes then (an
+                # edit) or is found held for the channel's second (a post).
+                self._due_at(now)
             if self._stopped(now):
                 break
         return sent
@@ -229,7 +244,7 @@ class Outbox:
                         error="superseded by a newer update of the same message",
                         now=now,
                     )
-                    self._waiting += 1
+                    self._due_at(now)
                     return False
         ts: str | None = None
         if message.kind != "post":
@@ -279,7 +294,8 @@ class Outbox:
         if self._halted is not None:
             log.warning("notifier: Slack accepts pipebot's calls again; sending resumes")
             self._halted = self._halted_until = None
-        self._last_sent[channel] = now
+        if message.kind != "update":
+            self._last_post[channel] = now
         self._record_sent(message, new_ts=new_ts, now=now)
         return True
 
@@ -296,6 +312,7 @@ class Outbox:
                     error="waiting for the message it refers to",
                     next_attempt_at=now + timedelta(seconds=WAITING_FOR_PARENT_SECONDS),
                 )
+                self._due_at(now + timedelta(seconds=WAITING_FOR_PARENT_SECONDS))
                 return
             log.warning("notifier: dropping %s: nothing to refer to", _describe(message))
             notify_store.drop_outbox(
@@ -304,7 +321,7 @@ class Outbox:
                 error="dropped: the message it refers to is not in the channel",
                 now=now,
             )
-        self._waiting += 1
+        self._due_at(now)
 
     def _record_sent(self, message: OutboxMessage, *, new_ts: str | None, now: datetime) -> None:
         """Mark the message sent and store the ts later replies and updates refer to."""
@@ -408,6 +425,7 @@ class Outbox:
                 error=error[:1000],
                 next_attempt_at=now + timedelta(seconds=wait),
             )
+        self._due_at(now + timedelta(seconds=wait))
         log.warning(
             "notifier: %s to %s failed (%s%s); retrying in %d s",
             _describe(message),
@@ -433,7 +451,7 @@ class Outbox:
                     message.channel_id,
                     failure.code,
                 )
-                self._waiting += 1
+                self._due_at(now)
                 return
             given_up = (
                 failure.code
@@ -450,7 +468,7 @@ class Outbox:
             failure.code,
             failure.method or "Slack",
         )
-        self._waiting += 1
+        self._due_at(now)
 
     def _refused_channel(
         self, message: OutboxMessage, failure: SlackFailure, now: datetime
@@ -489,7 +507,7 @@ class Outbox:
                 failure.method or "Slack",
                 what,
             )
-            self._waiting += 1
+            self._due_at(now)
             return
         log.error(
             "notifier: Slack refused channel %s for good (%s to %s, %s): %s suspended; its "
@@ -500,7 +518,7 @@ class Outbox:
             what,
             ", ".join(s.pipeline for s in suspended) or "its subscriptions were already",
         )
-        self._waiting += 1  # the direct messages just queued: no need to wait a whole tick
+        self._due_at(now)  # the direct messages just queued: no need to wait a whole tick
 
     def _record_suspension(
         self,

@@ -104,7 +104,9 @@ class Reminders:
             execution_id=thread.execution_id,
             stage=event.stage or "",
             action=event.action or "",
-            approvers=thread.lookups.approvers(),
+            approvers=thread.lookups.approvers(
+                session=thread.session, execution_id=thread.execution_id
+            ),
             waited_minutes=int(waited),
             final=final,
             now=thread.now,

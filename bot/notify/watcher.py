@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any, Final
 
 from bot.notify.context import Lookups, ThreadContext, TickContext, TickStats, earliest
+from bot.notify.deletion import PIPELINE_NOT_FOUND, pipeline_not_found
 from bot.notify.reminders import Reminders
 from bot.notify.snapshot import (
     APPROVAL,
@@ -147,6 +148,23 @@ class Watcher:
                 self._schedule(pipeline, error="internal error", idle=True, token=token)
         return stats
 
+    def due(self) -> bool:
+        """Whether a tick now would read a pipeline: one changed since its last read (the
+        change tokens, whichever process changed it), one never read (a new subscription),
+        or one due by its schedule (a reminder, a resumed channel, AWS's interval). Reads
+        only, two queries: cheap enough to ask twice a second between runs."""
+        try:
+            tokens = self._ops.change_tokens()
+        except OpsError as exc:
+            log.debug("notifier: cannot read change tokens: %s", exc.message)
+            return False
+        with self._sessions() as session:
+            return bool(
+                notify_store.due_pipelines(
+                    session=session, now=self._clock(), tokens=tokens, limit=1
+                )
+            )
+
     def _schedule(
         self,
         pipeline: str,
@@ -203,6 +221,14 @@ class Watcher:
                 backoff = min(max(previous * 2, int(self._interval)), MAX_BACKOFF_SECONDS)
                 log.warning("notifier: %s throttled; next read in %d s", pipeline, backoff)
                 self._schedule(pipeline, error=exc.message, idle=False, backoff=backoff)
+            elif exc.code == PIPELINE_NOT_FOUND:  # deleted outside Slack: close it
+                pipeline_not_found(
+                    sessions=self._sessions,
+                    pipeline=pipeline,
+                    clock=self._clock,
+                    read_again_in=self._interval,
+                    token=token,
+                )
             else:
                 log.warning("notifier: cannot read %s: %s", pipeline, exc.message)
                 self._schedule(pipeline, error=exc.message, idle=True, token=token)
@@ -298,7 +324,13 @@ class Watcher:
                 subscription, snapshot, row
             ):
                 _show_execution(
-                    thread, subscription, snapshot, previous=previous, text=text, digest=digest
+                    thread,
+                    subscription,
+                    snapshot,
+                    previous=previous,
+                    text=text,
+                    digest=digest,
+                    redraw=row is not None and not row.last_state_hash,
                 )
                 shown = True
             if shown and subscription.events != "failures":
@@ -314,8 +346,14 @@ def _show_execution(
     previous: Mapping[str, Any] | None,
     text: str,
     digest: str,
+    redraw: bool = False,
 ) -> None:
-    """Queue the parent message (post or update) and the new thread events."""
+    """Queue the parent message (post or update) and the new thread events.
+
+    An update that would draw the parent exactly as it stands is not queued (a newer
+    execution entering a stage changes what is stored of this one, not what it shows): it
+    would be a Slack call for nothing, and the channel's messages queued behind it would
+    wait for it. ``redraw`` (set after a resume) queues it all the same."""
     _, created = notify_store.upsert_posted_execution(
         session=thread.session,
         channel_id=thread.channel,
@@ -326,10 +364,11 @@ def _show_execution(
         at=thread.now,
     )
     message = parent_message(snapshot=snapshot, now=thread.now)
-    thread.enqueue("post" if created else "update", message, key=None)
     if created:
+        thread.enqueue("post", message, key=None)
         thread.stats.posts += 1
-    else:
+    elif redraw or previous is None or parent_message(snapshot=previous, now=thread.now) != message:
+        thread.enqueue("update", message, key=None)
         thread.stats.updates += 1
     for event in snapshot_events(before=previous, after=snapshot):
         if _keep_event(subscription, event):
@@ -349,7 +388,9 @@ def _queue_event(thread: ThreadContext, event: Event) -> None:
     external_link: str | None = None
     log_tail: str | None = None
     if event.kind == APPROVAL:
-        approvers = thread.lookups.approvers()
+        approvers = thread.lookups.approvers(
+            session=thread.session, execution_id=thread.execution_id
+        )
         custom_data, external_link = thread.lookups.approval_config(event.stage, event.action)
     elif event.kind == FAILED and event.action_execution_id:
         log_tail = thread.lookups.log_tail(event.action_execution_id)

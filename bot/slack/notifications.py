@@ -125,13 +125,20 @@ def _message(blocks: list[Block], **extra: Any) -> dict[str, Any]:
 
 
 def parent_message(*, snapshot: Mapping[str, Any], now: datetime) -> dict[str, Any]:
-    """The parent message of an execution (``text`` fallback and ``blocks``)."""
+    """The parent message of an execution (``text`` fallback and ``blocks``).
+
+    Nothing in it depends on ``now``: a parent is redrawn only when its execution changes,
+    so a duration counted to "now" would freeze and lie while, say, an approval waits
+    ("In progress for 11s" an hour on). It shows when things started instead (Slack draws
+    ``<!date>`` in each reader's time zone), and a duration only once it is final."""
+    del now  # kept for a uniform signature; see above
     pipeline = str(snapshot.get("pipeline") or "?")
     execution_id = str(snapshot.get("execution") or "?")
     finished = is_finished(snapshot.get("status"))
+    said = _headline(snapshot.get("statusSummary"))
     blocks: list[Block] = [
         header(f"{pipeline} · {short_id(execution_id)}"),
-        section(_parent_text(snapshot, finished=finished, now=now)),
+        section(_parent_text(snapshot, finished=finished)),
     ]
     footer = context(f"Execution {code(execution_id)}")
     stages: list[Mapping[str, Any]] = list(snapshot.get("stages") or [])
@@ -140,11 +147,11 @@ def parent_message(*, snapshot: Mapping[str, Any], now: datetime) -> dict[str, A
     if not stages:
         middle = [section("_No stage has run yet._")]
     else:
-        full = [_stage_line(s, finished=finished, now=now, compact=False) for s in stages]
+        full = [_stage_line(s, finished=finished, said=said, compact=False) for s in stages]
         if sum(len(line) + 1 for line in full) <= budget:
             chosen = full
         else:  # long pipelines: every stage on a short line
-            chosen = [_stage_line(s, finished=finished, now=now, compact=True) for s in stages]
+            chosen = [_stage_line(s, finished=finished, said=said, compact=True) for s in stages]
         middle = pack(
             chosen,
             max_blocks=max_blocks,
@@ -154,16 +161,15 @@ def parent_message(*, snapshot: Mapping[str, Any], now: datetime) -> dict[str, A
     return _message([*blocks, *middle, footer])
 
 
-def _parent_text(snapshot: Mapping[str, Any], *, finished: bool, now: datetime) -> str:
-    """Status and for how long, trigger and who started it, revisions, summary."""
+def _parent_text(snapshot: Mapping[str, Any], *, finished: bool) -> str:
+    """Status (and how long it took, once finished), when it started, trigger and who
+    started it, revisions, the first line of its summary."""
     status = snapshot.get("status")
     head = f"{_emoji(status)} *{_label(status)}*"
-    took = _took(snapshot, now)
+    took = _took(snapshot) if finished else None
     started = parse_iso(snapshot.get("started"))
-    if finished and took is not None:
+    if took is not None:
         head += f" in {took}"
-    elif took is not None:
-        head += f" for {took}"
     if started is not None:
         head += f" · started {slack_date(started)}"
     lines = [head]
@@ -180,19 +186,39 @@ def _parent_text(snapshot: Mapping[str, Any], *, finished: bool, now: datetime) 
     revision = _revision_line(snapshot)
     if revision:
         lines.append(revision)
-    if snapshot.get("statusSummary"):
-        lines.append("_" + esc(one_line(str(snapshot["statusSummary"])), SUMMARY_MAX) + "_")
+    summary = _headline(snapshot.get("statusSummary"))
+    if summary:  # its first line: a failure's log is in the thread, once
+        lines.append("_" + esc(summary, SUMMARY_MAX) + "_")
     if status in ("Stopped", "Stopping") and snapshot.get("stopReason"):
         lines.append(f"Stop reason: {esc(one_line(str(snapshot['stopReason'])), 220)}")
     return "\n".join(lines)
 
 
-def _took(snapshot: Mapping[str, Any], now: datetime) -> str | None:
-    started = parse_iso(snapshot.get("started"))
-    if started is None:
+def _took(snapshot: Mapping[str, Any]) -> str | None:
+    """How long a finished execution took; None without both ends."""
+    started, ended = parse_iso(snapshot.get("started")), parse_iso(snapshot.get("ended"))
+    if started is None or ended is None:
         return None
-    ended = parse_iso(snapshot.get("ended")) or now
     return duration((ended - started).total_seconds())
+
+
+def _headline(text: Any) -> str:
+    """The first non-blank line of a summary, spaces folded: an action's failure summary is
+    a sentence then its log ("Commands exited with status 2." then the output), and the
+    log is drawn once, in the thread, with its line breaks."""
+    if not isinstance(text, str):
+        return ""
+    for line in text.splitlines():
+        if line.strip():
+            return one_line(line)
+    return ""
+
+
+def _time_of_day(when: datetime) -> str:
+    """``<!date^EPOCH^{time_secs}|HH:MM:SS UTC>``: a time of today in the reader's zone."""
+    moment = aware(when) or when
+    fallback = moment.astimezone(UTC).strftime("%H:%M:%S UTC")
+    return f"<!date^{int(moment.timestamp())}^{{time_secs}}|{fallback}>"
 
 
 def _revision_line(snapshot: Mapping[str, Any]) -> str | None:
@@ -208,7 +234,10 @@ def _revision_line(snapshot: Mapping[str, Any]) -> str | None:
     return ", ".join(parts) + (f" +{more} more" if more else "")
 
 
-def _stage_line(stage: Mapping[str, Any], *, finished: bool, now: datetime, compact: bool) -> str:
+def _stage_line(stage: Mapping[str, Any], *, finished: bool, said: str, compact: bool) -> str:
+    """One stage: status, waiting approvals, running actions (since when), failed actions
+    with the first line of their summary unless the execution's summary (``said``, shown
+    above) already says it."""
     status = stage.get("status")
     stage_actions: list[Mapping[str, Any]] = list(stage.get("actions") or [])
     approvals = [a for a in stage_actions if a.get("status") == WAITING_FOR_APPROVAL]
@@ -233,11 +262,12 @@ def _stage_line(stage: Mapping[str, Any], *, finished: bool, now: datetime, comp
         line += f" · running {names}" + (f" +{extra} more" if extra > 0 else "")
         starts = [t for t in (parse_iso(a.get("since")) for a in running) if t is not None]
         if starts:
-            line += f" · {duration((now - min(starts)).total_seconds())}"
+            line += f" since {_time_of_day(min(starts))}"
     for action in failed[:2]:
         line += f" · {_emoji(action.get('status'))} {flat_name(action.get('name'), 60)}"
-        if action.get("summary"):
-            line += " — " + esc(one_line(str(action["summary"])), SUMMARY_MAX)
+        why = _headline(action.get("summary"))
+        if why and why not in said:
+            line += " — " + esc(why, SUMMARY_MAX)
     return line
 
 
@@ -336,12 +366,19 @@ def _failed_blocks(
     stage = event.stage or "?"
     text = f"❌ *Stage failed:* *{flat_name(stage)}* · action *{flat_name(event.action)}*"
     text += f" · execution {code(short_id(execution_id))}"
-    if event.summary:
-        text += "\n" + esc(one_line(event.summary), SUMMARY_MAX)
+    first = _headline(event.summary)
+    if first:
+        text += "\n" + esc(first, SUMMARY_MAX)
     blocks = [section(text)]
+    # The failure once: its first line above, then the log with its line breaks. An
+    # engine action's summary ends with its log tail, read in full when the backend keeps
+    # logs; elsewhere the rest of the summary is all there is.
     if log_tail is not None and log_tail.strip():
-        title = "*Log tail:*"
-        body, cut = tail_fit(log_tail.rstrip("\n"), _LOG_MAX, line_room=_LOG_MAX - 1)
+        title, raw = "*Log tail:*", log_tail
+    else:
+        title, raw = "*Details:*", _after_headline(event.summary)
+    if raw.strip():
+        body, cut = tail_fit(raw.strip("\n"), _LOG_MAX, line_room=_LOG_MAX - 1)
         blocks.append(section(f"{title}\n```\n{'…' + chr(10) if cut else ''}{body}\n```"))
     row: list[Element | None] = buttons.retry(
         pipeline=pipeline,
@@ -364,6 +401,15 @@ def _failed_blocks(
     return [*blocks, *actions(row)]
 
 
+def _after_headline(text: str | None) -> str:
+    """What follows a summary's first line (its log, for an engine action), as it is."""
+    lines = (text or "").splitlines()
+    for index, line in enumerate(lines):
+        if line.strip():
+            return "\n".join(lines[index + 1 :])
+    return ""
+
+
 def _end_blocks(*, event: Event, pipeline: str, execution_id: str) -> list[Block]:
     status = event.status
     started, ended = parse_iso(event.started), parse_iso(event.ended)
@@ -383,8 +429,11 @@ def _end_blocks(*, event: Event, pipeline: str, execution_id: str) -> list[Block
         text = f"{_emoji(status)} *{_label(status)}:* {where}"
         if took:
             text += f" · took {took}"
-        if event.reason:
-            text += f"\n_{esc(one_line(event.reason), SUMMARY_MAX)}_"
+        # A failure was told in this thread by its stage's reply (and on the parent): the
+        # end does not repeat it.
+        reason = _headline(event.reason) if status != "Failed" else ""
+        if reason:
+            text += f"\n_{esc(reason, SUMMARY_MAX)}_"
     return [section(text)]
 
 
