@@ -360,3 +360,35 @@ def test_digest_message() -> None:
     assert "more pipelines" in texts(crowded["blocks"])
     empty = digest_message(channel_pipelines=[], now=NOW)
     check_message(empty)
+
+
+def test_the_parent_says_who_started_as_status_does_and_a_stop_reason_once() -> None:
+    """Issue 12: the channel said ``Trigger StartPipelineExecution (pipebot)`` where `status`
+    named the person, and a stop reason appeared twice (in the summary and on its own line)."""
+    base = snap(release_state(), summary(), started_by=None)
+    by_arn = {
+        **base,
+        "trigger": "StartPipelineExecution",
+        "triggerDetail": "arn:aws:iam::123456789012:user/ci",
+    }
+    text = texts(parent_message(snapshot=by_arn, now=NOW)["blocks"])
+    assert (
+        "Trigger StartPipelineExecution · started by AWS caller `arn:aws:iam::123456789012:user/ci`"
+        in text
+    )
+    by_person = {**by_arn, "startedBy": "U0ALICE"}
+    text = texts(parent_message(snapshot=by_person, now=NOW)["blocks"])
+    assert "Trigger StartPipelineExecution · started by <@U0ALICE>" in text
+    assert "arn:aws" not in text
+    stopped = {
+        **by_person,
+        "status": "Stopped",
+        "statusSummary": "Execution abandoned: Stopped by alice in Slack: bad build",
+        "stopReason": "Stopped by alice in Slack: bad build",
+    }
+    text = texts(parent_message(snapshot=stopped, now=NOW)["blocks"])
+    assert text.count("bad build") == 1 and "Stop reason" not in text
+    other = {**stopped, "statusSummary": "Stopped"}
+    assert "Stop reason: Stopped by alice in Slack: bad build" in texts(
+        parent_message(snapshot=other, now=NOW)["blocks"]
+    )

@@ -72,6 +72,7 @@ from bot.slack.text import (
     status_emoji,
     status_label,
     tail_fit,
+    trigger_text,
     trimmed,
 )
 
@@ -173,24 +174,26 @@ def _parent_text(snapshot: Mapping[str, Any], *, finished: bool) -> str:
     if started is not None:
         head += f" · started {slack_date(started)}"
     lines = [head]
-    facts = []
-    if snapshot.get("trigger"):
-        trigger = f"Trigger {esc(str(snapshot['trigger']), 60)}"
-        if snapshot.get("triggerDetail") and not snapshot.get("startedBy"):
-            trigger += f" ({esc(one_line(str(snapshot['triggerDetail'])), 120)})"
-        facts.append(trigger)
-    if snapshot.get("startedBy"):
-        facts.append(f"started by {mention(str(snapshot['startedBy']))}")
-    if facts:
-        lines.append(" · ".join(facts))
+    by = snapshot.get("startedBy")
+    trigger = trigger_text(
+        {"triggerType": snapshot.get("trigger"), "triggerDetail": snapshot.get("triggerDetail")},
+        by=str(by) if by else None,
+        capital=True,
+    )
+    if trigger:  # the words status, history and execution use for the same start
+        lines.append(trigger)
+    elif by:
+        lines.append(f"started by {mention(str(by))}")
     revision = _revision_line(snapshot)
     if revision:
         lines.append(revision)
     summary = _headline(snapshot.get("statusSummary"))
     if summary:  # its first line: a failure's log is in the thread, once
         lines.append("_" + esc(summary, SUMMARY_MAX) + "_")
-    if status in ("Stopped", "Stopping") and snapshot.get("stopReason"):
-        lines.append(f"Stop reason: {esc(one_line(str(snapshot['stopReason'])), 220)}")
+    reason = one_line(str(snapshot.get("stopReason") or ""))
+    said = one_line(str(snapshot.get("statusSummary") or ""))
+    if status in ("Stopped", "Stopping") and reason and reason not in said:  # never twice
+        lines.append(f"Stop reason: {esc(reason, 220)}")
     return "\n".join(lines)
 
 
