@@ -65,9 +65,7 @@ def configure_logging(*, level: str, secrets: Iterable[str] = ()) -> None:
     logging.getLogger("slack_bolt.App").addFilter(_skip_expected_warnings)
 
 
-_EXPECTED_WARNINGS: Final = (
-    "As you gave `client` as well, `token` will be unused",
-)
+_EXPECTED_WARNINGS: Final = ("As you gave `client` as well, `token` will be unused",)
 
 
 def _skip_expected_warnings(record: logging.LogRecord) -> bool:
