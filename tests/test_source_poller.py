@@ -175,3 +175,22 @@ def test_the_scheduler_registers_the_source_poller_job() -> None:
     finally:
         stop_scheduler(scheduler, source_poller=cast(SourcePoller, Stub()))
     assert not scheduler.running
+
+
+def test_a_commit_already_built_by_a_start_by_hand_is_not_built_again(
+    engine: Any, repos_dir: Path
+) -> None:
+    """Push, then `/pipeline start` at once: the poller saw the push only after the start had
+    captured it, and started a second execution of the same commit (found by a new user)."""
+    _create(engine, "by-hand")
+    poller = _poller(engine, repos_dir)
+    assert poller.poll_once() == []
+    sha = commit(repos_dir / "app", {"app.txt": "v3\n"}, "Ship v3")
+    by_hand = engine.start_pipeline_execution(name="by-hand")["pipelineExecutionId"]
+    assert _wait_done(engine, "by-hand", by_hand)["artifactRevisions"][0]["revisionId"] == sha
+    assert poller.poll_once() == [], "the commit the start built is seen"
+    assert len(_executions(engine, "by-hand")) == 2
+    later = commit(repos_dir / "app", {"app.txt": "v4\n"}, "Ship v4")
+    started = poller.poll_once()
+    assert len(started) == 1, "a commit nobody built still starts one"
+    assert _wait_done(engine, "by-hand", started[0])["artifactRevisions"][0]["revisionId"] == later

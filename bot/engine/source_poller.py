@@ -8,9 +8,10 @@ trigger ``PollForSourceChanges`` (one per pipeline per poll, however many source
 
 "Last seen" is kept in memory per (pipeline, action) and initialised on first sight from
 GetPipelineState's ``currentRevision`` (the revision the last run captured), so a restart does
-not rebuild an already-built commit. Without one, the tip at first sight counts as seen, unless
-the pipeline never ran. With several processes only the holder of the ``source-poller`` lease
-polls.
+not rebuild an already-built commit; a new tip that a run has captured since (a start by hand, a
+retry) counts as seen too, checked the same way before an execution is started. Without a
+captured revision, the tip at first sight counts as seen, unless the pipeline never ran. With
+several processes only the holder of the ``source-poller`` lease polls.
 """
 
 from __future__ import annotations
@@ -150,6 +151,14 @@ class SourcePoller:
                 self._seen[key] = _NEVER if tip is None or not state.ever_ran() else tip
             if tip is not None and tip != self._seen[key]:
                 changed.append((action_name, tip))
+        if changed:
+            # A commit a run has captured since (a start by hand, a retry) is built already:
+            # "the last revision a run captured counts as seen", whoever started the run.
+            latest = _FirstSight(self._client, name, stages[0]["name"])
+            built = {a for a, tip in changed if latest.revision(a) == tip}
+            for action_name in built:
+                self._seen[(name, action_name)] = dict(changed)[action_name]
+            changed = [(a, tip) for a, tip in changed if a not in built]
         if not changed:
             return None
         detail = ", ".join(f"{action_name}@{tip[:7]}" for action_name, tip in changed)
