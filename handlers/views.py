@@ -98,6 +98,16 @@ def _boxes(view: dict[str, Any], *, editing: bool, full: int) -> int:
     return found or (full + 1 if editing else CREATE_BOXES)
 
 
+def _exists(services: Services, name: str) -> bool:
+    """Whether a pipeline is called ``name`` (one GetPipeline). Any other answer than "not
+    found" counts as no: the save itself then says what went wrong."""
+    try:
+        services.ops.declaration(name)
+    except OpsError:
+        return False
+    return True
+
+
 def _submitter(body: dict[str, Any], ref: ButtonRef | None) -> Actor:
     """Who submitted the form, in the channel it was opened from (none if it says none)."""
     return Actor(
@@ -132,6 +142,18 @@ def _declaration_listener(services: Services, *, editing: bool) -> Listener:
         except DeclarationError as exc:
             ack(response_action="errors", errors={ids.DECLARATION_BLOCK: exc.message[:2000]})
             return
+        name = str(pipeline.get("name"))
+        if not editing and _exists(services, name):
+            # Said under the box, so the pasted declaration stays in the open form.
+            command = services.settings.command
+            ack(
+                response_action="errors",
+                errors={
+                    ids.DECLARATION_BLOCK: f"A pipeline named {name} already exists: give this "
+                    f"one another name, or change that one with {command} edit {name}."
+                },
+            )
+            return
         if editing and ref is not None and pipeline.get("name") != ref.pipeline:
             ack(
                 response_action="errors",
@@ -143,7 +165,6 @@ def _declaration_listener(services: Services, *, editing: bool) -> Listener:
             return
         ack()
         actor = _submitter(body, ref)
-        name = str(pipeline.get("name"))
         services.later(
             perform,
             services,

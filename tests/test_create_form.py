@@ -116,3 +116,21 @@ def test_the_demos_own_declaration_is_created_through_the_form(bot: Bot, tmp_pat
     original = bot.engine.get_pipeline(name=DEMO_PIPELINE)["pipeline"]
     created = bot.engine.get_pipeline(name="demo2")["pipeline"]
     assert {**created, "name": DEMO_PIPELINE} == original
+
+
+def test_a_name_in_use_is_said_under_the_box_and_the_declaration_stays(
+    bot: Bot, tmp_path: Path
+) -> None:
+    """Creating a pipeline whose name exists closed the form, lost the pasted declaration and
+    told the channel (found by a new user): the form now keeps it and says so under the box."""
+    bot.engine.create_pipeline(pipeline=demo_declaration(deploy_root=tmp_path / "deploy"))
+    edit = _form(bot, f"edit {DEMO_PIPELINE}")
+    declaration = "".join(b["element"].get("initial_value", "") for b in _boxes(edit))
+    create = _form(bot, "create")
+    answer = _submit(create, bot, declaration[:2900], declaration[2900:])
+    assert answer["response_action"] == "errors"
+    said = answer["errors"][ids.DECLARATION_BLOCK]
+    assert f"A pipeline named {DEMO_PIPELINE} already exists" in said
+    assert f"/pipeline edit {DEMO_PIPELINE}" in said
+    assert [p["name"] for p in bot.engine.list_pipelines()["pipelines"]] == [DEMO_PIPELINE]
+    assert not bot.fake.calls_to("chat.postMessage"), "the channel is not told of a typo"
