@@ -21,6 +21,8 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from sqlmodel import Session
+
 from bot.notify.context import Lookups, ThreadContext, TickContext, TickStats, earliest
 from bot.notify.deletion import PIPELINE_NOT_FOUND, pipeline_not_found
 from bot.notify.reminders import Reminders
@@ -41,6 +43,7 @@ from bot.notify.snapshot import (
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.ops.pipeline_state import FAILED_OR_STOPPED, is_in_progress
+from bot.slack.access import OPERATIONS_CREATED
 from bot.slack.kit import fallback_text
 from bot.slack.notifications import event_reply, parent_message, resolved_reply
 from storage import bot_store, notify_store
@@ -98,6 +101,24 @@ def _keep_event(subscription: Subscription, event: Event) -> bool:
     if subscription.events == "approvals":
         return event.kind in _APPROVAL_KINDS
     return True
+
+
+def _starter(
+    session: Session, pipeline: str, execution_id: str, summary: Mapping[str, Any]
+) -> str | None:
+    """Who started the execution from Slack, as `status` says it: the recorded starter, or for
+    the execution a creation started, whoever created the pipeline in Slack then."""
+    found = bot_store.get_starter(session=session, execution_id=execution_id)
+    if found is not None:
+        return found.user_id
+    trigger = summary.get("trigger") or {}
+    at = summary.get("startTime")
+    if trigger.get("triggerType") != "CreatePipeline" or not isinstance(at, datetime):
+        return None
+    entry = bot_store.last_actor(
+        session=session, pipeline=pipeline, operations=OPERATIONS_CREATED, around=at
+    )
+    return entry.user_id if entry is not None else None
 
 
 class Watcher:
@@ -299,8 +320,7 @@ class Watcher:
             ):
                 continue
             if not starter_read:
-                found = bot_store.get_starter(session=tick.session, execution_id=execution_id)
-                starter = found.user_id if found is not None else None
+                starter = _starter(tick.session, tick.pipeline, execution_id, summary)
                 starter_read = True
             thread = tick.thread(subscription.channel_id, execution_id)
             previous = json.loads(row.last_state) if row is not None else None
