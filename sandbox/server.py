@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from sandbox import render
 from sandbox.delivery import Gateway, Outcome
+from sandbox.validate import MAX_MESSAGE_TEXT
 from sandbox.workspace import RELEASES, Workspace
 
 log = logging.getLogger(__name__)
@@ -360,10 +361,17 @@ class SandboxServer:
 
     def _act(self, gateway: Gateway, action: str, user: str, data: dict[str, Any]) -> Outcome:
         if action == "message":
+            text = _text(data, "text")
+            if len(text) > MAX_MESSAGE_TEXT:  # said, never cut: Slack's composer refuses too
+                return Outcome(
+                    False,
+                    f"That message is {len(text):,} characters; Slack takes at most "
+                    f"{MAX_MESSAGE_TEXT:,}. Nothing was sent.",
+                )
             return gateway.message_box(
                 user=user,
                 channel=_text(data, "channel") or RELEASES,
-                text=_text(data, "text")[:40_000],
+                text=text,
                 thread_ts=_text(data, "thread_ts") or None,
             )
         if action == "click":

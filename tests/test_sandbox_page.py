@@ -219,3 +219,19 @@ def test_nothing_is_typed_into_an_archived_channel(workspace: Workspace) -> None
             "#releases is archived: unarchive it to post or run commands"
         )
     assert sent == [] and len(workspace.channel_messages(RELEASES, viewer="U0BOB")) == before
+
+
+def test_a_message_longer_than_slack_takes_is_refused_not_cut(server: SandboxServer) -> None:
+    """The page cut a message at 40,000 characters without a word; the bot then answered
+    about broken JSON at column 39,958 (found by a new user)."""
+
+    class NoBot:
+        command_name = "/pipeline"
+
+    server.attach(NoBot())  # type: ignore[arg-type]
+    status, answer = _post(
+        server, "message", user="U0ALICE", channel=RELEASES, text="/pipeline create " + "x" * 40_000
+    )
+    assert status == 400, answer
+    said = answer.get("error") or answer.get("note") or ""
+    assert "40,017 characters" in said and "at most 40,000" in said and "Nothing was sent" in said
