@@ -124,17 +124,13 @@ def _validate_params(operation: str, params: dict[str, Any]) -> None:
                 raise ParamValidationError(report=narrowed.generate_report())
         else:  # botocore changed how it records errors: refuse as boto3 does
             raise ParamValidationError(report=report.generate_report())
-    found = violations(params, shape, skip=_is_declaration)
-    found = [v for v in found if not _is_declaration(v.path)]
+    # The declaration is left out of the walk, not walked and filtered.
+    found = violations({k: v for k, v in params.items() if k != "pipeline"}, shape)
     if found:
         raise client_error("ValidationException", aws_message(found), operation=operation)
     refusal = refused_field(operation, params)
     if refusal is not None:
         raise client_error(refusal.code, refusal.message, operation=operation)
-
-
-def _is_declaration(path: tuple[str | int, ...]) -> bool:
-    return path[:1] == ("pipeline",)
 
 
 def _encode_token(value: int | str) -> str:

@@ -154,7 +154,8 @@ class SourcePoller:
         if changed:
             # A commit a run has captured since (a start by hand, a retry) is built already:
             # "the last revision a run captured counts as seen", whoever started the run.
-            latest = _FirstSight(self._client, name, stages[0]["name"])
+            # Read in this poll already (first sight), or now.
+            latest = state or _FirstSight(self._client, name, stages[0]["name"])
             built = {a for a, tip in changed if latest.revision(a) == tip}
             for action_name in built:
                 self._seen[(name, action_name)] = dict(changed)[action_name]
