@@ -107,6 +107,14 @@ class PipelineExecution(SQLModel, table=True):
     stop_mode: str | None = Field(default=None, max_length=8)
     stop_reason: str | None = Field(default=None, sa_column=_text())
     client_request_token: str | None = Field(default=None, max_length=128)
+    execution_type: str = Field(default="STANDARD", max_length=16)
+    """STANDARD, or ROLLBACK for an execution RollbackStage (or a stage's automatic
+    rollback) started (API_PipelineExecution ``executionType``)."""
+    rollback_target_execution_id: str | None = Field(default=None, max_length=36)
+    """A ROLLBACK execution's target: the execution whose source revisions, variables and
+    artifacts it runs again (``rollbackMetadata.rollbackTargetPipelineExecutionId``)."""
+    rollback_stage: str | None = Field(default=None, max_length=100)
+    """The one stage a ROLLBACK execution runs."""
 
 
 class StageExecution(SQLModel, table=True):
@@ -129,6 +137,16 @@ class StageExecution(SQLModel, table=True):
     entered_seq: int = 0
     started_at: datetime = Field(sa_column=_ts())
     updated_at: datetime = Field(sa_column=_ts())
+    auto_retry_attempt: int = 0
+    """Retries of this stage started by its ``onFailure`` RETRY result (API_RetryStageMetadata
+    ``autoStageRetryAttempt``)."""
+    manual_retry_attempt: int = 0
+    """Retries asked for with RetryStageExecution (``manualStageRetryAttempt``)."""
+    latest_retry_trigger: str | None = Field(default=None, max_length=32)
+    """AutomatedStageRetry or ManualStageRetry: which kind of retry came last."""
+    condition_phase: str | None = Field(default=None, max_length=16)
+    """Which of the stage's conditions is being evaluated (BEFORE_ENTRY, ON_SUCCESS,
+    ON_FAILURE); None while its actions run or once it is decided."""
 
 
 class ActionExecution(SQLModel, table=True):
@@ -168,6 +186,80 @@ class ActionExecution(SQLModel, table=True):
     output_variables: str = Field(sa_column=_text(nullable=False))
     claimed_by: str | None = Field(default=None, max_length=64)
     host: str | None = Field(default=None, max_length=255)
+
+
+class ConditionExecution(SQLModel, table=True):
+    """One evaluation of one stage condition (beforeEntry, onSuccess, onFailure) for one
+    attempt of a stage execution: its status is ConditionExecutionStatus (API
+    ConditionExecution), ``result`` the result that applies when it is not met."""
+
+    __tablename__ = "condition_execution"
+    __table_args__ = (
+        Index("ix_condition_execution_stage", "execution_pk", "stage_name", "condition_type"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    execution_pk: int = Field(sa_column=_fk("pipeline_execution.id"))
+    pipeline_id: int = Field(sa_column=_fk("pipeline.id"))
+    stage_name: str = Field(max_length=100)
+    stage_attempt: int
+    condition_type: str = Field(max_length=16)
+    condition_index: int = 0
+    result: str | None = Field(default=None, max_length=16)
+    status: str = Field(max_length=16)
+    summary: str | None = Field(default=None, sa_column=_text())
+    started_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+    overridden_by: str | None = Field(default=None, max_length=256)
+
+
+class RuleExecution(SQLModel, table=True):
+    """One run of one rule of a condition (API RuleExecutionDetail)."""
+
+    __tablename__ = "rule_execution"
+    __table_args__ = (
+        Index("ix_rule_execution_pipeline_id_id", "pipeline_id", "id"),
+        Index("ix_rule_execution_status", "status", "claimed_by"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    rule_execution_id: str = Field(max_length=36, unique=True)
+    condition_pk: int = Field(sa_column=_fk("condition_execution.id", index=True))
+    execution_pk: int = Field(sa_column=_fk("pipeline_execution.id"))
+    pipeline_id: int = Field(sa_column=_fk("pipeline.id"))
+    pipeline_version: int
+    stage_name: str = Field(max_length=100)
+    rule_name: str = Field(max_length=100)
+    provider: str = Field(max_length=64)
+    status: str = Field(max_length=16)
+    started_at: datetime = Field(sa_column=_ts())
+    updated_at: datetime = Field(sa_column=_ts())
+    updated_by: str | None = Field(default=None, max_length=256)
+    summary: str | None = Field(default=None, sa_column=_text())
+    error_code: str | None = Field(default=None, max_length=32)
+    error_message: str | None = Field(default=None, sa_column=_text())
+    external_execution_id: str | None = Field(default=None, max_length=64)
+    due_at: datetime | None = Field(default=None, sa_column=_ts(nullable=True))
+    """When a waiting rule (a DeploymentWindow outside its window) is evaluated again."""
+    input: str = Field(sa_column=_text(nullable=False))
+    output: str = Field(sa_column=_text(nullable=False))
+    claimed_by: str | None = Field(default=None, max_length=64)
+    host: str | None = Field(default=None, max_length=255)
+
+
+class SourceRefSeen(SQLModel, table=True):
+    """The revision the source poller last saw on one git ref (a branch or a tag) of one
+    source action: a trigger starts an execution for a ref whose revision moved."""
+
+    __tablename__ = "source_ref_seen"
+
+    pipeline_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("pipeline.id", ondelete="CASCADE"), primary_key=True)
+    )
+    action_name: str = Field(max_length=100, primary_key=True)
+    ref: str = Field(max_length=255, primary_key=True)
+    revision: str = Field(max_length=64)
+    seen_at: datetime = Field(sa_column=_ts())
 
 
 class StageTransition(SQLModel, table=True):

@@ -203,10 +203,22 @@ def test_two_processes_on_one_postgresql_act_and_post_once(
             runs = 1 + STARTS_PER_PIPELINE  # each pipeline: its first execution, then starts
             assert len(ran) == runs * (2 * len(BUILDS) + len(GATES))  # Build+Deploy, Build
             # Each approval decided once, whichever process got which click.
+            # The replies go out after the decision commits, so the last click's may still be
+            # on its way when every execution has finished: wait for both before judging.
             for first, second in decisions:
-                texts = [
-                    str(r.get("text") or "") for r in driver.replies(first) + driver.replies(second)
-                ]
+
+                def answers(first: Sent = first, second: Sent = second) -> list[str] | None:
+                    one, other = driver.replies(first), driver.replies(second)
+                    texts = [str(r.get("text") or "") for r in one + other]
+                    return texts if one and other else None
+
+                try:
+                    texts = wait_for(answers, timeout=60, what="both clicks to be answered")
+                except AssertionError:
+                    texts = answers() or [
+                        str(r.get("text") or "")
+                        for r in driver.replies(first) + driver.replies(second)
+                    ]
                 acted = [t for t in texts if " approved " in t and "Already" not in t]
                 assert len(acted) == 1, texts
             for name in GATES:

@@ -15,7 +15,13 @@ from enum import StrEnum
 from typing import TypeVar, overload
 
 from bot.engine.errors import EngineError
-from storage.models import ActionExecution, PipelineExecution, StageExecution
+from storage.models import (
+    ActionExecution,
+    ConditionExecution,
+    PipelineExecution,
+    RuleExecution,
+    StageExecution,
+)
 
 S = TypeVar("S", bound=StrEnum)
 
@@ -58,6 +64,53 @@ class TriggerType(StrEnum):
     START_PIPELINE_EXECUTION = "StartPipelineExecution"
     POLL_FOR_SOURCE_CHANGES = "PollForSourceChanges"
     WEBHOOK = "Webhook"
+    WEBHOOK_V2 = "WebhookV2"
+    MANUAL_ROLLBACK = "ManualRollback"
+    AUTOMATED_ROLLBACK = "AutomatedRollback"
+
+
+class ExecutionType(StrEnum):
+    """API_PipelineExecution ``executionType``."""
+
+    STANDARD = "STANDARD"
+    ROLLBACK = "ROLLBACK"
+
+
+class RetryTrigger(StrEnum):
+    """API_RetryStageMetadata ``latestRetryTrigger``."""
+
+    AUTOMATED = "AutomatedStageRetry"
+    MANUAL = "ManualStageRetry"
+
+
+class ConditionType(StrEnum):
+    """Which of a stage's conditions (API ConditionType has the first two; ON_FAILURE is
+    the engine's name for ``onFailure.conditions``, shown as ``onFailureConditionState``)."""
+
+    BEFORE_ENTRY = "BEFORE_ENTRY"
+    ON_SUCCESS = "ON_SUCCESS"
+    ON_FAILURE = "ON_FAILURE"
+
+
+class ConditionStatus(StrEnum):
+    """API ConditionExecutionStatus."""
+
+    IN_PROGRESS = "InProgress"
+    FAILED = "Failed"
+    ERRORED = "Errored"
+    SUCCEEDED = "Succeeded"
+    CANCELLED = "Cancelled"
+    ABANDONED = "Abandoned"
+    OVERRIDDEN = "Overridden"
+
+
+class RuleStatus(StrEnum):
+    """API RuleExecutionStatus."""
+
+    IN_PROGRESS = "InProgress"
+    ABANDONED = "Abandoned"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
 
 
 EXECUTION_TERMINAL = frozenset(
@@ -90,6 +143,7 @@ EXECUTION_TRANSITIONS: dict[ExecutionStatus, frozenset[ExecutionStatus]] = {
     ExecutionStatus.CANCELLED: frozenset(),
 }
 
+# A stage whose beforeEntry condition has the SKIP result ends Skipped (stage-conditions).
 STAGE_TRANSITIONS: dict[StageStatus, frozenset[StageStatus]] = {
     StageStatus.IN_PROGRESS: frozenset(
         {
@@ -98,6 +152,7 @@ STAGE_TRANSITIONS: dict[StageStatus, frozenset[StageStatus]] = {
             StageStatus.SUCCEEDED,
             StageStatus.FAILED,
             StageStatus.CANCELLED,
+            StageStatus.SKIPPED,
         }
     ),
     StageStatus.STOPPING: frozenset({StageStatus.STOPPED, StageStatus.FAILED}),
@@ -118,6 +173,38 @@ ACTION_TRANSITIONS: dict[ActionStatus, frozenset[ActionStatus]] = {
 }
 
 
+# A condition is evaluated (InProgress), then met (Succeeded), not met (Failed), unable to
+# decide (Errored), ended with its stage (Cancelled, Abandoned) or let pass (Overridden,
+# OverrideStageCondition: from a waiting or a failed condition).
+CONDITION_TRANSITIONS: dict[ConditionStatus, frozenset[ConditionStatus]] = {
+    ConditionStatus.IN_PROGRESS: frozenset(
+        {
+            ConditionStatus.FAILED,
+            ConditionStatus.ERRORED,
+            ConditionStatus.SUCCEEDED,
+            ConditionStatus.CANCELLED,
+            ConditionStatus.ABANDONED,
+            ConditionStatus.OVERRIDDEN,
+        }
+    ),
+    ConditionStatus.FAILED: frozenset({ConditionStatus.OVERRIDDEN}),
+    ConditionStatus.ERRORED: frozenset({ConditionStatus.OVERRIDDEN}),
+    ConditionStatus.SUCCEEDED: frozenset(),
+    ConditionStatus.CANCELLED: frozenset(),
+    ConditionStatus.ABANDONED: frozenset(),
+    ConditionStatus.OVERRIDDEN: frozenset(),
+}
+
+RULE_TRANSITIONS: dict[RuleStatus, frozenset[RuleStatus]] = {
+    RuleStatus.IN_PROGRESS: frozenset(
+        {RuleStatus.SUCCEEDED, RuleStatus.FAILED, RuleStatus.ABANDONED}
+    ),
+    RuleStatus.SUCCEEDED: frozenset(),
+    RuleStatus.FAILED: frozenset(),
+    RuleStatus.ABANDONED: frozenset(),
+}
+
+
 class InvalidTransitionError(EngineError):
     """An attempt to move a status along an edge the table does not have."""
 
@@ -133,9 +220,13 @@ def transition(row: PipelineExecution, to: ExecutionStatus, *, now: datetime) ->
 def transition(row: StageExecution, to: StageStatus, *, now: datetime) -> None: ...
 @overload
 def transition(row: ActionExecution, to: ActionStatus, *, now: datetime) -> None: ...
+@overload
+def transition(row: ConditionExecution, to: ConditionStatus, *, now: datetime) -> None: ...
+@overload
+def transition(row: RuleExecution, to: RuleStatus, *, now: datetime) -> None: ...
 def transition(
-    row: PipelineExecution | StageExecution | ActionExecution,
-    to: ExecutionStatus | StageStatus | ActionStatus,
+    row: PipelineExecution | StageExecution | ActionExecution | ConditionExecution | RuleExecution,
+    to: ExecutionStatus | StageStatus | ActionStatus | ConditionStatus | RuleStatus,
     *,
     now: datetime,
 ) -> None:
@@ -143,12 +234,17 @@ def transition(
 
     The row's table decides: ``EXECUTION_TRANSITIONS`` for an execution,
     ``STAGE_TRANSITIONS`` for a stage execution, ``ACTION_TRANSITIONS`` for an action
-    execution. Nothing is written when the transition is refused.
+    execution, ``CONDITION_TRANSITIONS`` and ``RULE_TRANSITIONS`` for a stage condition's
+    and a rule's. Nothing is written when the transition is refused.
     """
     if isinstance(row, PipelineExecution):
         _check(EXECUTION_TRANSITIONS, ExecutionStatus(row.status), ExecutionStatus(to))
     elif isinstance(row, StageExecution):
         _check(STAGE_TRANSITIONS, StageStatus(row.status), StageStatus(to))
+    elif isinstance(row, ConditionExecution):
+        _check(CONDITION_TRANSITIONS, ConditionStatus(row.status), ConditionStatus(to))
+    elif isinstance(row, RuleExecution):
+        _check(RULE_TRANSITIONS, RuleStatus(row.status), RuleStatus(to))
     else:
         _check(ACTION_TRANSITIONS, ActionStatus(row.status), ActionStatus(to))
     row.status = to.value
