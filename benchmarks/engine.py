@@ -5,7 +5,11 @@
     the same process (baseline), their ratio, the per-action overhead and the
     stage-to-stage handoff;
 (b) 200 executions of a 3-stage no-op pipeline in PARALLEL mode: executions/s;
-(c) list_pipeline_executions latency with 100,000 executions stored.
+(c) list_pipeline_executions latency with 100,000 executions stored;
+(d) a local CodeBuild action whose buildspec runs 4 phases of `true`, against the same 4
+    commands run by one plain shell in the same process: the ratio and the per-build overhead;
+(e) a local CodeDeploy deployment of 1,000 small files with 5 hooks of `true`, against `cp -r`
+    of the same files plus running the 5 scripts.
 
 Run: `make bench` (SQLite) or `python benchmarks/engine.py --database-url postgresql+psycopg://...`.
 """
@@ -258,6 +262,137 @@ def bench_history(client: LocalCodePipeline, database_url: str, count: int) -> d
     }
 
 
+def _succeeded(client: LocalCodePipeline, name: str, execution_id: str) -> None:
+    execution = _wait(client, name, execution_id)
+    assert execution["status"] == "Succeeded", execution.get("statusSummary")
+
+
+def _action_seconds(client: LocalCodePipeline, name: str, execution_id: str, action: str) -> float:
+    """The action's own duration, from the engine's timestamps (start to last update)."""
+    details = client.list_action_executions(
+        pipelineName=name, filter={"pipelineExecutionId": execution_id}
+    )["actionExecutionDetails"]
+    (run,) = [d for d in details if d["actionName"] == action]
+    assert run["status"] == "Succeeded", run
+    return float((run["lastUpdateTime"] - run["startTime"]).total_seconds())
+
+
+def _commit_files(repo: Path, files: dict[str, str], *, executable: tuple[str, ...] = ()) -> None:
+    for name, content in files.items():
+        path = repo / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+        if name in executable:
+            path.chmod(0o755)
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "bench files")
+
+
+def _provider_pipeline(name: str, action: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "roleArn": ROLE,
+        "pipelineType": "V2",
+        "executionMode": "QUEUED",
+        "stages": [
+            {"name": "Source", "actions": [_source()]},
+            {"name": "Run", "actions": [action]},
+        ],
+    }
+
+
+def bench_codebuild(client: LocalCodePipeline, root: Path, runs: int) -> dict[str, float]:
+    """(d): the CodeBuild action's duration against one shell running the same commands."""
+    phases = "\n".join(
+        f"  {phase}:\n    commands:\n      - true"
+        for phase in ("install", "pre_build", "build", "post_build")
+    )
+    _commit_files(root / "repos" / "bench", {"buildspec.yml": f"version: 0.2\nphases:\n{phases}\n"})
+    action = {
+        "name": "Build",
+        "actionTypeId": {
+            "category": "Build",
+            "owner": "AWS",
+            "provider": "CodeBuild",
+            "version": "1",
+        },
+        "configuration": {"ProjectName": "bench"},
+        "inputArtifacts": [{"name": "Src"}],
+    }
+    client.create_pipeline(pipeline=_provider_pipeline("codebuild", action))
+    first = client.list_pipeline_executions(pipelineName="codebuild")
+    _wait(client, "codebuild", first["pipelineExecutionSummaries"][0]["pipelineExecutionId"])
+    builds: list[float] = []
+    for _ in range(runs):
+        execution_id = client.start_pipeline_execution(name="codebuild")["pipelineExecutionId"]
+        _succeeded(client, "codebuild", execution_id)
+        builds.append(_action_seconds(client, "codebuild", execution_id, "Build"))
+    shell: list[float] = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run(["sh", "-c", "true\ntrue\ntrue\ntrue"], check=True)
+        shell.append(time.perf_counter() - started)
+    build_ms, shell_ms = _median_ms(builds), _median_ms(shell)
+    return {
+        "build_median_ms": build_ms,
+        "shell_median_ms": shell_ms,
+        "ratio": build_ms / shell_ms,
+        "overhead_ms": build_ms - shell_ms,
+    }
+
+
+HOOKS = ("ApplicationStop", "BeforeInstall", "AfterInstall", "ApplicationStart", "ValidateService")
+
+
+def bench_codedeploy(client: LocalCodePipeline, root: Path, runs: int) -> dict[str, float]:
+    """(e): a deployment of 1,000 files with 5 hooks against `cp -r` plus the 5 scripts.
+    The first deployment runs no ApplicationStop (there is no previous revision): it is
+    left out, so every timed deployment runs all 5 hooks."""
+    files = {f"site/page-{i:04d}.html": f"<p>page {i}</p>\n" for i in range(1000)}
+    scripts = {f"hooks/{hook}.sh": "#!/bin/sh\ntrue\n" for hook in HOOKS}
+    hooks = "\n".join(f"  {hook}:\n    - location: hooks/{hook}.sh" for hook in HOOKS)
+    appspec = (
+        "version: 0.0\nos: linux\nfiles:\n  - source: site\n    destination: /var/www/html\n"
+        f"file_exists_behavior: OVERWRITE\nhooks:\n{hooks}\n"
+    )
+    _commit_files(
+        root / "repos" / "bench",
+        {**files, **scripts, "appspec.yml": appspec},
+        executable=tuple(scripts),
+    )
+    action = {
+        "name": "Deploy",
+        "actionTypeId": {
+            "category": "Deploy",
+            "owner": "AWS",
+            "provider": "CodeDeploy",
+            "version": "1",
+        },
+        "configuration": {"ApplicationName": "bench", "DeploymentGroupName": "bench"},
+        "inputArtifacts": [{"name": "Src"}],
+    }
+    client.create_pipeline(pipeline=_provider_pipeline("codedeploy", action))
+    first = client.list_pipeline_executions(pipelineName="codedeploy")
+    _wait(client, "codedeploy", first["pipelineExecutionSummaries"][0]["pipelineExecutionId"])
+    deployments: list[float] = []
+    for _ in range(runs):
+        execution_id = client.start_pipeline_execution(name="codedeploy")["pipelineExecutionId"]
+        _succeeded(client, "codedeploy", execution_id)
+        deployments.append(_action_seconds(client, "codedeploy", execution_id, "Deploy"))
+    bundle = root / "repos" / "bench"
+    baseline: list[float] = []
+    (root / "cp-target").mkdir()
+    for index in range(runs):
+        target = root / "cp-target" / str(index)
+        started = time.perf_counter()
+        subprocess.run(["cp", "-r", str(bundle / "site"), str(target)], check=True)
+        for hook in HOOKS:
+            subprocess.run([str(bundle / "hooks" / f"{hook}.sh")], check=True)
+        baseline.append(time.perf_counter() - started)
+    deploy_ms, cp_ms = _median_ms(deployments), _median_ms(baseline)
+    return {"deploy_median_ms": deploy_ms, "cp_median_ms": cp_ms, "ratio": deploy_ms / cp_ms}
+
+
 def _postgres_database(admin_url: str) -> tuple[str, Callable[[], None]]:
     name = f"pipebot_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
@@ -319,6 +454,18 @@ def main() -> int:
                 print(
                     f"(b) {b['executions']:.0f} executions, 3-stage no-op, PARALLEL: "
                     f"{b['seconds']:.2f} s, {b['executions_per_second']:.1f} executions/s"
+                )
+                d = bench_codebuild(client, root, args.runs)
+                print(
+                    f"(d) CodeBuild, 4 phases of `true`, median of {args.runs}: build "
+                    f"{d['build_median_ms']:.1f} ms, plain shell {d['shell_median_ms']:.1f} ms, "
+                    f"ratio {d['ratio']:.2f}, per-build overhead {d['overhead_ms']:.1f} ms"
+                )
+                e = bench_codedeploy(client, root, max(3, args.runs // 4))
+                print(
+                    f"(e) CodeDeploy, 1,000 files + 5 hooks, median of {max(3, args.runs // 4)}: "
+                    f"deployment {e['deploy_median_ms']:.1f} ms, cp -r + 5 scripts "
+                    f"{e['cp_median_ms']:.1f} ms, ratio {e['ratio']:.2f}"
                 )
                 c = bench_history(client, database_url, args.history)
                 print(

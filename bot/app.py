@@ -209,6 +209,7 @@ def start_background(
         source_poller = SourcePoller(
             client=pipeline_client,
             repositories_dir=settings.resolved_repositories_dir,
+            sessions=sessions,
             lease=JobLease(
                 sessions=sessions,
                 name=SOURCE_POLLER_LEASE,

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path(".pipebot"), alias="PIPEBOT_DATA_DIR")
     backend: Literal["local", "aws"] = Field(default="local", alias="PIPEBOT_BACKEND")
     repositories_dir: Path | None = Field(default=None, alias="PIPEBOT_REPOSITORIES_DIR")
+    # Read by the engine's worker at each CodeBuild action (bot/engine/codebuild_projects.py).
+    codebuild_projects: Path | None = Field(default=None, alias="PIPEBOT_CODEBUILD_PROJECTS")
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
     engine_poll_seconds: float = Field(
         default=1.0, gt=0, le=60, alias="PIPEBOT_ENGINE_POLL_SECONDS"

@@ -18,17 +18,27 @@ from sqlmodel import Session, SQLModel, col, delete, select
 from storage.db import SessionFactory, utc
 from storage.models import (
     ActionExecution,
+    ConditionExecution,
     EngineWorker,
     Pipeline,
     PipelineExecution,
     PipelineVersion,
+    RuleExecution,
+    SourceRefSeen,
     StageExecution,
     StageTransition,
 )
 
 ACTIVE_EXECUTION_STATUSES = ("InProgress", "Stopping")
 _CHANGED_KEY = "pipebot_changed_pipelines"
-_PIPELINE_ROWS = (PipelineExecution, StageExecution, ActionExecution, StageTransition)
+_PIPELINE_ROWS = (
+    PipelineExecution,
+    StageExecution,
+    ActionExecution,
+    ConditionExecution,
+    RuleExecution,
+    StageTransition,
+)
 
 
 # --- change feed -------------------------------------------------------------------------------
@@ -117,7 +127,15 @@ def list_pipelines(*, session: Session, after_name: str | None, limit: int) -> l
 def delete_pipeline(*, session: Session, pipeline: Pipeline) -> None:
     """Delete a pipeline and everything that belongs to it (children first, for SQLite)."""
     pipeline_id = pipeline.id
-    for model in (ActionExecution, StageExecution, StageTransition, PipelineVersion):
+    for model in (
+        RuleExecution,
+        ConditionExecution,
+        ActionExecution,
+        StageExecution,
+        StageTransition,
+        SourceRefSeen,
+        PipelineVersion,
+    ):
         session.execute(delete(model).where(model.pipeline_id == pipeline_id))  # type: ignore[arg-type]
     session.execute(
         delete(PipelineExecution).where(col(PipelineExecution.pipeline_id) == pipeline_id)
@@ -251,6 +269,38 @@ def latest_stage_executions(*, session: Session, pipeline_id: int) -> dict[str, 
         .where(StageExecution.pipeline_id == pipeline_id)
     )
     return {row.stage_name: row for row in session.exec(statement)}
+
+
+def latest_success_in_stage(
+    *, session: Session, pipeline_id: int, stage_name: str, version: int
+) -> PipelineExecution | None:
+    """The execution that most recently succeeded in ``stage_name`` among the STANDARD
+    executions of pipeline version ``version``: an automatic rollback's target
+    [userguide/stage-rollback-auto.html]. None if there is none."""
+    statement = (
+        select(PipelineExecution)
+        .join(StageExecution, col(StageExecution.execution_pk) == col(PipelineExecution.id))
+        .where(
+            StageExecution.pipeline_id == pipeline_id,
+            StageExecution.stage_name == stage_name,
+            StageExecution.status == "Succeeded",
+            PipelineExecution.pipeline_version == version,
+            PipelineExecution.execution_type == "STANDARD",
+        )
+        .order_by(col(StageExecution.entered_seq).desc())
+        .limit(1)
+    )
+    return session.exec(statement).first()
+
+
+def stage_execution_status(*, session: Session, execution_pk: int, stage_name: str) -> str | None:
+    """The status of ``execution_pk``'s passage through ``stage_name``; None if it never
+    entered it."""
+    statement = select(StageExecution.status).where(
+        StageExecution.execution_pk == execution_pk, StageExecution.stage_name == stage_name
+    )
+    value = session.exec(statement).first()
+    return str(value) if value is not None else None
 
 
 def max_entered_seq(*, session: Session, pipeline_id: int) -> int:

@@ -782,3 +782,66 @@ def test_engine_and_boto3_reject_the_same_invalid_parameters(twin: Twin) -> None
             getattr(twin.engine, method)(**params)
         with pytest.raises(ParamValidationError):
             getattr(aws, method)(**params)
+
+
+def test_rollback_and_automatic_retry_replay_on_boto3(twin: Twin, tmp_path: Path) -> None:
+    """Issue 13: RollbackStage, automatic rollback and retry, through boto3's model."""
+    name = "replay-rollback"
+    bad = shlex.quote(str(tmp_path / "bad"))
+    deploy = commands_action("Deploy", [f"test ! -f {bad}"])
+    declaration = pipeline(name, [("Source", [source_action()]), ("Deploy", [deploy])])
+    declaration["stages"][1]["onFailure"] = {
+        "result": "RETRY",
+        "retryConfiguration": {"retryMode": "FAILED_ACTIONS"},
+    }
+    twin.call("create_pipeline", pipeline=declaration)
+    good = _only_execution(twin, name)
+    _wait_status(twin, name, good, "Succeeded")
+
+    (tmp_path / "bad").touch()
+    failed = twin.call("start_pipeline_execution", name=name)["pipelineExecutionId"]
+    _wait_status(twin, name, failed, "Failed")
+    state = twin.call("get_pipeline_state", name=name)
+    assert _stage(state, "Deploy")["retryStageMetadata"] == {
+        "autoStageRetryAttempt": 1,
+        "latestRetryTrigger": "AutomatedStageRetry",
+    }
+    target = {"pipelineName": name, "stageName": "Deploy"}
+    twin.error(
+        "rollback_stage",
+        "UnableToRollbackStageException",
+        **target,
+        targetPipelineExecutionId=failed,
+    )
+    twin.error(
+        "rollback_stage",
+        "UnableToRollbackStageException",
+        **{**target, "stageName": "Source"},
+        targetPipelineExecutionId=good,
+    )
+    twin.error(
+        "rollback_stage",
+        "PipelineExecutionNotFoundException",
+        **target,
+        targetPipelineExecutionId=str(uuid.uuid4()),
+    )
+    (tmp_path / "bad").unlink()
+    rollback = twin.call("rollback_stage", **target, targetPipelineExecutionId=good)
+    rollback_id = rollback["pipelineExecutionId"]
+    _wait_status(twin, name, rollback_id, "Succeeded")
+    detail = twin.call("get_pipeline_execution", pipelineName=name, pipelineExecutionId=rollback_id)
+    assert detail["pipelineExecution"]["executionType"] == "ROLLBACK"
+    assert detail["pipelineExecution"]["trigger"]["triggerType"] == "ManualRollback"
+    listed = twin.call("list_pipeline_executions", pipelineName=name)
+    types = {
+        s["pipelineExecutionId"]: s["executionType"] for s in listed["pipelineExecutionSummaries"]
+    }
+    assert types == {good: "STANDARD", failed: "STANDARD", rollback_id: "ROLLBACK"}
+    after = twin.call("get_pipeline_state", name=name)
+    assert _stage(after, "Deploy")["latestExecution"]["type"] == "ROLLBACK"
+    twin.error(
+        "rollback_stage",
+        "UnableToRollbackStageException",
+        **target,
+        targetPipelineExecutionId=rollback_id,
+    )

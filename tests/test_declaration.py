@@ -244,8 +244,9 @@ def test_codestar_connection_source_and_trigger_pass() -> None:
         }
     ]
     validate_declaration(decl, local=False)
-    # Locally the poller would start on every change and ignore the filter: refused by name.
-    refused(decl, IS, "Trigger filters", "AWS backend")
+    validate_declaration(decl, local=True)  # push filters run locally (bot.engine.triggers)
+    decl["triggers"][0]["gitConfiguration"]["pullRequest"] = [{"branches": {"includes": ["main"]}}]
+    refused(decl, IS, "pullRequest", "AWS backend")
 
 
 # --------------------------------------------------------------------------- shape (step 1)
@@ -536,7 +537,6 @@ RULE = {"name": "NoAlarms", "ruleTypeId": {"category": "Rule", "provider": "Clou
         ("beforeEntry", {"conditions": [{"result": "FAIL", "rules": [RULE]}]}),
         ("onSuccess", {"conditions": [{"result": "FAIL", "rules": [RULE]}]}),
         ("onFailure", {"conditions": [{"result": "ROLLBACK", "rules": [RULE]}]}),
-        ("onFailure", {"result": "RETRY", "retryConfiguration": {"retryMode": "FAILED_ACTIONS"}}),
     ],
 )
 def test_stage_conditions(field: str, value: dict[str, Any]) -> None:
@@ -551,9 +551,9 @@ def test_stage_conditions(field: str, value: dict[str, Any]) -> None:
         v2,
         STAGE,
         'Stage "Build"',
-        f'"{field}"',
-        "not supported by the embedded engine yet",
-        f'remove "{field}" from the stage, or run this pipeline on the AWS backend',
+        f'"{field}" rule "NoAlarms"',
+        "rule provider CloudWatchAlarm is not available in the embedded engine",
+        "it needs the AWS backend (set PIPEBOT_BACKEND=aws)",
     )
 
 
@@ -563,11 +563,23 @@ def test_on_failure_fail_is_the_default_and_accepted_locally() -> None:
     validate_declaration(decl, local=True)
 
 
-def test_rollback_without_conditions_is_refused_locally() -> None:
+@pytest.mark.parametrize(
+    "on_failure",
+    [
+        {"result": "ROLLBACK"},
+        {"result": "RETRY", "retryConfiguration": {"retryMode": "FAILED_ACTIONS"}},
+        {"result": "RETRY", "retryConfiguration": {"retryMode": "ALL_ACTIONS"}},
+        {"result": "RETRY"},
+    ],
+)
+def test_automatic_retry_and_rollback_run_locally_on_v2_only(on_failure: dict[str, Any]) -> None:
     decl = v2_pipeline()
-    decl["stages"][1]["onFailure"] = {"result": "ROLLBACK"}
+    decl["stages"][1]["onFailure"] = on_failure
     validate_declaration(decl, local=False)
-    refused(decl, STAGE, "rollback", "not supported by the embedded engine yet")
+    validate_declaration(decl, local=True)
+    v1 = {**v1_pipeline(), "pipelineType": "V1"}
+    v1["stages"][1]["onFailure"] = on_failure
+    refused(v1, IS, 'Stage "Approve"', '"onFailure"', "V2")
 
 
 @pytest.mark.parametrize("name", ["has.dot", "has space", "", "v" * 129])
@@ -719,18 +731,35 @@ def test_supported_local_providers() -> None:
         ("Source", "AWS", "CodeStarSourceConnection"),
         ("Compute", "AWS", "Commands"),
         ("Approval", "AWS", "Manual"),
+        ("Source", "AWS", "S3"),
+        ("Deploy", "AWS", "S3"),
+        ("Deploy", "AWS", "CodeDeploy"),
+        ("Build", "AWS", "CodeBuild"),
+        ("Test", "AWS", "CodeBuild"),
     } == SUPPORTED_LOCAL_PROVIDERS
 
 
 def test_unsupported_provider_is_refused_locally_only() -> None:
     decl = v2_pipeline()
-    decl["stages"][1]["actions"] = [codebuild_action()]
+    decl["stages"][1]["actions"] = [
+        {
+            "name": "Deploy",
+            "actionTypeId": {
+                "category": "Deploy",
+                "owner": "AWS",
+                "provider": "ECS",
+                "version": "1",
+            },
+            "configuration": {"ClusterName": "c", "ServiceName": "s"},
+            "inputArtifacts": [{"name": "SourceArtifact"}],
+        }
+    ]
     validate_declaration(decl, local=False)
     refused(
         decl,
         ACTION,
-        'Stage "Build", action "Build"',
-        "CodeBuild",
+        'Stage "Build", action "Deploy"',
+        "ECS",
         "PIPEBOT_BACKEND=aws",
         "Compute/AWS/Commands",
     )
@@ -738,10 +767,18 @@ def test_unsupported_provider_is_refused_locally_only() -> None:
 
 def test_unsupported_source_suggests_local_sources() -> None:
     decl = v1_pipeline()
-    action_of(decl, 0)["actionTypeId"]["provider"] = "S3"
-    action_of(decl, 0)["configuration"] = {"S3Bucket": "sources", "S3ObjectKey": "app.zip"}
+    action_of(decl, 0)["actionTypeId"]["provider"] = "ECR"
+    action_of(decl, 0)["configuration"] = {"RepositoryName": "app"}
     validate_declaration(decl, local=False)
-    refused(decl, ACTION, "S3", "PIPEBOT_BACKEND=aws", "CodeCommit", "CodeStarSourceConnection")
+    refused(
+        decl,
+        ACTION,
+        "ECR",
+        "PIPEBOT_BACKEND=aws",
+        "CodeCommit",
+        "CodeStarSourceConnection",
+        "Source/AWS/S3",
+    )
 
 
 def test_unsupported_approval_suggests_manual() -> None:
@@ -824,7 +861,10 @@ def test_shared_declarations(path: Path) -> None:
         if tuple(action["actionTypeId"][k] for k in ("category", "owner", "provider"))
         not in SUPPORTED_LOCAL_PROVIDERS
     ]
-    assert aws_only, "these declarations use AWS-only providers"
+    if not aws_only:
+        # Every provider runs locally (S3, CodeDeploy, ...): the declaration runs as written.
+        assert validate_declaration(pipeline, local=True)["name"] == pipeline["name"]
+        return
     error = refused(pipeline, ACTION, aws_only[0], "PIPEBOT_BACKEND=aws")
     assert aws_only[0] in {"S3", "CodeDeploy", "CodeBuild", "Lambda", "CloudFormation", "ECS"}
     assert error.message.startswith("Stage ")

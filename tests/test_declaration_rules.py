@@ -460,7 +460,11 @@ def test_connection_arn_is_required_by_aws_only() -> None:
 
 
 RULE = {"name": "Alarm", "ruleTypeId": {"category": "Rule", "provider": "CloudWatchAlarm"}}
-CHECK = {"name": "Check", "ruleTypeId": {"category": "Rule", "provider": "VariableCheck"}}
+CHECK = {
+    "name": "Check",
+    "ruleTypeId": {"category": "Rule", "provider": "VariableCheck"},
+    "configuration": {"Variable": "#{variables.X}", "Operator": "EQ", "Value": "y"},
+}
 
 
 @BOTH

@@ -422,29 +422,25 @@ def with_trigger() -> dict[str, Any]:
     return decl
 
 
+def with_pull_request_trigger() -> dict[str, Any]:
+    decl = with_trigger()
+    git = {**TRIGGER["gitConfiguration"], "pullRequest": [{"branches": {"includes": ["main"]}}]}
+    decl["triggers"] = [{**TRIGGER, "gitConfiguration": git}]
+    return decl
+
+
 #: One declaration per refused declaration field (and per refused value), with the code and a
 #: fragment of the message that names it.
 REFUSED_DECLARATIONS: dict[str, tuple[dict[str, Any], str, str]] = {
-    "pipeline.triggers": (with_trigger(), "InvalidStructureException", "Trigger filters"),
+    "pipeline.triggers[].gitConfiguration.pullRequest": (
+        with_pull_request_trigger(),
+        "InvalidStructureException",
+        "pullRequest",
+    ),
     "pipeline.stages[].blockers": (
         with_stage(blockers=[{"name": "b", "type": "Schedule"}]),
         "InvalidStageDeclarationException",
         "blockers",
-    ),
-    "pipeline.stages[].beforeEntry": (
-        with_stage(beforeEntry={"conditions": [{"result": "FAIL", "rules": [RULE]}]}),
-        "InvalidStageDeclarationException",
-        "beforeEntry",
-    ),
-    "pipeline.stages[].onSuccess": (
-        with_stage(onSuccess={"conditions": [{"result": "ROLLBACK", "rules": [RULE]}]}),
-        "InvalidStageDeclarationException",
-        "onSuccess",
-    ),
-    "pipeline.stages[].onFailure": (
-        with_stage(onFailure={"result": "RETRY"}),
-        "InvalidStageDeclarationException",
-        "onFailure",
     ),
     "pipeline.stages[].actions[].timeoutInMinutes": (
         with_action(timeoutInMinutes=30),
@@ -496,8 +492,43 @@ def test_refused_fields_reach_the_api_as_refusals_and_nothing_is_created(engine:
     assert engine.list_pipelines()["pipelines"] == []
 
 
-def test_the_default_on_failure_and_an_approval_timeout_are_honoured() -> None:
-    decl = with_stage(onFailure={"result": "FAIL"})
+def test_stage_conditions_are_honoured_and_aws_only_rules_refused_by_name() -> None:
+    """Conditions run locally (bot.engine.conditions); a rule provider the engine cannot run
+    (here CloudWatchAlarm) is refused naming it and the AWS backend."""
+    check = {
+        "name": "Check",
+        "ruleTypeId": {"category": "Rule", "provider": "VariableCheck"},
+        "configuration": {"Variable": "#{variables.X}", "Operator": "EQ", "Value": "y"},
+    }
+    for field, result in (("beforeEntry", "SKIP"), ("onSuccess", "FAIL"), ("onFailure", None)):
+        condition: dict[str, Any] = {"rules": [check]}
+        if result:
+            condition["result"] = result
+        validate_declaration(with_stage(**{field: {"conditions": [condition]}}), local=True)
+        alarm = {"name": "Alarm", "ruleTypeId": {"category": "Rule", "provider": "CloudWatchAlarm"}}
+        refused = with_stage(**{field: {"conditions": [{"result": "FAIL", "rules": [alarm]}]}})
+        if field == "onFailure":
+            refused["stages"][1][field]["conditions"][0]["result"] = "ROLLBACK"
+        with pytest.raises(DeclarationError) as caught:
+            validate_declaration(refused, local=True)
+        assert caught.value.code == "InvalidStageDeclarationException"
+        assert f'"{field}" rule' in caught.value.message
+        assert "CloudWatchAlarm" in caught.value.message
+        assert "AWS backend" in caught.value.message
+
+
+@pytest.mark.parametrize(
+    "on_failure",
+    [
+        {"result": "FAIL"},
+        {"result": "RETRY", "retryConfiguration": {"retryMode": "ALL_ACTIONS"}},
+        {"result": "ROLLBACK"},
+    ],
+)
+def test_on_failure_results_and_an_approval_timeout_are_honoured(
+    on_failure: dict[str, Any],
+) -> None:
+    decl = with_stage(onFailure=on_failure)
     decl["stages"].append({"name": "Gate", "actions": [approval_action(timeoutInMinutes=30)]})
     validate_declaration(decl, local=True)
 

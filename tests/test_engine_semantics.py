@@ -1297,22 +1297,17 @@ def test_error_codes_for_unknown_names_and_refused_declarations(d: Driver, engin
     with raises("PipelineExecutionNotStoppableException"):
         d.stop("00000000-0000-0000-0000-000000000000")
 
-    codebuild = {
-        "name": "Build",
-        "actionTypeId": {
-            "category": "Build",
-            "owner": "AWS",
-            "provider": "CodeBuild",
-            "version": "1",
-        },
-        "configuration": {"ProjectName": "app"},
+    ecs = {
+        "name": "Deploy",
+        "actionTypeId": {"category": "Deploy", "owner": "AWS", "provider": "ECS", "version": "1"},
+        "configuration": {"ClusterName": "c", "ServiceName": "s"},
         "inputArtifacts": [{"name": "SourceArtifact"}],
     }
     aws_only = Driver(engine, d.root, name="aws-only")
     with raises("InvalidActionDeclarationException") as info:
-        aws_only.create(source_and(("Build", [codebuild])))
+        aws_only.create(source_and(("Deploy", [ecs])))
     message = info.value.response["Error"]["Message"]
-    assert "CodeBuild" in message and "Commands" in message
+    assert "ECS" in message and "Commands" in message
     with raises("PipelineNotFoundException"):
         aws_only.state()
     d.wait_status(first, "Succeeded")

@@ -19,13 +19,13 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NoReturn
 
 import botocore.session
 from botocore import xform_name
@@ -35,7 +35,7 @@ from botocore.paginate import Paginator, PaginatorModel
 from botocore.validate import ParamValidator, ValidationErrors
 from sqlmodel import Session
 
-from bot.engine import responses
+from bot.engine import conditions, responses
 from bot.engine.constraints import aws_message, violations
 from bot.engine.declaration import validate_declaration
 from bot.engine.errors import DeclarationError, RefusedError, client_error, client_exceptions
@@ -43,13 +43,23 @@ from bot.engine.input_fields import refused_field
 from bot.engine.model import PipelineSpec, StageSpec, parse_spec
 from bot.engine.providers.commands import log_tail
 from bot.engine.runtime import AdvanceResult, Runtime, SpecCache, latest_actions
-from bot.engine.states import EXECUTION_TERMINAL, ExecutionStatus, StageStatus, TriggerType
+from bot.engine.states import (
+    EXECUTION_TERMINAL,
+    ConditionType,
+    ExecutionMode,
+    ExecutionStatus,
+    ExecutionType,
+    StageStatus,
+    TriggerType,
+)
 from bot.engine.worker import HOST, Worker
+from storage import condition_store
 from storage import engine_store as store
 from storage.db import make_engine, make_session_factory, transaction, utc, utcnow
 from storage.migrate import is_current
 from storage.models import (
     ActionExecution,
+    ConditionExecution,
     Pipeline,
     PipelineExecution,
     PipelineVersion,
@@ -70,7 +80,9 @@ def _paginator_model() -> PaginatorModel:
     return botocore.session.get_session().get_paginator_model("codepipeline")
 
 
-_PAGINATED = frozenset({"ListPipelines", "ListPipelineExecutions", "ListActionExecutions"})
+_PAGINATED = frozenset(
+    {"ListPipelines", "ListPipelineExecutions", "ListActionExecutions", "ListRuleExecutions"}
+)
 
 
 def _xform_name_to_operation(name: str) -> str:
@@ -191,6 +203,7 @@ class LocalCodePipeline:
         poll_seconds: float = 1.0,
         max_parallel_actions: int = 16,
         region: str | None = None,
+        codebuild_projects: str | Path | None = None,
     ) -> None:
         self._engine = make_engine(database_url)
         if not is_current(self._engine):
@@ -209,6 +222,7 @@ class LocalCodePipeline:
             repositories_dir=Path(repositories_dir).resolve(),
             specs=self._specs,
             region=region,
+            codebuild_projects=Path(codebuild_projects) if codebuild_projects else None,
         )
         self._listeners: list[Callable[[], None]] = []
         self._worker: Worker | None = None
@@ -246,6 +260,11 @@ class LocalCodePipeline:
     @property
     def worker(self) -> Worker | None:
         return self._worker
+
+    @property
+    def data_dir(self) -> Path:
+        """The engine's data directory: artifacts, logs, local S3 buckets and instances."""
+        return self._data_dir
 
     # --- plumbing ----------------------------------------------------------------------------
 
@@ -485,7 +504,7 @@ class LocalCodePipeline:
         trigger: TriggerType,
         trigger_detail: str | None,
         variables: dict[str, str],
-        overrides: dict[str, str],
+        overrides: Mapping[str, Any],
         request_token: str | None,
         now: datetime,
     ) -> PipelineExecution:
@@ -573,16 +592,34 @@ class LocalCodePipeline:
         )
 
     def start_from_trigger(
-        self, *, name: str, trigger: TriggerType, trigger_detail: str
+        self,
+        *,
+        name: str,
+        trigger: TriggerType,
+        trigger_detail: str,
+        source_revisions: dict[str, str] | None = None,
+        source_branches: dict[str, str] | None = None,
     ) -> dict[str, Any]:
-        """Start an execution for a non-API trigger (source polling, webhooks)."""
+        """Start an execution for a non-API trigger (source polling, trigger filters).
+
+        ``source_revisions`` maps source action names to the commit each must check out
+        (a trigger's pushed commit), as StartPipelineExecution's ``sourceRevisions`` of type
+        COMMIT_ID; the other source actions take their branch tip. ``source_branches`` maps
+        a source action to the branch its commit was pushed to, which its ``BranchName``
+        output variable then names instead of the configured branch. ValidationException for
+        a name that is not a source action of the pipeline.
+        """
         return self._start(
             name=name,
             variables=[],
-            source_revisions=[],
+            source_revisions=[
+                {"actionName": action, "revisionType": "COMMIT_ID", "revisionValue": commit}
+                for action, commit in (source_revisions or {}).items()
+            ],
             request_token=None,
             trigger=trigger,
             trigger_detail=trigger_detail,
+            source_branches=source_branches or {},
         )
 
     def _start(
@@ -594,6 +631,7 @@ class LocalCodePipeline:
         request_token: str | None,
         trigger: TriggerType,
         trigger_detail: str | None,
+        source_branches: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
         operation = "StartPipelineExecution"
         with self._write(operation, name) as write:
@@ -607,7 +645,15 @@ class LocalCodePipeline:
                     return responses.with_metadata({"pipelineExecutionId": existing.execution_id})
             spec = self._spec(session, pipeline)
             values = self._resolve_variables(spec, variables, operation)
-            overrides = self._source_overrides(spec, source_revisions, operation)
+            overrides: dict[str, Any] = dict(
+                self._source_overrides(spec, source_revisions, operation)
+            )
+            for action_name, branch in (source_branches or {}).items():
+                if action_name in overrides:
+                    overrides[action_name] = {
+                        "revision": overrides[action_name],
+                        "branch": branch,
+                    }
             execution = self._new_execution(
                 session=session,
                 pipeline=pipeline,
@@ -666,6 +712,99 @@ class LocalCodePipeline:
                 retry_mode=params["retryMode"],
                 now=write.now,
             )
+            execution_id = execution.execution_id
+        return responses.with_metadata({"pipelineExecutionId": execution_id})
+
+    def rollback_stage(self, **params: Any) -> dict[str, Any]:
+        """RollbackStage: a new ROLLBACK execution (trigger ``ManualRollback``) runs
+        ``stageName`` again with ``targetPipelineExecutionId``'s source revisions, variables
+        and artifacts (``Runtime.new_rollback_execution``).
+
+        Refused, as AWS's considerations say
+        (https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-rollback.html;
+        codes from API_RollbackStage's error list):
+        - the source (first) stage, a PARALLEL pipeline, a target that is itself a rollback,
+          a target that did not succeed in the stage: ``UnableToRollbackStageException``;
+        - a target started on an earlier pipeline version than the current structure:
+          ``PipelineExecutionOutdatedException``;
+        - an unknown target: ``PipelineExecutionNotFoundException``; an unknown stage:
+          ``StageNotFoundException``;
+        - a rollback of the same stage already waiting or running: ``ConflictException``
+          (the pipeline "is busy handling ongoing activities"; AWS does not document this
+          case, pipebot refuses a second one rather than queue it).
+        """
+        operation = "RollbackStage"
+        _validate_params(operation, params)
+        with self._write(operation, params["pipelineName"]) as write:
+            session, pipeline, now = write.session, write.pipeline, write.now
+            assert pipeline.id is not None
+            spec = self._spec(session, pipeline)
+            stage = _stage(spec, params["stageName"], operation)
+            target_id = params["targetPipelineExecutionId"]
+
+            def refuse(code: str, message: str) -> NoReturn:
+                raise client_error(code, message, operation=operation)
+
+            if stage.index == 0:
+                refuse(
+                    "UnableToRollbackStageException",
+                    f"Stage '{stage.name}' is the source stage of pipeline '{pipeline.name}'; "
+                    "a source stage cannot be rolled back",
+                )
+            if spec.execution_mode == ExecutionMode.PARALLEL:
+                refuse(
+                    "UnableToRollbackStageException",
+                    f"Pipeline '{pipeline.name}' runs in PARALLEL mode; stage rollback is not "
+                    "available in PARALLEL mode",
+                )
+            target = self._execution(
+                session, pipeline, target_id, operation, "PipelineExecutionNotFoundException"
+            )
+            if target.execution_type == ExecutionType.ROLLBACK:
+                refuse(
+                    "UnableToRollbackStageException",
+                    f"Execution '{target_id}' is a rollback execution; a stage cannot be rolled "
+                    "back to a rollback execution",
+                )
+            if target.pipeline_version != pipeline.version:
+                refuse(
+                    "PipelineExecutionOutdatedException",
+                    f"Execution '{target_id}' ran version {target.pipeline_version} of pipeline "
+                    f"'{pipeline.name}', which is at version {pipeline.version}: a stage can "
+                    "only be rolled back to an execution started in the current pipeline "
+                    "structure version",
+                )
+            assert target.id is not None
+            status = store.stage_execution_status(
+                session=session, execution_pk=target.id, stage_name=stage.name
+            )
+            if status != StageStatus.SUCCEEDED:
+                refuse(
+                    "UnableToRollbackStageException",
+                    f"Execution '{target_id}' did not succeed in stage '{stage.name}' "
+                    f"({status or 'never entered it'}); a stage can only be rolled back to an "
+                    "execution that succeeded in it",
+                )
+            busy = [
+                e
+                for e in store.active_executions(session=session, pipeline_id=pipeline.id)
+                if e.execution_type == ExecutionType.ROLLBACK and e.rollback_stage == stage.name
+            ]
+            if busy:
+                refuse(
+                    "ConflictException",
+                    f"Stage '{stage.name}' is already being rolled back by execution "
+                    f"'{busy[0].execution_id}'; wait for it to finish",
+                )
+            execution = self._runtime.new_rollback_execution(
+                session=session,
+                target=target,
+                stage=stage,
+                trigger=TriggerType.MANUAL_ROLLBACK,
+                trigger_detail=CALLER,
+                now=now,
+            )
+            write.result = self._runtime.advance(session=session, pipeline=pipeline, now=now)
             execution_id = execution.execution_id
         return responses.with_metadata({"pipelineExecutionId": execution_id})
 
@@ -778,6 +917,7 @@ class LocalCodePipeline:
                         transition=transitions.get(stage_name),
                     )
                 )
+            self._add_condition_states(session, stage_states, latest_stages)
             return responses.with_metadata(
                 {
                     "pipelineName": pipeline.name,
@@ -787,6 +927,38 @@ class LocalCodePipeline:
                     "updated": utc(pipeline.updated_at),
                 }
             )
+
+    @staticmethod
+    def _add_condition_states(
+        session: Session, stage_states: list[dict[str, Any]], latest_stages: dict[str, Any]
+    ) -> None:
+        """Each stage's ``beforeEntryConditionState``, ``onSuccessConditionState`` and
+        ``onFailureConditionState``: the latest evaluation of each of its conditions by the
+        stage's latest execution (API_StageConditionState)."""
+        rows = condition_store.conditions_for(
+            session=session, execution_pks=sorted({s.execution_pk for s in latest_stages.values()})
+        )
+        latest: dict[tuple[str, str], ConditionExecution] = {}
+        for condition in rows:
+            stage_row = latest_stages.get(condition.stage_name)
+            if stage_row is not None and stage_row.execution_pk == condition.execution_pk:
+                # oldest first: the newest evaluation of each type wins
+                latest[(condition.stage_name, condition.condition_type)] = condition
+        rules = condition_store.rules_of(
+            session=session, condition_pks=[c.id for c in latest.values() if c.id is not None]
+        )
+        keys = {
+            "BEFORE_ENTRY": "beforeEntryConditionState",
+            "ON_SUCCESS": "onSuccessConditionState",
+            "ON_FAILURE": "onFailureConditionState",
+        }
+        for state in stage_states:
+            for kind, key in keys.items():
+                row = latest.get((state["stageName"], kind))
+                if row is not None:
+                    state[key] = responses.stage_condition_state(
+                        condition=row, rules=[r for r in rules if r.condition_pk == row.id]
+                    )
 
     def _actions_run(
         self, session: Session, execution: PipelineExecution, stage_name: str
@@ -883,6 +1055,120 @@ class LocalCodePipeline:
         if len(rows) > limit:
             body["nextToken"] = _encode_token(rows[limit - 1].id or 0)
         return responses.with_metadata(body)
+
+    # --- stage conditions ---------------------------------------------------------------------
+
+    def override_stage_condition(self, **params: Any) -> dict[str, Any]:
+        """OverrideStageCondition: a waiting or failed entry or success condition of the
+        stage's latest execution passes (``conditions.override``)."""
+        operation = "OverrideStageCondition"
+        _validate_params(operation, params)
+        with self._write(operation, params["pipelineName"]) as write:
+            assert write.pipeline.id is not None
+            execution = self._execution(
+                write.session,
+                write.pipeline,
+                params["pipelineExecutionId"],
+                operation,
+                "PipelineExecutionNotFoundException",
+            )
+            spec = self._runtime.spec_of(session=write.session, execution=execution)
+            stage = _stage(spec, params["stageName"], operation)
+            latest = store.latest_stage_executions(
+                session=write.session, pipeline_id=write.pipeline.id
+            )
+            conditions.override(
+                session=write.session,
+                latest_in_stage=latest.get(stage.name),
+                execution=execution,
+                spec=spec,
+                stage=stage,
+                kind=ConditionType(params["conditionType"]),
+                overridden_by=CALLER,
+                now=write.now,
+            )
+            write.result = self._runtime.advance(
+                session=write.session, pipeline=write.pipeline, now=write.now
+            )
+        return responses.with_metadata({})
+
+    def list_rule_executions(self, **params: Any) -> dict[str, Any]:
+        """ListRuleExecutions: the pipeline's rule runs, newest first, 100 a page by default
+        (API_ListRuleExecutions); ``filter`` as ListActionExecutions' (by execution, or the
+        latest run of each rule of each stage of one execution)."""
+        operation = "ListRuleExecutions"
+        _validate_params(operation, params)
+        limit = params.get("maxResults", 100)
+        before = _decode_token(params.get("nextToken"), operation, int)
+        given = params.get("filter") or {}
+        latest_filter: dict[str, str] = given.get("latestInPipelineExecution") or {}
+        named = (given.get("pipelineExecutionId"), latest_filter.get("pipelineExecutionId"))
+        wanted = {str(execution_id) for execution_id in named if execution_id is not None}
+        with self._sessions() as session:
+            pipeline = self._pipeline(session, params["pipelineName"], operation, lock=False)
+            assert pipeline.id is not None
+            execution_pk = None
+            for execution_id in sorted(wanted):
+                execution_pk = self._execution(
+                    session, pipeline, execution_id, operation, "PipelineExecutionNotFoundException"
+                ).id
+            rows = []
+            if len(wanted) <= 1:  # two different executions: no rule run belongs to both
+                rows = condition_store.list_rule_executions(
+                    session=session,
+                    pipeline_id=pipeline.id,
+                    execution_pk=execution_pk,
+                    before_pk=before,
+                    limit=limit + 1,
+                )
+            if latest_filter.get("startTimeRange") == "Latest":
+                seen: set[tuple[str, str]] = set()
+                kept = []
+                for row in rows:  # newest first: the first of each rule is its latest run
+                    if (row.stage_name, row.rule_name) not in seen:
+                        seen.add((row.stage_name, row.rule_name))
+                        kept.append(row)
+                rows = kept
+            ids = {
+                pk: e.execution_id
+                for pk, e in store.get_executions_by_pk(
+                    session=session, pks=[r.execution_pk for r in rows]
+                ).items()
+            }
+        body: dict[str, Any] = {
+            "ruleExecutionDetails": [
+                responses.rule_execution_detail(
+                    rule=r, execution_id=ids[r.execution_pk], region=self._region
+                )
+                for r in rows[:limit]
+            ]
+        }
+        if len(rows) > limit:
+            body["nextToken"] = _encode_token(rows[limit - 1].id or 0)
+        return responses.with_metadata(body)
+
+    def list_rule_types(self, **params: Any) -> dict[str, Any]:
+        """ListRuleTypes: the rule types the embedded engine runs (VariableCheck,
+        DeploymentWindow, Commands), with their configuration properties as the rule reference
+        lists them; the AWS-only ones are left out, as the engine refuses them
+        (API_ListRuleTypes). Every rule type is owned by AWS, in every region."""
+        operation = "ListRuleTypes"
+        _validate_params(operation, params)
+        return responses.with_metadata(
+            {
+                "ruleTypes": [
+                    responses.rule_type(
+                        provider=rule_type.provider,
+                        properties=[
+                            (p.name, p.required, p.description) for p in rule_type.properties
+                        ],
+                        min_inputs=rule_type.min_inputs,
+                        max_inputs=rule_type.max_inputs,
+                    )
+                    for rule_type in conditions.RULE_TYPES.values()
+                ]
+            }
+        )
 
     # --- transitions -------------------------------------------------------------------------
 

@@ -28,9 +28,13 @@ import yaml
 from botocore.model import Shape, StructureShape
 from botocore.validate import ParamValidator, ValidationErrors
 
+from bot.engine import conditions as stage_conditions
 from bot.engine.constraints import Path, violations
 from bot.engine.errors import DeclarationError
 from bot.engine.input_fields import refused_declaration_field
+from bot.engine.providers import codebuild as codebuild_provider
+from bot.engine.providers import codedeploy as codedeploy_provider
+from bot.engine.providers import s3 as s3_provider
 
 INVALID_STRUCTURE: Final = "InvalidStructureException"
 INVALID_STAGE: Final = "InvalidStageDeclarationException"
@@ -48,16 +52,27 @@ CODECOMMIT: Final = ("Source", "AWS", "CodeCommit")
 CODESTAR_CONNECTION: Final = ("Source", "AWS", "CodeStarSourceConnection")
 COMMANDS: Final = ("Compute", "AWS", "Commands")
 MANUAL_APPROVAL: Final = ("Approval", "AWS", "Manual")
+CODEBUILD_BUILD: Final = ("Build", "AWS", "CodeBuild")
+CODEBUILD_TEST: Final = ("Test", "AWS", "CodeBuild")
+S3_SOURCE: Final = ("Source", "AWS", "S3")
+S3_DEPLOY: Final = ("Deploy", "AWS", "S3")
+CODEDEPLOY: Final = ("Deploy", "AWS", "CodeDeploy")
 
 #: (category, owner, provider) triples the embedded engine can run.
 SUPPORTED_LOCAL_PROVIDERS: Final[frozenset[tuple[str, str, str]]] = frozenset(
-    {CODECOMMIT, CODESTAR_CONNECTION, COMMANDS, MANUAL_APPROVAL}
+    {CODECOMMIT, CODESTAR_CONNECTION, COMMANDS, MANUAL_APPROVAL, CODEBUILD_BUILD, CODEBUILD_TEST}
+    | {S3_SOURCE, S3_DEPLOY, CODEDEPLOY}
 )
 
 # Configuration keys the embedded engine needs for its source providers.
 _LOCAL_REQUIRED_CONFIGURATION: Final[dict[tuple[str, str, str], tuple[str, ...]]] = {
     CODECOMMIT: ("RepositoryName", "BranchName"),
     CODESTAR_CONNECTION: ("FullRepositoryId", "BranchName"),
+    CODEBUILD_BUILD: ("ProjectName",),
+    CODEBUILD_TEST: ("ProjectName",),
+    S3_SOURCE: ("S3Bucket", "S3ObjectKey"),
+    S3_DEPLOY: ("BucketName", "Extract"),
+    CODEDEPLOY: ("ApplicationName", "DeploymentGroupName"),
 }
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9.@\-_]+")
@@ -801,10 +816,10 @@ def _check_stage_conditions(decl: Mapping[str, Any]) -> None:
     - "failure conditions with a rollback result type cannot be added to a PARALLEL mode
       pipeline" [userguide/execution-modes.html].
 
-    Running conditions is issue 13: the embedded engine still refuses them by name in step 3.
+    The rules of each condition are checked by ``_check_rules``.
     """
     parallel = decl["executionMode"] == "PARALLEL"
-    for stage in decl["stages"]:
+    for index, stage in enumerate(decl["stages"]):
         where = _stage_label(stage)
         for field, allowed in _CONDITION_RESULTS.items():
             for condition in (stage.get(field) or {}).get("conditions") or []:
@@ -846,6 +861,100 @@ def _check_stage_conditions(decl: Mapping[str, Any]) -> None:
                 f'{where}: "onFailure" with a ROLLBACK result cannot be added to a PARALLEL '
                 "mode pipeline (stage rollback is not available in PARALLEL mode)",
             )
+        _check_rules(decl, index, stage)
+
+
+def _check_rules(decl: Mapping[str, Any], index: int, stage: Mapping[str, Any]) -> None:
+    """A condition's rules [userguide/rule-reference.html, APIReference/API_RuleDeclaration.html]:
+    rule names unique in the condition; ``commands`` on Commands rules only, and required there;
+    the configuration properties a rule type requires (VariableCheck: Variable, Value, Operator
+    EQ | NE | CONTAINS | MATCHES; DeploymentWindow: Cron), and no property the type lacks; input
+    artifacts produced before the condition runs (an entry condition's by an earlier stage).
+    The codes are unconfirmed: InvalidStageDeclarationException, as the other condition rules."""
+    where = _stage_label(stage)
+    produced = _produced_before(decl, index)
+    for field in ("beforeEntry", "onSuccess", "onFailure"):
+        available = produced if field == "beforeEntry" else produced | _produced_in(stage)
+        for condition in (stage.get(field) or {}).get("conditions") or []:
+            names: set[str] = set()
+            for rule in condition.get("rules") or []:
+                label = f'{where}, "{field}" rule {_q(rule["name"])}'
+                if rule["name"] in names:
+                    raise DeclarationError(
+                        INVALID_STAGE,
+                        f"{label}: the rule name is used more than once in the condition",
+                    )
+                names.add(rule["name"])
+                _check_rule(label, rule, available)
+
+
+def _check_rule(label: str, rule: Mapping[str, Any], available: set[str]) -> None:
+    provider = rule["ruleTypeId"]["provider"]
+    if provider == stage_conditions.COMMANDS and not rule.get("commands"):
+        raise DeclarationError(
+            INVALID_STAGE, f"{label}: a Commands rule must have a non-empty commands field"
+        )
+    if provider != stage_conditions.COMMANDS and "commands" in rule:
+        raise DeclarationError(
+            INVALID_STAGE,
+            f"{label}: only Commands rules take a commands field, not {provider} rules",
+        )
+    rule_type = stage_conditions.RULE_TYPES.get(provider)
+    configuration = rule.get("configuration") or {}
+    if rule_type is not None:
+        known = {p.name for p in rule_type.properties}
+        missing = [
+            p.name for p in rule_type.properties if p.required and p.name not in configuration
+        ]
+        if missing:
+            raise DeclarationError(
+                INVALID_STAGE,
+                f"{label}: rule configuration is missing required configuration "
+                f"{' and '.join(missing)} ({provider})",
+            )
+        unknown = [key for key in configuration if key not in known]
+        if unknown:
+            listed = ", ".join(sorted(known)) or "none"
+            raise DeclarationError(
+                INVALID_STAGE,
+                f"{label}: {', '.join(_q(k) for k in unknown)} is not a configuration property "
+                f"of {provider} rules (properties: {listed})",
+            )
+        operator = configuration.get("Operator")
+        if (
+            provider == stage_conditions.VARIABLE_CHECK
+            and operator not in stage_conditions.OPERATORS
+        ):
+            raise DeclarationError(
+                INVALID_STAGE,
+                f"{label}: Operator {_q(operator)} is not one of "
+                f"{', '.join(stage_conditions.OPERATORS)}",
+            )
+    for artifact in rule.get("inputArtifacts") or []:
+        if artifact["name"] not in available:
+            names = ", ".join(_q(n) for n in sorted(available)) or "none"
+            raise DeclarationError(
+                INVALID_STAGE,
+                f"{label}: input artifact {_q(artifact['name'])} is not produced before the "
+                f"condition is evaluated (available: {names})",
+            )
+
+
+def _produced_before(decl: Mapping[str, Any], index: int) -> set[str]:
+    return {
+        artifact["name"]
+        for stage in decl["stages"][:index]
+        for action in stage["actions"]
+        for artifact in action.get("outputArtifacts") or []
+    }
+
+
+def _produced_in(stage: Mapping[str, Any]) -> set[str]:
+    return {
+        artifact["name"]
+        for action in stage["actions"]
+        for artifact in action.get("outputArtifacts") or []
+    }
 
 
 def _check_action_kinds(decl: Mapping[str, Any]) -> None:
@@ -1110,29 +1219,53 @@ def _check_local(decl: Mapping[str, Any]) -> None:
                 f"{where}: {_type_text(key)} needs configuration "
                 f"{' and '.join(missing)} in the embedded engine",
             )
-        problem = _local_source_problem(key, configuration)
+        problem = _local_source_problem(key, configuration) or _local_s3_codedeploy_problem(
+            key, configuration
+        )
         if problem:
             raise DeclarationError(INVALID_ACTION, f"{where}: {problem}")
+        if key in (CODEBUILD_BUILD, CODEBUILD_TEST):
+            _check_local_codebuild(where, action)
+
+
+def _check_local_codebuild(where: str, action: Mapping[str, Any]) -> None:
+    """A CodeBuild action the embedded engine cannot run as declared: BatchEnabled "true",
+    Parameter Store and Secrets Manager variables (each named), a missing or unknown
+    PrimarySource, a BuildspecOverride in S3 (``codebuild.configuration_problems``). What the
+    buildspec itself uses is only known when the action runs, and refused then, before any
+    command (../shared/docs/local-providers.md, "CodeBuild")."""
+    inputs = [artifact["name"] for artifact in action.get("inputArtifacts") or []]
+    problems = codebuild_provider.configuration_problems(action["configuration"], inputs)
+    if problems:
+        raise DeclarationError(INVALID_ACTION, f"{where}: " + "; ".join(problems))
 
 
 def _check_local_stage_conditions(stage: Mapping[str, Any]) -> None:
+    """Conditions run locally with VariableCheck, DeploymentWindow and Commands rules
+    (``bot.engine.conditions``); a rule of another provider (CloudWatchAlarm, LambdaInvoke,
+    CodeBuild, ...) needs the AWS backend and is refused by name, as is a DeploymentWindow
+    cron expression the engine cannot evaluate."""
     where = _stage_label(stage)
     for field in ("beforeEntry", "onSuccess", "onFailure"):
-        value = stage.get(field)
-        if not value:
-            continue
-        if field == "onFailure" and value == {"result": "FAIL"}:
-            continue  # what every stage does anyway
-        detail = "stage conditions"
-        if field == "onFailure" and not value.get("conditions"):
-            result = value.get("result")
-            detail = f"automatic {result.lower()} on failure" if result else "onFailure settings"
-        raise DeclarationError(
-            INVALID_STAGE,
-            f'{where}: "{field}" ({detail}) is not supported by the embedded engine yet; '
-            f'remove "{field}" from the stage, or run this pipeline on the AWS backend '
-            "(PIPEBOT_BACKEND=aws)",
-        )
+        for condition in (stage.get(field) or {}).get("conditions") or []:
+            for rule in condition.get("rules") or []:
+                label = f'{where}, "{field}" rule {_q(rule["name"])}'
+                provider = rule["ruleTypeId"]["provider"]
+                if provider not in stage_conditions.LOCAL_RULE_PROVIDERS:
+                    raise DeclarationError(
+                        INVALID_STAGE,
+                        f"{label}: rule provider {provider} is not available in the embedded "
+                        "engine; it needs the AWS backend (set PIPEBOT_BACKEND=aws). Locally, "
+                        f"use {', '.join(stage_conditions.LOCAL_RULE_PROVIDERS)} rules",
+                    )
+                if provider == stage_conditions.DEPLOYMENT_WINDOW:
+                    configuration = rule.get("configuration") or {}
+                    try:
+                        stage_conditions.deployment_window(
+                            configuration["Cron"], configuration.get("TimeZone")
+                        )
+                    except stage_conditions.CronError as exc:
+                        raise DeclarationError(INVALID_STAGE, f"{label}: {exc}") from None
 
 
 def _local_alternative(category: str) -> str:
@@ -1140,10 +1273,17 @@ def _local_alternative(category: str) -> str:
         return (
             "a Source/AWS/CodeCommit action (RepositoryName, BranchName) or a "
             "Source/AWS/CodeStarSourceConnection action (FullRepositoryId, BranchName) reading "
-            "a local git repository"
+            "a local git repository, or a Source/AWS/S3 action (S3Bucket, S3ObjectKey) reading "
+            "a zip under the data directory"
         )
     if category == "Approval":
         return "an Approval/AWS/Manual action"
+    if category == "Deploy":
+        return (
+            "a Deploy/AWS/CodeDeploy action (an appspec.yml deployed to a local instance), a "
+            "Deploy/AWS/S3 action (a local bucket), or a Compute/AWS/Commands action "
+            "(pipelineType V2) whose commands do the deploy step"
+        )
     return (
         "a Compute/AWS/Commands action (pipelineType V2) whose commands do the "
         f"{category.lower()} step"
@@ -1175,6 +1315,21 @@ def _local_source_problem(
     branch = configuration["BranchName"]
     if "#{" not in branch and not _branch_ok(branch):
         return f"BranchName {_q(branch)} is not a valid git branch name"
+    return None
+
+
+def _local_s3_codedeploy_problem(
+    key: tuple[str, str, str], configuration: Mapping[str, str]
+) -> str | None:
+    """S3 bucket and key names, S3 deploy's Extract / ObjectKey pair, and CodeDeploy application
+    and group names that cannot name local directories (``bot.engine.providers.s3`` and
+    ``.codedeploy``); values holding #{variables} are checked when the action runs."""
+    if key == S3_SOURCE:
+        return s3_provider.source_configuration_problem(configuration)
+    if key == S3_DEPLOY:
+        return s3_provider.deploy_configuration_problem(configuration)
+    if key == CODEDEPLOY:
+        return codedeploy_provider.configuration_problem(configuration)
     return None
 
 

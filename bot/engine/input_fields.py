@@ -103,6 +103,13 @@ OPERATIONS: Final[dict[str, dict[str, Field]]] = {
         "pipelineExecutionId": _EVERYTHING,
         "retryMode": _honoured("FAILED_ACTIONS and ALL_ACTIONS"),
     },
+    "RollbackStage": {
+        "pipelineName": _EVERYTHING,
+        "stageName": _EVERYTHING,
+        "targetPipelineExecutionId": _honoured(
+            "the execution whose revisions, variables and artifacts the rollback runs"
+        ),
+    },
     "PutApprovalResult": {
         "pipelineName": _EVERYTHING,
         "stageName": _EVERYTHING,
@@ -140,6 +147,27 @@ OPERATIONS: Final[dict[str, dict[str, Field]]] = {
         "stageName": _EVERYTHING,
         "transitionType": _honoured("Inbound, or Outbound as the next stage's inbound"),
     },
+    "OverrideStageCondition": {
+        "pipelineName": _EVERYTHING,
+        "stageName": _EVERYTHING,
+        "pipelineExecutionId": _honoured("the latest execution in the stage only"),
+        "conditionType": _honoured("BEFORE_ENTRY and ON_SUCCESS, waiting or failed"),
+    },
+    "ListRuleExecutions": {
+        "pipelineName": _EVERYTHING,
+        "maxResults": _EVERYTHING,
+        "nextToken": _EVERYTHING,
+        "filter": _honoured("by its two members"),
+        "filter.pipelineExecutionId": _honoured("only that execution's rule runs"),
+        "filter.latestInPipelineExecution": _honoured(
+            "only that execution's rule runs; startTimeRange Latest keeps the latest run of each "
+            "rule of each stage, All keeps every run"
+        ),
+    },
+    "ListRuleTypes": {
+        "ruleOwnerFilter": _honoured("AWS, the owner of every rule type"),
+        "regionFilter": _ignored("one machine, one region: the rule types the engine runs"),
+    },
 }
 
 _ACTION: Final = "pipeline.stages[].actions[]"
@@ -172,9 +200,17 @@ DECLARATION: Final[dict[str, Field]] = {
         "one machine, one region: artifacts are kept under the data directory; kept and returned"
     ),
     "pipeline.variables": _honoured("resolved at start; #{variables.NAME} in configuration"),
-    "pipeline.triggers": _refused(
-        "Trigger filters (triggers) are not evaluated by the embedded engine yet: it would "
-        "start on every change of the source branch. Remove them, or " + AWS_BACKEND
+    "pipeline.triggers": _honoured(
+        "the source poller reads the repository's branches and tags; a push matching a filter "
+        "runs the pushed commit (trigger WebhookV2); see bot.engine.triggers"
+    ),
+    "pipeline.triggers[].gitConfiguration.push": _honoured(
+        "tags, branches, and branches with filePaths (the files the pushed commits changed)"
+    ),
+    "pipeline.triggers[].gitConfiguration.pullRequest": _refused(
+        "Pull-request triggers (pullRequest) cannot be evaluated by the embedded engine: a git "
+        "repository under the repositories directory has no pull requests. Remove pullRequest "
+        "(push filters work locally), or " + AWS_BACKEND
     ),
     "pipeline.stages": _honoured("run in order"),
     "pipeline.stages[].name": _EVERYTHING,
@@ -182,16 +218,34 @@ DECLARATION: Final[dict[str, Field]] = {
         "Stage blockers are reserved by CodePipeline and not run by the embedded engine; "
         "remove them"
     ),
-    # Refused by declaration._check_local_stage_conditions with the stage named, except the
-    # default onFailure {"result": "FAIL"}, which is what every stage does.
-    "pipeline.stages[].beforeEntry": _refused("Stage conditions (beforeEntry) need " + AWS_BACKEND),
-    "pipeline.stages[].onSuccess": _refused("Stage conditions (onSuccess) need " + AWS_BACKEND),
-    "pipeline.stages[].onFailure": Field(
-        Handling.HONOURED,
-        'only the default {"result": "FAIL"}: the stage fails',
-        refuse_when=lambda value, _parent: value not in ({}, {"result": "FAIL"}),
-        refusal="Automatic retry, rollback and failure conditions (onFailure) need the AWS backend",
+    # Stage conditions run with VariableCheck, DeploymentWindow and Commands rules; a rule of
+    # another provider is refused by declaration._check_local_stage_conditions, named.
+    "pipeline.stages[].beforeEntry": _honoured(
+        "evaluated when an execution enters the stage, before its actions: FAIL fails the "
+        "stage, SKIP skips it (bot.engine.conditions)"
     ),
+    "pipeline.stages[].onSuccess": _honoured(
+        "evaluated after the stage's actions succeed: FAIL fails the stage, ROLLBACK rolls it back"
+    ),
+    "pipeline.stages[].onFailure": _honoured(
+        "result FAIL fails the stage; RETRY retries it once (retryConfiguration.retryMode); "
+        "ROLLBACK rolls it back to its latest success (Runtime._on_stage_failure)"
+    ),
+    "pipeline.stages[].onFailure.conditions": _honoured(
+        "evaluated when the stage fails: when met, ROLLBACK rolls it back"
+    ),
+    **{
+        f"pipeline.stages[].{kind}.conditions[].rules[].{name}": field
+        for kind in ("beforeEntry", "onSuccess", "onFailure")
+        for name, field in (
+            ("roleArn", _ignored("no IAM locally; kept, and shown in the rule's input")),
+            ("region", _ignored("one machine, one region; kept, and shown in the rule's input")),
+            (
+                "timeoutInMinutes",
+                _honoured("a Commands rule that runs longer fails as timed out"),
+            ),
+        )
+    },
     "pipeline.stages[].actions": _honoured("run by runOrder, in parallel within one"),
     f"{_ACTION}.name": _EVERYTHING,
     f"{_ACTION}.actionTypeId": _honoured("the providers in SUPPORTED_LOCAL_PROVIDERS run"),
@@ -228,6 +282,25 @@ _OUTPUT_FORMAT: Final = _ignored(
     "passes a git clone instead"
 )
 
+#: The CodeBuild action's configuration keys (action-reference-CodeBuild.html); the values the
+#: engine refuses are checked by ``bot.engine.providers.codebuild.configuration_problems``.
+_CODEBUILD: Final = {
+    "ProjectName": _honoured(
+        "a project of the local registry (codebuild-projects.yml, PIPEBOT_CODEBUILD_PROJECTS); "
+        "an unregistered project runs buildspec.yml at the primary source's root"
+    ),
+    "PrimarySource": _honoured("the input artifact holding the buildspec and the work directory"),
+    "EnvironmentVariables": _honoured(
+        "PLAINTEXT variables, above the project's and the buildspec's; PARAMETER_STORE and "
+        "SECRETS_MANAGER variables are refused, each named"
+    ),
+    "BatchEnabled": _honoured('"false" runs one build; "true" (a batch build) is refused'),
+    "CombineArtifacts": _ignored("applies to batch builds only, which are refused"),
+    "BuildspecOverride": _honoured(
+        "an inline buildspec or a path in the primary source; an S3 ARN is refused"
+    ),
+}
+
 #: The configuration keys of each provider the engine runs; any other key is refused.
 LOCAL_CONFIGURATION: Final[dict[tuple[str, str, str], dict[str, Field]]] = {
     ("Source", "AWS", "CodeCommit"): {
@@ -252,6 +325,39 @@ LOCAL_CONFIGURATION: Final[dict[tuple[str, str, str], dict[str, Field]]] = {
         "NotificationArn": _ignored("no SNS locally: the approval request is posted in Slack"),
     },
     ("Compute", "AWS", "Commands"): {},
+    ("Build", "AWS", "CodeBuild"): _CODEBUILD,
+    ("Test", "AWS", "CodeBuild"): _CODEBUILD,
+    # bot.engine.providers.s3 and .codedeploy; keys from the action references
+    # (action-reference-S3.html, action-reference-S3Deploy.html, action-reference-CodeDeploy.html).
+    ("Source", "AWS", "S3"): {
+        "S3Bucket": _honoured("a local bucket: the directory <data dir>/s3/<S3Bucket>"),
+        "S3ObjectKey": _honoured("the zip at <data dir>/s3/<S3Bucket>/<S3ObjectKey>"),
+        "PollForSourceChanges": _honoured(
+            '"false": changes do not start the pipeline; otherwise the source poller starts '
+            "an execution when the object's content hash (its ETag) changes"
+        ),
+        "AllowOverrideForS3ObjectKey": _ignored(
+            "StartPipelineExecution's S3_OBJECT_KEY source revisions are refused by the engine, "
+            "so there is no override to allow; kept"
+        ),
+    },
+    ("Deploy", "AWS", "S3"): {
+        "BucketName": _honoured("a local bucket: the directory <data dir>/s3/<BucketName>"),
+        "Extract": _honoured('"true" writes the files under ObjectKey; "false" the zip'),
+        "ObjectKey": _honoured("the key prefix (Extract true) or the zip's key (Extract false)"),
+        "CannedACL": _ignored("local buckets have no ACLs; kept"),
+        "CacheControl": _ignored("local buckets serve no HTTP, so no Cache-Control; kept"),
+        "KMSEncryptionKeyARN": _ignored(
+            "no KMS locally: objects are written unencrypted under the data directory; kept"
+        ),
+    },
+    ("Deploy", "AWS", "CodeDeploy"): {
+        "ApplicationName": _honoured(
+            "with DeploymentGroupName, the local instance <data dir>/codedeploy/<application>/"
+            "<deployment group>"
+        ),
+        "DeploymentGroupName": _honoured("one local instance per deployment group"),
+    },
 }
 
 

@@ -57,6 +57,22 @@ class StageSpec:
     name: str
     index: int
     actions: tuple[ActionSpec, ...]
+    on_failure: Mapping[str, Any] = field(default_factory=dict)
+    """The stage's ``onFailure`` as declared (``result`` FAIL | RETRY | ROLLBACK,
+    ``retryConfiguration``, ``conditions``); empty: the stage fails."""
+
+    @property
+    def on_failure_result(self) -> str:
+        """What a failure of the stage leads to when no failure condition decides otherwise:
+        FAIL (the default), RETRY or ROLLBACK [userguide/stage-conditions.html]."""
+        return str(self.on_failure.get("result") or "FAIL")
+
+    @property
+    def retry_mode(self) -> str:
+        """An automatic retry's mode: FAILED_ACTIONS unless ``retryConfiguration`` says
+        ALL_ACTIONS [APIReference/API_RetryConfiguration.html]."""
+        configuration = self.on_failure.get("retryConfiguration") or {}
+        return str(configuration.get("retryMode") or "FAILED_ACTIONS")
 
     def run_orders(self) -> list[int]:
         return sorted({a.run_order for a in self.actions})
@@ -127,6 +143,7 @@ def parse_spec(declaration: Mapping[str, Any]) -> PipelineSpec:
                 name=stage["name"],
                 index=index,
                 actions=tuple(_action(a) for a in stage["actions"]),
+                on_failure=dict(stage.get("onFailure") or {}),
             )
             for index, stage in enumerate(declaration["stages"])
         ),

@@ -16,8 +16,10 @@ from bot.engine.states import ActionStatus
 from storage.db import utc
 from storage.models import (
     ActionExecution,
+    ConditionExecution,
     Pipeline,
     PipelineExecution,
+    RuleExecution,
     StageExecution,
     StageTransition,
 )
@@ -63,6 +65,17 @@ def _trigger(execution: PipelineExecution) -> dict[str, Any]:
     return trigger
 
 
+def execution_type(execution: PipelineExecution) -> dict[str, Any]:
+    """``executionType`` and, for a ROLLBACK execution, ``rollbackMetadata`` naming its
+    target (API_PipelineExecution, API_PipelineExecutionSummary)."""
+    shown: dict[str, Any] = {"executionType": execution.execution_type}
+    if execution.rollback_target_execution_id:
+        shown["rollbackMetadata"] = {
+            "rollbackTargetPipelineExecutionId": execution.rollback_target_execution_id
+        }
+    return shown
+
+
 def execution_summary(execution: PipelineExecution) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "pipelineExecutionId": execution.execution_id,
@@ -72,7 +85,7 @@ def execution_summary(execution: PipelineExecution) -> dict[str, Any]:
         "sourceRevisions": json.loads(execution.source_revisions),
         "trigger": _trigger(execution),
         "executionMode": execution.execution_mode,
-        "executionType": "STANDARD",
+        **execution_type(execution),
     }
     if execution.status_summary:
         summary["statusSummary"] = execution.status_summary
@@ -100,7 +113,7 @@ def execution_detail(*, execution: PipelineExecution, pipeline_name: str) -> dic
         ],
         "trigger": _trigger(execution),
         "executionMode": execution.execution_mode,
-        "executionType": "STANDARD",
+        **execution_type(execution),
     }
     if execution.status_summary:
         detail["statusSummary"] = execution.status_summary
@@ -180,7 +193,7 @@ def stage_state(
     }
     if inbound:
         entries = [
-            {"pipelineExecutionId": e.execution_id, "status": e.status, "type": "STANDARD"}
+            {"pipelineExecutionId": e.execution_id, "status": e.status, "type": e.execution_type}
             for e in inbound
         ]
         result["inboundExecution"] = entries[0]
@@ -189,13 +202,18 @@ def stage_state(
         result["latestExecution"] = {
             "pipelineExecutionId": latest_stage_execution.execution_id,
             "status": latest_stage.status,
-            "type": "STANDARD",
+            "type": latest_stage_execution.execution_type,
         }
-        if latest_stage.attempt > 1:
-            result["retryStageMetadata"] = {
-                "manualStageRetryAttempt": latest_stage.attempt - 1,
-                "latestRetryTrigger": "ManualStageRetry",
-            }
+        if latest_stage.latest_retry_trigger:
+            # API_RetryStageMetadata: how many times the stage was retried, and how.
+            # The counts' minimum is 1 in the model: a kind of retry that never happened is
+            # left out.
+            metadata: dict[str, Any] = {"latestRetryTrigger": latest_stage.latest_retry_trigger}
+            if latest_stage.auto_retry_attempt:
+                metadata["autoStageRetryAttempt"] = latest_stage.auto_retry_attempt
+            if latest_stage.manual_retry_attempt:
+                metadata["manualStageRetryAttempt"] = latest_stage.manual_retry_attempt
+            result["retryStageMetadata"] = metadata
     return result
 
 
@@ -241,3 +259,119 @@ def action_execution_detail(
     if action.updated_by:
         detail["updatedBy"] = action.updated_by
     return detail
+
+
+# --- stage conditions (bot.engine.conditions) -----------------------------------------------
+
+
+def _rule_error(rule: RuleExecution) -> dict[str, str]:
+    return {
+        "code": rule.error_code or "RuleFailed",
+        "message": (rule.error_message or rule.summary or rule.status)[:5000],
+    }
+
+
+def rule_state_execution(rule: RuleExecution) -> dict[str, Any]:
+    """A rule's latest run as GetPipelineState's RuleState.latestExecution (API_RuleExecution)."""
+    latest: dict[str, Any] = {
+        "ruleExecutionId": rule.rule_execution_id,
+        "status": rule.status,
+        "lastStatusChange": utc(rule.updated_at),
+    }
+    if rule.summary:
+        latest["summary"] = rule.summary[:2048]
+    if rule.updated_by:
+        latest["lastUpdatedBy"] = rule.updated_by
+    if rule.external_execution_id:
+        latest["externalExecutionId"] = rule.external_execution_id
+    if rule.status == "Failed":
+        latest["errorDetails"] = _rule_error(rule)
+    return latest
+
+
+def stage_condition_state(
+    *, condition: ConditionExecution, rules: Sequence[RuleExecution]
+) -> dict[str, Any]:
+    """A stage's condition of one type in GetPipelineState (API_StageConditionState): the
+    latest evaluation's status and summary, and each of its rules' latest run."""
+    shown: dict[str, Any] = {"status": condition.status}
+    if condition.summary:
+        shown["summary"] = condition.summary[:2048]
+    return {
+        "latestExecution": shown,
+        "conditionStates": [
+            {
+                "latestExecution": {**shown, "lastStatusChange": utc(condition.updated_at)},
+                "ruleStates": [
+                    {"ruleName": rule.rule_name, "latestExecution": rule_state_execution(rule)}
+                    for rule in rules
+                ],
+            }
+        ],
+    }
+
+
+def rule_execution_detail(
+    *, rule: RuleExecution, execution_id: str, region: str | None
+) -> dict[str, Any]:
+    """One run of one rule, as ListRuleExecutions shows it (API_RuleExecutionDetail)."""
+    payload = json.loads(rule.input)
+    execution_input: dict[str, Any] = {
+        "ruleTypeId": payload["ruleTypeId"],
+        "configuration": payload["configuration"],
+        "resolvedConfiguration": payload["resolvedConfiguration"],
+        "inputArtifacts": [{"name": name} for name in payload["inputArtifacts"]],
+    }
+    if payload.get("roleArn"):
+        execution_input["roleArn"] = payload["roleArn"]
+    if payload.get("region") or region:
+        execution_input["region"] = payload.get("region") or region
+    result: dict[str, Any] = {}
+    if rule.external_execution_id:
+        result["externalExecutionId"] = rule.external_execution_id
+    if rule.summary:
+        result["externalExecutionSummary"] = rule.summary[:2048]
+    if rule.status == "Failed":
+        result["errorDetails"] = _rule_error(rule)
+    detail: dict[str, Any] = {
+        "pipelineExecutionId": execution_id,
+        "ruleExecutionId": rule.rule_execution_id,
+        "pipelineVersion": rule.pipeline_version,
+        "stageName": rule.stage_name,
+        "ruleName": rule.rule_name,
+        "startTime": utc(rule.started_at),
+        "lastUpdateTime": utc(rule.updated_at),
+        "status": rule.status,
+        "input": execution_input,
+        "output": {"executionResult": result},
+    }
+    if rule.updated_by:
+        detail["updatedBy"] = rule.updated_by
+    return detail
+
+
+def rule_type(
+    *,
+    provider: str,
+    properties: Sequence[tuple[str, bool, str]],
+    min_inputs: int,
+    max_inputs: int,
+) -> dict[str, Any]:
+    """A rule type as ListRuleTypes shows it (API_RuleType); ``properties`` are (name,
+    required, description)."""
+    return {
+        "id": {"category": "Rule", "owner": "AWS", "provider": provider, "version": "1"},
+        "ruleConfigurationProperties": [
+            {
+                "name": name,
+                "required": required,
+                "key": required,
+                "secret": False,
+                "queryable": False,
+                "description": description[:160],
+                "type": "String",
+            }
+            for name, required, description in properties
+        ],
+        "inputArtifactDetails": {"minimumCount": min_inputs, "maximumCount": max_inputs},
+    }

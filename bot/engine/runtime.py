@@ -28,6 +28,7 @@ from typing import Any
 
 from sqlmodel import Session
 
+from bot.engine import conditions
 from bot.engine.errors import RefusedError
 from bot.engine.model import (
     DEFAULT_APPROVAL_TIMEOUT_MINUTES,
@@ -40,9 +41,13 @@ from bot.engine.providers.commands import kill_process_group
 from bot.engine.states import (
     EXECUTION_TERMINAL,
     ActionStatus,
+    ConditionType,
     ExecutionMode,
     ExecutionStatus,
+    ExecutionType,
+    RetryTrigger,
     StageStatus,
+    TriggerType,
     transition,
 )
 from bot.engine.variables import UnresolvedVariableError, resolve_list, resolve_mapping
@@ -66,11 +71,14 @@ class AdvanceResult:
     launches: list[int] = field(default_factory=list)
     jobs: list[ActionJob] = field(default_factory=list)
     kills: list[ActionExecution] = field(default_factory=list)
+    # Commands rule runs of stage conditions for the worker (bot.engine.conditions).
+    rule_launches: list[int] = field(default_factory=list)
 
     def merge(self, other: AdvanceResult) -> None:
         self.launches += other.launches
         self.jobs += other.jobs
         self.kills += other.kills
+        self.rule_launches += other.rule_launches
 
 
 @dataclass(frozen=True)
@@ -88,16 +96,26 @@ class ActionJob:
     provider: str
     payload: dict[str, Any]
     source_override: str | None
+    # The branch a trigger's pushed commit is on: the source's BranchName variable.
+    source_branch: str | None = None
     # Artifact name -> the revision (commit ID) of the source action that produced it; artifacts
     # made by other actions have none, as in CodePipeline's job data.
     input_revisions: dict[str, str] = field(default_factory=dict)
+    # A ROLLBACK execution's target: input artifacts this execution did not make itself are
+    # the target's (stage-rollback.html: the rollback uses the target's artifacts).
+    artifacts_from: str | None = None
 
 
 def action_job(
     *, row: ActionExecution, execution: PipelineExecution, pipeline_name: str
 ) -> ActionJob:
     assert row.id is not None
-    overrides: dict[str, str] = json.loads(execution.source_overrides)
+    # An action's override: a commit ID, or {"revision", "branch"} for a trigger's push.
+    override = json.loads(execution.source_overrides).get(row.action_name)
+    if isinstance(override, dict):
+        revision, branch = override.get("revision"), override.get("branch")
+    else:
+        revision, branch = override, None
     revisions = {a["name"]: a["revisionId"] for a in json.loads(execution.artifact_revisions)}
     return ActionJob(
         pk=row.id,
@@ -110,8 +128,10 @@ def action_job(
         category=row.category,
         provider=row.provider,
         payload=json.loads(row.input),
-        source_override=overrides.get(row.action_name),
+        source_override=revision,
+        source_branch=branch,
         input_revisions=revisions,
+        artifacts_from=execution.rollback_target_execution_id,
     )
 
 
@@ -176,8 +196,12 @@ class Runtime:
         repositories_dir: Path,
         specs: SpecCache,
         region: str | None = None,
+        codebuild_projects: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        # The local CodeBuild project registry (PIPEBOT_CODEBUILD_PROJECTS); None:
+        # <data dir>/codebuild-projects.yml (bot.engine.codebuild_projects.registry_path).
+        self.codebuild_projects = codebuild_projects
         self.repositories_dir = repositories_dir
         self.specs = specs
         # The engine's AWS Region (None: none configured, ARNs say "local"); Commands actions
@@ -191,6 +215,14 @@ class Runtime:
 
     def artifact_dir(self, *, execution_id: str, artifact: str) -> Path:
         return self.data_dir / "artifacts" / execution_id / artifact
+
+    def input_artifact_dir(self, *, job: ActionJob, artifact: str) -> Path:
+        """Where ``job`` reads its input ``artifact``: its own execution's, or for a ROLLBACK
+        execution whose stage did not make it, its target's."""
+        own = self.artifact_dir(execution_id=job.execution_id, artifact=artifact)
+        if job.artifacts_from and not own.exists():
+            return self.artifact_dir(execution_id=job.artifacts_from, artifact=artifact)
+        return own
 
     def log_path(self, *, action_execution_id: str) -> Path:
         return self.data_dir / "logs" / f"{action_execution_id}.log"
@@ -271,6 +303,7 @@ class Runtime:
             stage = spec.stages[execution.stage_index]
             if self._progress_stage(
                 session=session,
+                state=state,
                 execution=execution,
                 spec=spec,
                 stage=stage,
@@ -317,6 +350,14 @@ class Runtime:
         spec = self.spec_of(session=session, execution=execution)
         stage = spec.stages[execution.stage_index]
         stage_row = state.stage_rows[(execution.id, stage.name)]
+        if stage_row.condition_phase is not None:  # a condition under evaluation never decides
+            conditions.end_running(
+                session=session,
+                execution=execution,
+                stage_row=stage_row,
+                why=f"Abandoned: the pipeline was updated to version {state.version}.",
+                now=now,
+            )
         latest = latest_actions(
             state.actions[execution.id], stage_name=stage.name, base_attempt=stage_row.base_attempt
         )
@@ -341,6 +382,7 @@ class Runtime:
         self,
         *,
         session: Session,
+        state: _PipelineState,
         execution: PipelineExecution,
         spec: PipelineSpec,
         stage: StageSpec,
@@ -349,6 +391,21 @@ class Runtime:
         now: datetime,
         result: AdvanceResult,
     ) -> bool:
+        if stage_row.condition_phase is not None:  # a stage condition is being evaluated
+            decided = conditions.progress(
+                runtime=self,
+                session=session,
+                executions=state.executions,
+                execution=execution,
+                spec=spec,
+                stage=stage,
+                stage_row=stage_row,
+                all_actions=all_actions,
+                now=now,
+                result=result,
+            )
+            if decided is not None:
+                return decided
         latest = latest_actions(
             all_actions, stage_name=stage.name, base_attempt=stage_row.base_attempt
         )
@@ -378,13 +435,34 @@ class Runtime:
             execution.status_summary = stop_summary(execution)
             return True
         if failed:
+            if self._begin_condition(
+                ConditionType.ON_FAILURE,
+                session,
+                execution,
+                spec,
+                stage,
+                stage_row,
+                all_actions,
+                now,
+                result,
+            ):
+                return True
             first = min(failed, key=lambda a: a.id or 0)
             transition(stage_row, StageStatus.FAILED, now=now)
-            transition(execution, ExecutionStatus.FAILED, now=now)
-            execution.status_summary = (
-                f'Stage "{stage.name}" failed: action "{first.action_name}": '
-                f"{first.summary or 'failed'}"
-            )[:2000]
+            self._on_stage_failure(
+                session=session,
+                state=state,
+                execution=execution,
+                spec=spec,
+                stage=stage,
+                stage_row=stage_row,
+                why=(
+                    f'Stage "{stage.name}" failed: action "{first.action_name}": '
+                    f"{first.summary or 'failed'}"
+                )[:2000],
+                now=now,
+                result=result,
+            )
             return True
         if self.start_next_group(
             session=session,
@@ -398,8 +476,20 @@ class Runtime:
             result=result,
         ):
             return True
+        if self._begin_condition(
+            ConditionType.ON_SUCCESS,
+            session,
+            execution,
+            spec,
+            stage,
+            stage_row,
+            all_actions,
+            now,
+            result,
+        ):
+            return True
         transition(stage_row, StageStatus.SUCCEEDED, now=now)
-        if execution.stage_index == len(spec.stages) - 1:
+        if is_last_stage(execution, spec=spec, stage=stage):
             transition(execution, ExecutionStatus.SUCCEEDED, now=now)
             execution.status_summary = None
         else:
@@ -408,6 +498,33 @@ class Runtime:
             execution.arrived_at = now
             execution.updated_at = now
         return True
+
+    def _begin_condition(
+        self,
+        kind: ConditionType,
+        session: Session,
+        execution: PipelineExecution,
+        spec: PipelineSpec,
+        stage: StageSpec,
+        stage_row: StageExecution,
+        all_actions: list[ActionExecution],
+        now: datetime,
+        result: AdvanceResult,
+    ) -> bool:
+        """Start the stage's ``kind`` condition (``conditions.begin``); False if it has none
+        or it was already evaluated in this attempt."""
+        return conditions.begin(
+            runtime=self,
+            session=session,
+            execution=execution,
+            spec=spec,
+            stage=stage,
+            stage_row=stage_row,
+            kind=kind,
+            all_actions=all_actions,
+            now=now,
+            result=result,
+        )
 
     def start_next_group(
         self,
@@ -437,7 +554,9 @@ class Runtime:
             ]
             if not todo:
                 continue
-            namespaces = self.namespaces(execution=execution, spec=spec, all_actions=all_actions)
+            namespaces = self.namespaces(
+                session=session, execution=execution, spec=spec, all_actions=all_actions
+            )
             rows = [
                 self._create_action(
                     execution=execution,
@@ -457,6 +576,180 @@ class Runtime:
             execution.updated_at = now
             return True
         return False
+
+    def _on_stage_failure(
+        self,
+        *,
+        session: Session,
+        state: _PipelineState,
+        execution: PipelineExecution,
+        spec: PipelineSpec,
+        stage: StageSpec,
+        stage_row: StageExecution,
+        why: str,
+        now: datetime,
+        result: AdvanceResult,
+    ) -> None:
+        """What a failed stage (``stage_row`` already Failed) leads to, by its ``onFailure``.
+
+        - ``RETRY``: the stage is retried once automatically, in ``retryConfiguration``'s
+          mode, and the execution goes on ("automatic retry ... a failed stage is retried one
+          time", https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-retry.html);
+          a stage that already had its automatic retry fails as usual (a manual retry stays
+          possible). ``retryStageMetadata`` counts it as ``AutomatedStageRetry``.
+        - otherwise the execution fails; with ``ROLLBACK`` a new ROLLBACK execution (trigger
+          ``AutomatedRollback``) runs the stage again with the most recent execution that
+          succeeded in it, when there is one
+          (https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-rollback-auto.html).
+          A rollback execution that fails is not itself rolled back (its target succeeded in
+          the stage; rolling back to it again would loop).
+        """
+        if stage.on_failure_result == "RETRY" and stage_row.auto_retry_attempt == 0:
+            stage_row.auto_retry_attempt += 1
+            stage_row.latest_retry_trigger = RetryTrigger.AUTOMATED.value
+            self._restart_stage(
+                session=session,
+                execution=execution,
+                spec=spec,
+                stage=stage,
+                stage_row=stage_row,
+                retry_mode=stage.retry_mode,
+                all_actions=state.actions[execution.id or 0],
+                now=now,
+                result=result,
+            )
+            return
+        transition(execution, ExecutionStatus.FAILED, now=now)
+        execution.status_summary = why
+        if (
+            stage.on_failure_result == "ROLLBACK"
+            and execution.execution_type == ExecutionType.STANDARD
+        ):
+            rollback = self.start_automatic_rollback(
+                session=session,
+                pipeline_id=execution.pipeline_id,
+                execution=execution,
+                stage=stage,
+                now=now,
+            )
+            if rollback is not None:
+                state.executions.append(rollback)
+            else:
+                execution.status_summary = (
+                    f"{why} Not rolled back: no earlier execution of this pipeline version "
+                    f'succeeded in stage "{stage.name}".'
+                )[:2000]
+
+    def start_automatic_rollback(
+        self,
+        *,
+        session: Session,
+        pipeline_id: int,
+        execution: PipelineExecution,
+        stage: StageSpec,
+        now: datetime,
+    ) -> PipelineExecution | None:
+        """Start the automatic rollback of ``stage`` after ``execution`` failed in it (by its
+        ``onFailure`` result, or a failure condition's ROLLBACK result): a ROLLBACK execution
+        targeting the most recent STANDARD execution of the same pipeline version that
+        succeeded in the stage. Returns it, or None when no execution succeeded there."""
+        target = store.latest_success_in_stage(
+            session=session,
+            pipeline_id=pipeline_id,
+            stage_name=stage.name,
+            version=execution.pipeline_version,
+        )
+        if target is None:
+            return None
+        return self.new_rollback_execution(
+            session=session,
+            target=target,
+            stage=stage,
+            trigger=TriggerType.AUTOMATED_ROLLBACK,
+            trigger_detail=execution.execution_id,
+            now=now,
+        )
+
+    def new_rollback_execution(
+        self,
+        *,
+        session: Session,
+        target: PipelineExecution,
+        stage: StageSpec,
+        trigger: TriggerType,
+        trigger_detail: str | None,
+        now: datetime,
+    ) -> PipelineExecution:
+        """A ROLLBACK execution of ``stage`` to ``target``: it waits in front of the stage
+        like any execution arriving there, then runs that stage alone with the target's
+        source revisions, variables and artifacts ("CodePipeline will use the variables and
+        artifacts from the execution to which it is rolling back",
+        https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-rollback.html), and
+        ends with the stage."""
+        execution = PipelineExecution(
+            execution_id=str(uuid.uuid4()),
+            pipeline_id=target.pipeline_id,
+            pipeline_version=target.pipeline_version,
+            status=ExecutionStatus.IN_PROGRESS.value,
+            trigger_type=trigger.value,
+            trigger_detail=trigger_detail,
+            execution_mode=target.execution_mode,
+            started_at=now,
+            updated_at=now,
+            variables=target.variables,
+            source_overrides="{}",
+            source_revisions=target.source_revisions,
+            artifact_revisions=target.artifact_revisions,
+            stage_index=stage.index,
+            waiting=True,
+            arrived_at=now,
+            execution_type=ExecutionType.ROLLBACK.value,
+            rollback_target_execution_id=target.execution_id,
+            rollback_stage=stage.name,
+        )
+        store.add_row(session=session, row=execution)
+        return execution
+
+    def _restart_stage(
+        self,
+        *,
+        session: Session,
+        execution: PipelineExecution,
+        spec: PipelineSpec,
+        stage: StageSpec,
+        stage_row: StageExecution,
+        retry_mode: str,
+        all_actions: list[ActionExecution],
+        now: datetime,
+        result: AdvanceResult,
+    ) -> None:
+        """Run a Failed or Stopped stage again (a manual or an automatic retry):
+        ``FAILED_ACTIONS`` re-runs the actions that did not succeed, ``ALL_ACTIONS`` all."""
+        stage_row.attempt += 1
+        if retry_mode == "ALL_ACTIONS":
+            stage_row.base_attempt = stage_row.attempt
+        transition(stage_row, StageStatus.IN_PROGRESS, now=now)
+        if execution.status != ExecutionStatus.IN_PROGRESS:
+            transition(execution, ExecutionStatus.IN_PROGRESS, now=now)
+        execution.stop_mode = None
+        execution.stop_reason = None
+        execution.status_summary = None
+        execution.waiting = False
+        execution.stage_index = stage.index
+        execution.updated_at = now
+        self.start_next_group(
+            session=session,
+            execution=execution,
+            spec=spec,
+            stage=stage,
+            stage_row=stage_row,
+            latest=latest_actions(
+                all_actions, stage_name=stage.name, base_attempt=stage_row.base_attempt
+            ),
+            all_actions=all_actions,
+            now=now,
+            result=result,
+        )
 
     def _admit_waiting(
         self,
@@ -547,6 +840,19 @@ class Runtime:
         execution.waiting = False
         execution.stage_index = stage.index
         execution.updated_at = now
+        # An entry condition is evaluated once the execution holds the stage, before any action.
+        if self._begin_condition(
+            ConditionType.BEFORE_ENTRY,
+            session,
+            execution,
+            spec,
+            stage,
+            row,
+            state.actions[execution.id],
+            now,
+            result,
+        ):
+            return
         self.start_next_group(
             session=session,
             execution=execution,
@@ -564,6 +870,7 @@ class Runtime:
     def namespaces(
         self,
         *,
+        session: Session,
         execution: PipelineExecution,
         spec: PipelineSpec,
         all_actions: list[ActionExecution],
@@ -582,11 +889,26 @@ class Runtime:
             for action in stage.actions
             if action.namespace
         }
-        for action in all_actions:
+        for action in [*self._target_actions(session, execution), *all_actions]:
             namespace = declared.get((action.stage_name, action.action_name))
             if namespace and action.status == ActionStatus.SUCCEEDED:
                 namespaces[namespace] = dict(json.loads(action.output_variables))
         return namespaces
+
+    def _target_actions(
+        self, session: Session, execution: PipelineExecution
+    ) -> list[ActionExecution]:
+        """A ROLLBACK execution's target's action executions (their output variables are
+        the rollback's namespaces); none for a STANDARD execution."""
+        target_id = execution.rollback_target_execution_id
+        if not target_id:
+            return []
+        target = store.get_execution(
+            session=session, pipeline_id=execution.pipeline_id, execution_id=target_id
+        )
+        if target is None or target.id is None:
+            return []
+        return store.action_executions_for(session=session, execution_pk=target.id)
 
     def _create_action(
         self,
@@ -724,6 +1046,13 @@ class Runtime:
                 a.status == ActionStatus.IN_PROGRESS for a in running
             ):
                 continue  # a stop ends it Stopped; running work completes first (_wind_down)
+            conditions.end_running(
+                session=session,
+                execution=execution,
+                stage_row=stage_row,
+                why=f"Abandoned: the pipeline was updated to version {pipeline.version}.",
+                now=now,
+            )
             transition(stage_row, StageStatus.CANCELLED, now=now)
             transition(execution, ExecutionStatus.CANCELLED, now=now)
             execution.status_summary = cancelled_summary(execution, version=pipeline.version)
@@ -860,28 +1189,17 @@ class Runtime:
                 f"'{execution.execution_id}'; only the latest execution in a stage can be "
                 "retried",
             )
-        stage_row.attempt += 1
-        if retry_mode == "ALL_ACTIONS":
-            stage_row.base_attempt = stage_row.attempt
-        transition(stage_row, StageStatus.IN_PROGRESS, now=now)
-        transition(execution, ExecutionStatus.IN_PROGRESS, now=now)
-        execution.stop_mode = None
-        execution.stop_reason = None
-        execution.status_summary = None
-        execution.waiting = False
-        execution.stage_index = stage.index
-        all_actions = store.action_executions_for(session=session, execution_pk=execution.id)
+        stage_row.manual_retry_attempt += 1
+        stage_row.latest_retry_trigger = RetryTrigger.MANUAL.value
         result = AdvanceResult()
-        self.start_next_group(
+        self._restart_stage(
             session=session,
             execution=execution,
             spec=spec,
             stage=stage,
             stage_row=stage_row,
-            latest=latest_actions(
-                all_actions, stage_name=stage.name, base_attempt=stage_row.base_attempt
-            ),
-            all_actions=all_actions,
+            retry_mode=retry_mode,
+            all_actions=store.action_executions_for(session=session, execution_pk=execution.id),
             now=now,
             result=result,
         )
@@ -996,6 +1314,12 @@ class Runtime:
                 action.summary = why
                 abandoned.append(action)
         return abandoned
+
+
+def is_last_stage(execution: PipelineExecution, *, spec: PipelineSpec, stage: StageSpec) -> bool:
+    """Whether ``execution`` ends when ``stage`` does: the declaration's last stage, or the one
+    stage a ROLLBACK execution runs."""
+    return stage.index == len(spec.stages) - 1 or execution.rollback_stage == stage.name
 
 
 def latest_actions(

@@ -27,11 +27,18 @@ from typing import Any
 
 from sqlmodel import Session
 
+from bot.engine import codebuild_projects
+from bot.engine.errors import EngineError
+from bot.engine.providers import codebuild as codebuild_provider
+from bot.engine.providers import codedeploy as codedeploy_provider
 from bot.engine.providers import commands as commands_provider
 from bot.engine.providers import git
+from bot.engine.providers import s3 as s3_provider
 from bot.engine.responses import ACCOUNT, REGION
+from bot.engine.rule_runner import RuleRunner
 from bot.engine.runtime import ActionJob, AdvanceResult, Runtime, action_job
 from bot.engine.states import ActionStatus, transition
+from storage import condition_store
 from storage import engine_store as store
 from storage.db import SessionFactory, transaction, utc, utcnow
 from storage.models import ActionExecution, EngineWorker, PipelineExecution
@@ -88,6 +95,17 @@ class Worker:
         self._on_change = on_change
         self._sweep_seconds = max(30.0, 10 * poll_seconds)
         self._last_sweep = 0.0
+        # Commands rules of stage conditions run on the same pool (bot.engine.rule_runner).
+        self._rules = RuleRunner(
+            sessions=sessions,
+            runtime=runtime,
+            worker_id=self.id,
+            host=HOST,
+            pool=self._pool,
+            after_commit=self.after_commit,
+            on_change=on_change,
+            stopping=self._stop.is_set,
+        )
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -118,12 +136,17 @@ class Worker:
             touched, to_kill = self._fail_claimed(
                 session=session, worker_ids={self.id}, why="pipebot shut down"
             )
+            rules_touched, rules_to_kill = self._rules.fail_claimed(
+                session=session, worker_ids={self.id}, why="pipebot shut down"
+            )
+            touched |= rules_touched
             store.delete_worker(session=session, worker_id=self.id)
-        self._kill_recorded(to_kill)
+        self._kill_recorded(to_kill + rules_to_kill)
         with self._lock:
             running = dict(self._running)
         for proc in running.values():
             commands_provider.kill_process_group(proc.pid)
+        self._rules.kill_all()
         self._pool.shutdown(wait=True, cancel_futures=True)
         for pipeline_id in touched:
             with transaction(self._sessions) as session:
@@ -190,9 +213,11 @@ class Worker:
     def _next_timeout(self) -> float:
         with self._sessions() as session:
             due = store.next_approval_due(session=session)
+            rule_due = condition_store.next_rule_due(session=session)
         timeout = self._poll_seconds
-        if due is not None:
-            timeout = min(timeout, max(0.0, (utc(due) - utcnow()).total_seconds()) + 0.01)
+        for when in (due, rule_due):
+            if when is not None:
+                timeout = min(timeout, max(0.0, (utc(when) - utcnow()).total_seconds()) + 0.01)
         return timeout
 
     def scan(self) -> None:
@@ -215,6 +240,7 @@ class Worker:
         sweep = time.monotonic() - self._last_sweep >= self._sweep_seconds
         with self._sessions() as session:
             pipeline_ids = set(store.pipelines_with_due_approvals(session=session, now=now))
+            pipeline_ids |= set(condition_store.pipelines_with_due_rules(session=session, now=now))
             if sweep:
                 pipeline_ids |= set(store.pipeline_ids_with_active_executions(session=session))
         if sweep:
@@ -224,6 +250,7 @@ class Worker:
         with self._sessions() as session:
             unclaimed = store.unclaimed_actions(session=session)
         self.submit(unclaimed)
+        self._rules.scan()
 
     def advance_pipeline(self, *, pipeline_id: int) -> None:
         with transaction(self._sessions) as session:
@@ -239,6 +266,7 @@ class Worker:
         for job in result.jobs:
             self._dispatch(job.pk, job)
         self.submit(result.launches)
+        self._rules.submit(result.rule_launches)
 
     # --- recovery ----------------------------------------------------------------------------
 
@@ -262,11 +290,17 @@ class Worker:
                 if a.claimed_by is not None and a.claimed_by not in workers
             }
             dead |= {w for w in orphans if w is not None}
+            dead |= RuleRunner.orphan_claimants(session=session, live=set(workers)) - {self.id}
             if not dead:
                 return
             touched, to_kill = self._fail_claimed(
                 session=session, worker_ids=dead, why="its worker died"
             )
+            rules_touched, rules_to_kill = self._rules.fail_claimed(
+                session=session, worker_ids=dead, why="its worker died"
+            )
+            touched |= rules_touched
+            to_kill += rules_to_kill
             for worker_id in dead:
                 store.delete_worker(session=session, worker_id=worker_id)
         self._kill_recorded(to_kill)
@@ -362,6 +396,12 @@ class Worker:
             return self._run_source(job)
         if job.provider == "Commands":
             return self._run_commands(job)
+        if job.provider == "CodeBuild":
+            return self._run_codebuild(job)
+        if job.provider == "CodeDeploy":
+            return self._run_codedeploy(job)
+        if job.category == "Deploy" and job.provider == "S3":
+            return self._run_s3_deploy(job)
         return Outcome(
             succeeded=False,
             summary=f"The embedded engine cannot run provider {job.provider}.",
@@ -369,6 +409,8 @@ class Worker:
         )
 
     def _run_source(self, job: ActionJob) -> Outcome:
+        if job.provider == "S3":
+            return self._run_s3_source(job)
         configuration: dict[str, str] = job.payload["resolvedConfiguration"]
         outputs = job.payload["outputArtifacts"]
         try:
@@ -377,7 +419,7 @@ class Worker:
                 provider=job.provider,
                 configuration=configuration,
             )
-            branch = configuration.get("BranchName", "main")
+            branch = job.source_branch or configuration.get("BranchName", "main")
             if job.source_override:
                 commit = git.read_commit(repository=repository, revision=job.source_override)
             else:
@@ -419,12 +461,154 @@ class Worker:
             },
         )
 
+    # --- S3 and CodeDeploy (bot.engine.providers.s3, bot.engine.providers.codedeploy) --------
+
+    def _run_s3_source(self, job: ActionJob) -> Outcome:
+        """Source/AWS/S3: unzip ``<data dir>/s3/<S3Bucket>/<S3ObjectKey>`` into the output
+        artifact; the revision (and ``ETag`` / ``VersionId`` variables) is its content hash."""
+        configuration: dict[str, str] = job.payload["resolvedConfiguration"]
+        names = [a["name"] for a in job.payload["outputArtifacts"]]
+        bucket, key = configuration.get("S3Bucket", ""), configuration.get("S3ObjectKey", "")
+        try:
+            if not names:
+                raise s3_provider.S3Error("The S3 source action has no output artifact")
+            fetched = None
+            for name in names:
+                destination = self._runtime.artifact_dir(
+                    execution_id=job.execution_id, artifact=name
+                )
+                _reset_dir(destination)
+                fetched = s3_provider.fetch_source(
+                    data_dir=self._runtime.data_dir, bucket=bucket, key=key, destination=destination
+                )
+            assert fetched is not None
+            if job.source_override and job.source_override != fetched.etag:
+                raise s3_provider.S3Error(
+                    f"Revision {job.source_override} of s3://{bucket}/{key} was asked for, but the "
+                    f"object now has ETag {fetched.etag} (local buckets keep no older versions)"
+                )
+        except s3_provider.S3Error as exc:
+            return Outcome(succeeded=False, summary=str(exc)[:2048], error_code="JobFailed")
+        return Outcome(
+            succeeded=True,
+            summary=fetched.summary,
+            output_variables={"ETag": fetched.etag, "VersionId": fetched.etag},
+            output_artifacts=names,
+            external_execution_id=fetched.etag,
+            revision={
+                "revisionId": fetched.etag,
+                "revisionSummary": fetched.summary,
+                "created": fetched.last_modified.isoformat(),
+                "artifacts": names,
+            },
+        )
+
+    def _run_s3_deploy(self, job: ActionJob) -> Outcome:
+        """Deploy/AWS/S3: the input artifact into ``<data dir>/s3/<BucketName>/``, extracted
+        under the ``ObjectKey`` prefix or zipped as the object ``ObjectKey``."""
+        configuration: dict[str, str] = job.payload["resolvedConfiguration"]
+        inputs: list[str] = job.payload["inputArtifacts"]
+        log_path = self._runtime.log_path(action_execution_id=job.action_execution_id)
+        try:
+            if not inputs:
+                raise s3_provider.S3Error("The S3 deploy action has no input artifact")
+            result = s3_provider.deploy(
+                data_dir=self._runtime.data_dir,
+                bucket=configuration.get("BucketName", ""),
+                artifact=self._runtime.input_artifact_dir(job=job, artifact=inputs[0]),
+                extract=s3_provider.parse_extract(configuration.get("Extract", "")),
+                object_key=configuration.get("ObjectKey") or None,
+            )
+        except s3_provider.S3Error as exc:
+            return Outcome(succeeded=False, summary=str(exc)[:2048], error_code="JobFailed")
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"[S3] {result.summary}\n")
+            log.writelines(f"[S3] Wrote s3://{result.bucket}/{key}\n" for key in result.keys)
+        return Outcome(
+            succeeded=True,
+            summary=result.summary[:2048],
+            external_execution_id=job.action_execution_id,
+        )
+
+    def _run_codedeploy(self, job: ActionJob) -> Outcome:
+        """Deploy/AWS/CodeDeploy: an in-place deployment of the input artifact to the deployment
+        group's local instance. ``externalExecutionId`` is the deployment ID (``d-XXXXXXXXX``)
+        and the summary names the revision deployed (the source revision, else the bundle's
+        digest); ``codedeploy_provider.deployed_revision`` reads a group's last one."""
+        configuration: dict[str, str] = job.payload["resolvedConfiguration"]
+        inputs: list[str] = job.payload["inputArtifacts"]
+        deployment = codedeploy_provider.deployment_id(job.action_execution_id)
+        application = configuration.get("ApplicationName", "")
+        group = configuration.get("DeploymentGroupName", "")
+        try:
+            root = codedeploy_provider.instance_root(
+                data_dir=self._runtime.data_dir,
+                application_name=application,
+                deployment_group_name=group,
+            )
+        except EngineError as exc:
+            return Outcome(succeeded=False, summary=str(exc), error_code="JobFailed")
+        if not inputs:
+            return Outcome(
+                succeeded=False,
+                summary="The CodeDeploy action has no input artifact (the revision bundle)",
+                error_code="JobFailed",
+            )
+        bundle = self._runtime.input_artifact_dir(job=job, artifact=inputs[0])
+        revision = job.input_revisions.get(inputs[0]) or (
+            codedeploy_provider.bundle_digest(bundle) if bundle.is_dir() else "(none)"
+        )
+        log_path = self._runtime.log_path(action_execution_id=job.action_execution_id)
+        worker, pid_dir = self, self._runtime.work_dir(action_execution_id=job.action_execution_id)
+
+        class Tracker:
+            """Registers each hook script's process like a Commands action's, so stopping the
+            execution with abandon (or shutting down) kills it."""
+
+            def started(self, process: subprocess.Popen[bytes]) -> bool:
+                with worker._lock:
+                    worker._running[job.pk] = process
+                    abandoned = job.pk in worker._abandoned
+                pid_dir.parent.mkdir(parents=True, exist_ok=True)
+                worker._runtime.record_process(
+                    action_execution_id=job.action_execution_id, pid=process.pid
+                )
+                return not abandoned
+
+            def finished(self, process: subprocess.Popen[bytes]) -> None:
+                with worker._lock:
+                    worker._running.pop(job.pk, None)
+                worker._runtime.forget_process(action_execution_id=job.action_execution_id)
+
+        result = codedeploy_provider.deploy(
+            bundle=bundle,
+            root=root,
+            application_name=application,
+            deployment_group_name=group,
+            deployment_id=deployment,
+            revision=revision,
+            log_path=log_path,
+            environment=commands_provider.host_environment(os.environ),
+            pipeline_execution_id=job.execution_id,
+            tracker=Tracker(),
+        )
+        summary = result.summary
+        if not result.succeeded and result.failed_script:
+            tail = commands_provider.log_tail(log_path=log_path, lines=10, max_chars=1200)
+            summary = f"{summary}\n{tail}"
+        return Outcome(
+            succeeded=result.succeeded,
+            summary=summary[:2048],
+            error_code=None if result.succeeded else "JobFailed",
+            external_execution_id=result.deployment_id,
+        )
+
     def _run_commands(self, job: ActionJob) -> Outcome:
         payload = job.payload
         inputs: list[str] = payload["inputArtifacts"]
         artifact_dirs = {
-            name: self._runtime.artifact_dir(execution_id=job.execution_id, artifact=name)
-            for name in inputs
+            name: self._runtime.input_artifact_dir(job=job, artifact=name) for name in inputs
         }
         workdir = self._runtime.work_dir(action_execution_id=job.action_execution_id)
         log_path = self._runtime.log_path(action_execution_id=job.action_execution_id)
@@ -530,6 +714,139 @@ class Worker:
             summary=_commands_succeeded(len(payload["commands"])),
             output_variables=variables,
             output_artifacts=produced,
+            external_execution_id=job.action_execution_id,
+        )
+
+    def _run_codebuild(self, job: ActionJob) -> Outcome:
+        """Run a Build or Test CodeBuild action: its buildspec 0.2 in one shell on this host.
+
+        The rules are in ``bot.engine.providers.codebuild`` (../shared/docs/local-providers.md,
+        "CodeBuild"): the primary input artifact is the work directory, the others are
+        ``CODEBUILD_SRC_DIR_<name>``; CodeBuild's variables are a Commands action's, with the
+        build's ID ``<ProjectName>:<action execution ID>`` and its number counted per project;
+        the build times out after the project's ``timeoutInMinutes`` (default 60). Anything
+        that cannot run locally fails the action before any command runs, named in the summary
+        and the log.
+        """
+        payload = job.payload
+        configuration: dict[str, Any] = payload["resolvedConfiguration"]
+        inputs: list[str] = payload["inputArtifacts"]
+        outputs = [artifact["name"] for artifact in payload["outputArtifacts"]]
+        workdir = self._runtime.work_dir(action_execution_id=job.action_execution_id)
+        log_path = self._runtime.log_path(action_execution_id=job.action_execution_id)
+        variables_path = workdir.parent / f"{job.action_execution_id}.env"
+        results_path = workdir.parent / f"{job.action_execution_id}.phases"
+        region = payload.get("region") or self._runtime.region
+        stopped: str | None = None
+        try:
+            primary = codebuild_provider.primary_source(configuration=configuration, inputs=inputs)
+            dirs = {n: self._runtime.input_artifact_dir(job=job, artifact=n) for n in inputs}
+            src_env = commands_provider.prepare_workdir(
+                workdir=workdir,
+                primary_input=dirs[primary] if primary else None,
+                secondary_inputs={n: path for n, path in dirs.items() if n != primary},
+            )
+            plan = codebuild_provider.plan_build(
+                configuration=configuration,
+                inputs=inputs,
+                source_root=workdir if primary else None,
+                registry=codebuild_projects.registry_path(
+                    data_dir=self._runtime.data_dir, configured=self._runtime.codebuild_projects
+                ),
+            )
+            build = commands_provider.Build(
+                project=plan.project,
+                uuid=job.action_execution_id,
+                number=codebuild_provider.next_build_number(
+                    data_dir=self._runtime.data_dir, project=plan.project
+                ),
+                region=region or REGION,
+                account=ACCOUNT,
+            )
+            env, reserved = commands_provider.compose_environment(
+                host=commands_provider.host_environment(os.environ),
+                codebuild={
+                    **src_env,
+                    **commands_provider.codebuild_environment(
+                        build=build,
+                        pipeline_name=job.pipeline_name,
+                        aws_region=region,
+                        resolved_source_version=job.input_revisions.get(primary or ""),
+                        start_time_ms=time.time_ns() // 1_000_000,
+                    ),
+                },
+                declared=plan.environment,
+            )
+            proc = codebuild_provider.start_build(
+                plan=plan,
+                workdir=workdir,
+                env=env,
+                log_path=log_path,
+                results_path=results_path,
+                variables_path=variables_path,
+                notes=[f"Build {build.build_id} (number {build.number})"]
+                + [
+                    f"Ignoring environment variable {name}: the CODEBUILD_ prefix is reserved "
+                    "for CodeBuild, which sets it"
+                    for name in reserved
+                ],
+            )
+            with self._lock:
+                self._running[job.pk] = proc
+                abandoned = job.pk in self._abandoned
+            try:
+                self._runtime.record_process(
+                    action_execution_id=job.action_execution_id, pid=proc.pid
+                )
+                if abandoned:  # stopped with abandon while the process was starting
+                    commands_provider.kill_process_group(proc.pid)
+                try:
+                    code = proc.wait(timeout=plan.timeout_seconds)
+                except subprocess.TimeoutExpired:
+                    stopped = (
+                        f"timed out after {_duration(plan.timeout_seconds)} "
+                        "(the project's timeoutInMinutes)"
+                    )
+                    commands_provider.kill_process_group(proc.pid)
+                    code = proc.wait()
+                commands_provider.kill_process_group(proc.pid)
+            finally:
+                with self._lock:
+                    self._running.pop(job.pk, None)
+                self._runtime.forget_process(action_execution_id=job.action_execution_id)
+            if code < 0 and stopped is None:
+                stopped = f"was stopped (signal {-code})"
+            result = codebuild_provider.finish_build(
+                plan=plan,
+                workdir=workdir,
+                log_path=log_path,
+                results_path=results_path,
+                variables_path=variables_path,
+                outputs=outputs,
+                destination=lambda name: self._runtime.artifact_dir(
+                    execution_id=job.execution_id, artifact=name
+                ),
+                stopped=stopped,
+                log_tail=commands_provider.log_tail(log_path=log_path, lines=15, max_chars=1200),
+            )
+        except commands_provider.CommandsError as exc:
+            codebuild_provider.write_log(log_path, [f"Build failed: {exc.summary}"])
+            return Outcome(
+                succeeded=False,
+                summary=exc.summary[:2048],
+                error_code="JobFailed",
+                external_execution_id=job.action_execution_id,
+            )
+        finally:
+            commands_provider.remove_workdir(workdir=workdir)
+            variables_path.unlink(missing_ok=True)
+            results_path.unlink(missing_ok=True)
+        return Outcome(
+            succeeded=result.succeeded,
+            summary=result.summary,
+            error_code=None if result.succeeded else "JobFailed",
+            output_variables=dict(result.variables),
+            output_artifacts=list(result.produced),
             external_execution_id=job.action_execution_id,
         )
 

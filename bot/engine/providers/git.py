@@ -31,7 +31,9 @@ __all__ = [
     "Commit",
     "SourceError",
     "branch_tip",
+    "changed_files",
     "export_tree",
+    "list_refs",
     "read_commit",
     "repository_path",
 ]
@@ -341,3 +343,79 @@ def export_tree(*, repository: Path, revision_id: str, destination: Path) -> Non
             raise SourceError(
                 f"Cannot extract commit {revision_id} of {repository} into {destination}: {failure}"
             ) from failure
+
+
+# ``for-each-ref`` fields, NUL-separated: the ref, its object's type and ID, and for an annotated
+# tag the type and ID of the object the tag points at (empty otherwise).
+_REF_FORMAT = (
+    "--format=%(refname)%00%(objecttype)%00%(objectname)%00%(*objecttype)%00%(*objectname)"
+)
+
+
+def list_refs(*, repository: Path) -> dict[str, str]:
+    """Every branch and tag of ``repository`` with the commit it points at, as
+    ``{"refs/heads/main": sha, "refs/tags/v1.0": sha, ...}`` (full ref names, full SHAs).
+
+    An annotated tag maps to the commit it tags (not the tag object), as the revision a push of
+    that tag builds; a tag of anything but a commit (a tree, a blob, a tag of a tag) is left out,
+    as no execution could build it. One git process.
+    """
+    result = _run_git(repository, ["for-each-ref", _REF_FORMAT, "refs/heads/", "refs/tags/"])
+    if result.returncode != 0:
+        if _is_not_a_repository(result):
+            raise _not_a_repository(repository, result)
+        raise SourceError(f"Cannot read the branches and tags of {repository}: {_stderr(result)}")
+    refs: dict[str, str] = {}
+    for line in result.stdout.decode(errors="replace").splitlines():
+        name, kind, sha, peeled_kind, peeled_sha = (line.split("\0") + [""] * 5)[:5]
+        if kind == "commit":
+            refs[name] = sha
+        elif kind == "tag" and peeled_kind == "commit":
+            refs[name] = peeled_sha
+    return refs
+
+
+def changed_files(
+    *, repository: Path, revision_id: str, since: Sequence[str], ignore_missing: bool = False
+) -> list[str]:
+    """The paths (relative to the repository root, ``/``-separated) changed by the commits that
+    ``revision_id`` reaches and none of ``since`` reaches: for a branch that moved from ``old``,
+    ``since=[old]`` gives the files the pushed commits changed; for a new branch, ``since`` = the
+    other refs' tips gives the files of the commits the push brought.
+
+    Each commit counts with its diff against its first parent (a merge contributes what it
+    brought into the branch), the root commit with all its files; renames count as a deletion
+    and an addition (both paths). Sorted, without duplicates. One git process.
+
+    A commit of ``since`` that the repository does not have is a SourceError, unless
+    ``ignore_missing`` (then it is left out, as ``git log --ignore-missing`` does).
+    """
+    _check_commit_id(revision_id)
+    for revision in since:
+        _check_commit_id(revision)
+    result = _run_git(
+        repository,
+        [
+            "-c",
+            "log.showRoot=true",
+            "log",
+            "-z",
+            "--format=",
+            "--name-only",
+            "--no-renames",
+            "--diff-merges=first-parent",
+            *(["--ignore-missing"] if ignore_missing else []),
+            revision_id,
+            *(["--not", *since] if since else []),
+            "--",
+        ],
+    )
+    if result.returncode != 0:
+        if _is_not_a_repository(result):
+            raise _not_a_repository(repository, result)
+        raise SourceError(
+            f"Cannot list the files changed up to commit {revision_id} in {repository}: "
+            f"{_stderr(result)}"
+        )
+    names = result.stdout.decode(errors="replace").split("\0")
+    return sorted({name.strip("\n") for name in names if name.strip("\n")})
