@@ -39,7 +39,9 @@ from bot.slack.modals import reject_modal, stop_modal
 from bot.slack.outcomes import (
     decision_outcome,
     outcome_blocks,
+    overridden_line,
     retried_line,
+    rolled_back_line,
     started_line,
 )
 from bot.slack.status import status_blocks
@@ -124,15 +126,20 @@ class Click:
         try:
             state = ops.state(self.ref.pipeline)
             executions = ops.executions(self.ref.pipeline, 5)
+            operate = self._may(Permission.OPERATE)
             fresh = status_blocks(
                 state=state,
                 executions=executions,
                 approvals_allowed=self._may(Permission.APPROVE),
-                operate_allowed=self._may(Permission.OPERATE),
+                operate_allowed=operate,
                 now=self.services.now(),
                 who=who_did(
                     self.services, pipeline=self.ref.pipeline, state=state, executions=executions
                 ),
+                rollback_targets=(
+                    ops.rollback_targets(self.ref.pipeline, state, executions) if operate else None
+                ),
+                parallel_approvals=ops.parallel_approvals(self.ref.pipeline, executions),
             )
         except OpsError:
             fresh = list((self.body.get("message") or {}).get("blocks") or [])
@@ -418,6 +425,8 @@ def _view_log(c: Click) -> Done | None:
             actions=view.actions,
             log_tail=view.log_tail,
             who=who_did_view(c.services, pipeline=c.ref.pipeline, view=view),
+            rules=view.rules,
+            rules_error=view.rules_error,
         ),
     )
     return None
@@ -451,6 +460,73 @@ def _delete_cancel(c: Click) -> Done | None:
     return None
 
 
+def _roll_back(c: Click) -> Done | None:
+    """Roll back ``ref.stage`` to ``ref.execution`` (the target the confirm named)."""
+    stage, target = c.ref.stage, c.ref.execution
+    if stage is None or target is None:
+        raise OpsError("That button does not say which stage to roll back, and to what.")
+    _found, execution_id = c.services.ops.rollback(c.ref.pipeline, stage, target)
+    with transaction(c.services.sessions) as session:
+        # Who started the rollback execution: status, history and the channel name them.
+        bot_store.record_starter(
+            session=session,
+            execution_id=execution_id,
+            pipeline=c.ref.pipeline,
+            user_id=c.actor.user_id,
+        )
+    line = rolled_back_line(
+        user_id=c.actor.user_id,
+        pipeline=c.ref.pipeline,
+        stage=stage,
+        target=target,
+        execution_id=execution_id,
+    )
+    if c.in_thread() or c.on_home():
+        c.redraw(f"{line} ({c.when()})")
+    elif c.body.get("actions", [{}])[0].get("action_id") == ids.ROLLBACK_CONFIRM:
+        # The command's question: answered in place, the channel told below.
+        c.respond(
+            replace_original=True,
+            text=line[:3000],
+            blocks=notice_blocks(message=f"{line} ({c.when()})"),
+        )
+    else:
+        c.redraw(f"{line} ({c.when()})")
+    notice(c.respond, message=line, public=True)
+    return Done(execution_id=execution_id, detail=bot_store.stage_detail(stage, f"to {target}"))
+
+
+def _rollback_cancel(c: Click) -> Done | None:
+    c.respond(
+        replace_original=True,
+        text="Rollback cancelled",
+        blocks=notice_blocks(
+            message=f"Nothing rolled back: *{escape(c.ref.stage or '?')}* of "
+            f"*{escape(c.ref.pipeline)}* stays as it is."
+        ),
+    )
+    return None
+
+
+def _override(c: Click) -> Done | None:
+    stage, execution_id, condition = c.ref.stage, c.ref.execution, c.ref.action
+    if stage is None or execution_id is None or condition is None:
+        raise OpsError("That button does not say which condition it overrides.")
+    condition, execution_id = c.services.ops.override(
+        c.ref.pipeline, stage, execution_id, condition
+    )
+    line = overridden_line(
+        user_id=c.actor.user_id,
+        pipeline=c.ref.pipeline,
+        stage=stage,
+        condition_type=condition,
+        execution_id=execution_id,
+    )
+    c.redraw(f"{line} ({c.when()})")
+    notice(c.respond, message=line, public=True)
+    return Done(execution_id=execution_id, detail=bot_store.stage_detail(stage, condition))
+
+
 def _refresh(c: Click) -> Done | None:
     c.redraw(f"Refreshed by <@{c.actor.user_id}> at {c.when()}")
     return None
@@ -475,5 +551,9 @@ ACTIONS: dict[str, Button] = {
     ids.DELETE_CONFIRM: Button(Permission.OPERATE, _delete_confirm),
     ids.DELETE_CANCEL: Button(Permission.READ, _delete_cancel),
     ids.REFRESH_STATUS: Button(Permission.READ, _refresh),
+    ids.ROLLBACK: Button(Permission.OPERATE, _roll_back),
+    ids.ROLLBACK_CONFIRM: Button(Permission.OPERATE, _roll_back),
+    ids.ROLLBACK_CANCEL: Button(Permission.READ, _rollback_cancel),
+    ids.OVERRIDE: Button(Permission.OPERATE, _override),
 }
 """Every button: its action ID (``bot.slack.ids``), the permission it needs, its handler."""

@@ -29,9 +29,14 @@ from bot.slack.execution import execution_blocks
 from bot.slack.history import history_blocks, list_blocks
 from bot.slack.ids import ButtonRef
 from bot.slack.kit import escape
-from bot.slack.messages import delete_confirm_blocks, error_blocks, help_blocks
+from bot.slack.messages import (
+    delete_confirm_blocks,
+    error_blocks,
+    help_blocks,
+    rollback_confirm_blocks,
+)
 from bot.slack.modals import declaration_modal
-from bot.slack.outcomes import retried_line, started_line, stopped_line
+from bot.slack.outcomes import overridden_line, retried_line, started_line, stopped_line
 from bot.slack.status import status_blocks
 from bot.slack.subscriptions import FILTER_WORDS, resumed_text, subscriptions_blocks
 from bot.slack.text import Who
@@ -316,15 +321,20 @@ def who_did_view(services: Services, *, pipeline: str, view: ExecutionView) -> W
 def _status(r: Request) -> Done | None:
     state = r.ops.state(r.name)
     executions = r.ops.executions(r.name, 5)
+    operate = r.allowed(Permission.OPERATE)
     r.private(
         status_blocks(
             state=state,
             executions=executions,
             approvals_allowed=r.allowed(Permission.APPROVE),
-            operate_allowed=r.allowed(Permission.OPERATE),
+            operate_allowed=operate,
             now=r.services.now(),
             command=r.services.settings.command,
             who=who_did(r.services, pipeline=r.name, state=state, executions=executions),
+            rollback_targets=(
+                r.ops.rollback_targets(r.name, state, executions) if operate else None
+            ),
+            parallel_approvals=r.ops.parallel_approvals(r.name, executions),
         ),
         f"Status of {r.name}",
     )
@@ -356,6 +366,8 @@ def _execution(r: Request) -> Done | None:
             log_tail=view.log_tail,
             command=r.services.settings.command,
             who=who_did_view(r.services, pipeline=r.name, view=view),
+            rules=view.rules,
+            rules_error=view.rules_error,
         ),
         f"Execution {execution_id} of {r.name}",
     )
@@ -444,6 +456,42 @@ def _retry(r: Request) -> Done | None:
     )
     # The stage in the audit entry tells whoever asks who retried it (``who_did``).
     return Done(execution_id=execution_id, detail=bot_store.stage_detail(stage))
+
+
+def _rollback(r: Request) -> Done | None:
+    """Asks first: the target execution, its revisions and when it succeeded, with Roll back
+    and Cancel buttons (the Confirm click rolls back, audited as ``ROLLBACK_CONFIRM``). A
+    rollback redeploys older code, so like ``delete`` it shows what it will do before it
+    does it, privately, rather than acting on a typo in a stage name or an ID."""
+    stage = str(r.args["stage"])
+    state = r.ops.state(r.name)
+    execution = r.args.get("execution")
+    if execution:
+        target = r.ops.describe_target(r.name, stage, str(execution), state=state)
+    else:
+        target = r.ops.rollback_target(r.name, stage, state=state)
+    r.private(
+        rollback_confirm_blocks(target=target, now=r.services.now()),
+        f"Roll back {stage} of {r.name} to {target.execution_id}?",
+    )
+    return None
+
+
+def _override(r: Request) -> Done | None:
+    condition_type, execution_id = r.ops.override(
+        r.name, str(r.args["stage"]), r.args.get("execution"), r.args.get("condition")
+    )
+    stage = str(r.args["stage"])
+    r.public(
+        overridden_line(
+            user_id=r.actor.user_id,
+            pipeline=r.name,
+            stage=stage,
+            condition_type=condition_type,
+            execution_id=execution_id,
+        )
+    )
+    return Done(execution_id=execution_id, detail=bot_store.stage_detail(stage, condition_type))
 
 
 def _answer(r: Request, *, approved: bool) -> Done | None:
@@ -668,6 +716,8 @@ HANDLERS: dict[str, Callable[[Request], Done | None]] = {
     "start": _start,
     "stop": _stop,
     "retry": _retry,
+    "rollback": _rollback,
+    "override": _override,
     "approve": _approve,
     "reject": _reject,
     "disable": _disable,

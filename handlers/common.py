@@ -512,7 +512,16 @@ def home_view_for(services: Services, user_id: str) -> dict[str, Any]:
         name = summary["name"]
         if not decide(services, actor=viewer, permission=Permission.APPROVE, pipeline=name):
             continue
-        for pending in services.ops.pending_approvals(name):
+        waiting = services.ops.pending_approvals(name)
+        if latest.get("executionMode") == "PARALLEL":
+            # GetPipelineState shows each gate's latest execution only: the others wait too.
+            shown = {(p.execution_id, p.stage, p.action) for p in waiting}
+            waiting += [
+                p
+                for p in services.ops.parallel_approvals(name, services.ops.executions(name, 20))
+                if (p.execution_id, p.stage, p.action) not in shown
+            ]
+        for pending in waiting:
             if pending.execution_id and not decide(
                 services,
                 actor=viewer,

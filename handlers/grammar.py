@@ -182,6 +182,30 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         notes=_ID_NOTE,
     ),
     CommandSpec(
+        "rollback",
+        (),
+        "Roll a stage back to an earlier success (asks first).",
+        "rollback NAME STAGE [EXECUTION]",
+        "rollback {pipeline} {stage}",
+        Permission.OPERATE,
+        notes="Without EXECUTION, the most recent execution that succeeded in STAGE (not a "
+        "rollback, not the one the stage shows now). pipebot shows the target, its source "
+        "revision and when it succeeded, and rolls back when you confirm: a new execution "
+        "runs the stage with that execution's revisions and artifacts. Not the source stage, "
+        "not in PARALLEL mode. " + _ID_NOTE,
+    ),
+    CommandSpec(
+        "override",
+        (),
+        "Let a waiting or failed stage condition pass.",
+        "override NAME STAGE [before|success] [EXECUTION]",
+        "override {pipeline} {stage} before",
+        Permission.OPERATE,
+        notes="`before` is the entry condition (beforeEntry), `success` the success condition "
+        "(onSuccess); without it, the one that waits or failed. A condition whose result is "
+        "SKIP cannot be overridden. " + _ID_NOTE,
+    ),
+    CommandSpec(
         "approve",
         (),
         "Approve the waiting approval, with an optional comment.",
@@ -737,6 +761,49 @@ def _parse_retry(p: _Parser) -> _Result:
     return name, {"stage": stage, "execution": execution, "mode": mode}
 
 
+def _parse_rollback(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    stage = p.name(p.next(), "STAGE", "stage name")
+    execution: str | None = None
+    token = p.next()
+    if token is not None:
+        execution = p.execution(token.value)
+        p.end()
+    return name, {"stage": stage, "execution": execution}
+
+
+CONDITION_TYPES: Final = {
+    "before": "BEFORE_ENTRY",
+    "entry": "BEFORE_ENTRY",
+    "before_entry": "BEFORE_ENTRY",
+    "success": "ON_SUCCESS",
+    "on_success": "ON_SUCCESS",
+}
+"""What ``override`` takes for OverrideStageCondition's ``conditionType``."""
+
+
+def _parse_override(p: _Parser) -> _Result:
+    name = p.name(p.next())
+    stage = p.name(p.next(), "STAGE", "stage name")
+    condition: str | None = None
+    execution: str | None = None
+    while (token := p.next()) is not None:
+        word = token.value.lower().replace("-", "_")
+        if condition is None and execution is None and word in CONDITION_TYPES:
+            condition = CONDITION_TYPES[word]
+        elif execution is None and (
+            is_execution_id(token.value) or is_execution_prefix(token.value)
+        ):
+            execution = token.value
+        elif execution is None and condition is None:
+            raise p.fail(
+                f"`{_show(token.value)}` is neither `before` nor `success` nor an execution ID."
+            )
+        else:
+            raise p.fail(f"Too many arguments: `{_show(token.value)}` was not expected.")
+    return name, {"stage": stage, "condition": condition, "execution": execution}
+
+
 def _looks_like_execution(value: str) -> bool:
     """Whether a lone token after NAME is an execution rather than a stage: an execution ID
     or a start of one with a digit in it (a stage may be called ``Deface``)."""
@@ -922,6 +989,8 @@ _PARSERS: Final[Mapping[str, Callable[[_Parser], _Result]]] = {
     "start": _parse_start,
     "stop": _parse_stop,
     "retry": _parse_retry,
+    "rollback": _parse_rollback,
+    "override": _parse_override,
     "approve": _parse_decision,
     "reject": _parse_decision,
     "disable": _parse_disable,

@@ -199,6 +199,8 @@ MUTATING_COMMANDS = {
     "start": "start web",
     "stop": "stop web",
     "retry": "retry web",
+    "rollback": "rollback web Gate",
+    "override": "override web Gate before",
     "approve": "approve web",
     "reject": "reject web no",
     "disable": "disable web Gate freeze",

@@ -28,8 +28,8 @@ def test_access_blocks_mention_users_and_groups() -> None:
     text = texts(blocks)
     assert blocks[0]["text"]["text"] == "Access to web<app>"
     assert (
-        "*Operators* (start, stop, retry, enable/disable, create, edit, delete, "
-        "subscribe/unsubscribe): <@U111>, <!subteam^S222>" in text
+        "*Operators* (start, stop, retry, rollback, override, enable/disable, create, edit, "
+        "delete, subscribe/unsubscribe): <@U111>, <!subteam^S222>" in text
     )
     assert "&lt;!channel&gt;" in text
     assert "*Approvers* (approve, reject): nobody listed: the operators approve" in text

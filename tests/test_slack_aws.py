@@ -36,7 +36,6 @@ from slack_sdk.models.blocks import Block
 
 from bot.app import build_app, build_services, make_web_client
 from bot.engine.declaration import validate_declaration
-from bot.engine.errors import DeclarationError
 from bot.ops.client import make_aws_client, make_client
 from bot.ops.pipeline_ops import ERROR_MESSAGES
 from bot.settings import Settings
@@ -386,9 +385,9 @@ def s3_codedeploy_declaration(name: str, role_arn: str) -> dict[str, Any]:
 def test_moto_create_list_start_history_delete(moto_bot: MotoBot) -> None:
     bot = moto_bot.bot
     declaration = s3_codedeploy_declaration("web", moto_bot.role_arn)
-    # The embedded engine could not run it; the AWS backend must accept it.
-    with pytest.raises(DeclarationError):
-        validate_declaration(declaration["pipeline"], local=True)
+    # Valid for AWS; the embedded engine runs it too since issue 14 (S3 and CodeDeploy).
+    validate_declaration(declaration["pipeline"], local=False)
+    validate_declaration(declaration["pipeline"], local=True)
 
     assert bot.command("create " + json.dumps(declaration), name="create").status == 200
     created = bot.reply("create")
@@ -679,10 +678,22 @@ def test_status_then_approve_button_sends_the_token_read_at_click_time(
         executions_response((EXECUTION, "InProgress"), (OLDER_EXECUTION, "Succeeded")),
         {"pipelineName": "web", "maxResults": 5},
     )
+    # Operators see Roll back on each finished stage but the source stage, to the newest
+    # other execution that succeeded in it (ListPipelineExecutions, succeededInStage).
+    stub.add_response(
+        "list_pipeline_executions",
+        executions_response((OLDER_EXECUTION, "Succeeded")),
+        {
+            "pipelineName": "web",
+            "maxResults": 20,
+            "filter": {"succeededInStage": {"stageName": "Staging"}},
+        },
+    )
     bot.command("status web", name="status")
     status = bot.reply("status")
     assert status.params.get("response_type") == "ephemeral"
     rendered = text_of(status)
+    assert ids.ROLLBACK in action_ids(status.params["blocks"])
     for shown in ("Gate", "Staging", "Prod", "a1b2c3d", "Fix login redirect"):
         assert shown in rendered, shown
     assert "Freeze until QA sign-off" in rendered  # the disabled transition and its reason
@@ -715,6 +726,16 @@ def test_status_then_approve_button_sends_the_token_read_at_click_time(
         executions_response((EXECUTION, "InProgress"), (OLDER_EXECUTION, "Succeeded")),
         {"pipelineName": "web", "maxResults": 5},
     )
+    for stage_name in ("Staging", "Gate"):
+        stub.add_response(
+            "list_pipeline_executions",
+            {"pipelineExecutionSummaries": []},
+            {
+                "pipelineName": "web",
+                "maxResults": 20,
+                "filter": {"succeededInStage": {"stageName": stage_name}},
+            },
+        )
     bot.click(ids.APPROVE, value, name="approve", message_blocks=blocks)
     redrawn = bot.reply("approve")
     assert redrawn.params.get("replace_original") is True, text_of(redrawn)
@@ -821,6 +842,12 @@ def test_execution_shows_every_action_and_the_failure(stubbed: StubbedBot) -> No
         {"actionExecutionDetails": details},
         {"pipelineName": "web", "filter": {"pipelineExecutionId": EXECUTION}},
     )
+    # A pipeline without stage conditions has no rule execution to list.
+    stub.add_response(
+        "list_rule_executions",
+        {"ruleExecutionDetails": []},
+        {"pipelineName": "web", "filter": {"pipelineExecutionId": EXECUTION}},
+    )
     bot.command(f"execution web {EXECUTION}", name="execution")
     shown = bot.reply("execution")
     assert shown.params.get("response_type") == "ephemeral"
@@ -828,6 +855,7 @@ def test_execution_shows_every_action_and_the_failure(stubbed: StubbedBot) -> No
     # Every action, in start order (AWS lists them newest first).
     assert 0 < rendered.index("*Source* / *Source*") < rendered.index("*Deploy* / *Deploy*")
     assert "2 of 4 instances" in rendered  # the failed action's summary stands in for a log
+    assert "Rule results not shown" not in rendered
     stub.assert_no_pending_responses()
 
 

@@ -21,6 +21,7 @@ from sqlmodel import Session
 
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
+from bot.ops.pipeline_state import RollbackTarget
 from storage import bot_store, notify_store
 from storage.models import PostedEvent
 from storage.notify_store import OutboxKind
@@ -135,6 +136,7 @@ class Lookups:
         self._approvers: dict[str, list[str]] = {}
         self._declaration: dict[str, Any] | None = None
         self._details: dict[str, list[dict[str, Any]]] = {}
+        self._targets: dict[str, RollbackTarget | None] = {}
 
     def approvers(self, *, session: Session, execution_id: str) -> list[str]:
         """Who may answer the approvals of ``execution_id`` (to name and mention them), by
@@ -196,6 +198,21 @@ class Lookups:
                 found = []
             self._details[execution_id] = found
         return found
+
+    def rollback_target(self, stage: str | None) -> RollbackTarget | None:
+        """The execution a failed ``stage`` can be rolled back to, for the failure reply's
+        Roll back button (``PipelineOps.rollback_target``); None when there is none (the
+        source stage, PARALLEL mode, no earlier success) or it cannot be read now."""
+        if not stage:
+            return None
+        if stage not in self._targets:
+            self._stats.backend_calls += 3
+            try:
+                self._targets[stage] = self._ops.rollback_target(self._pipeline, stage)
+            except OpsError as exc:
+                log.info("notifier: no rollback for %s/%s: %s", self._pipeline, stage, exc.code)
+                self._targets[stage] = None
+        return self._targets[stage]
 
     def log_tail(self, action_execution_id: str) -> str | None:
         """The end of a failed action's log, where the backend keeps one; None otherwise."""

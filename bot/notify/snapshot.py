@@ -41,10 +41,13 @@ from typing import Any, Final
 from bot.ops.approvals import parse_decision_summary
 from bot.ops.pipeline_state import (
     ENDED_BEFORE_ANSWER,
+    EXECUTION_TYPE_ROLLBACK,
     STAGE_DONE,
     is_action_failed,
     is_finished,
+    is_rollback,
     is_waiting_approval,
+    rollback_target_of,
 )
 from bot.slack.kit import clip, esc, one_line
 from bot.slack.outcomes import decision_outcome
@@ -66,6 +69,8 @@ __all__ = [
     "FAILED",
     "FAILURE_RESOLVED",
     "FINISHED",
+    "RETRIED",
+    "ROLLED_BACK",
     "STOPPED",
     "SUPERSEDED",
     "WAITING_FOR_APPROVAL",
@@ -86,6 +91,10 @@ SUPERSEDED: Final = "superseded"
 STOPPED: Final = "stopped"
 APPROVAL_RESOLVED: Final = "approval_resolved"
 FAILURE_RESOLVED: Final = "failure_resolved"
+RETRIED: Final = "retried"
+"""A stage retried automatically (``onFailure: RETRY``; retryStageMetadata)."""
+ROLLED_BACK: Final = "rolled_back"
+"""A rollback execution: the rollback it is, said in its own thread."""
 
 # Pseudo-statuses a snapshot uses next to CodePipeline's own.
 WAITING_FOR_APPROVAL: Final = "WaitingForApproval"
@@ -125,7 +134,7 @@ def execution_snapshot(
     execution_id = str(summary.get("pipelineExecutionId") or "?")
     status = str(summary.get("status") or "InProgress")
     trigger = summary.get("trigger") or {}
-    return {
+    snapshot: dict[str, Any] = {
         "pipeline": pipeline,
         "execution": execution_id,
         "status": status,
@@ -147,6 +156,29 @@ def execution_snapshot(
             action_details=action_details,
         ),
     }
+    if is_rollback(summary):
+        # Only for a rollback, so that other executions' stored snapshots stay as they were.
+        snapshot["rollback"] = {
+            "target": rollback_target_of(summary),
+            "stage": _rolled_back_stage(state, execution_id, previous),
+        }
+    return snapshot
+
+
+def _rolled_back_stage(
+    state: Mapping[str, Any], execution_id: str, previous: Mapping[str, Any] | None
+) -> str | None:
+    """The stage a rollback execution rolls back: the one GetPipelineState shows running it
+    as a rollback (StageExecution.type ROLLBACK), else what an earlier snapshot saw."""
+    for stage in state.get("stageStates") or []:
+        latest = stage.get("latestExecution") or {}
+        if (
+            latest.get("pipelineExecutionId") == execution_id
+            and latest.get("type") == EXECUTION_TYPE_ROLLBACK
+        ):
+            return str(stage.get("stageName") or "") or None
+    seen = (previous or {}).get("rollback") or {}
+    return str(seen["stage"]) if seen.get("stage") else None
 
 
 def needs_action_details(snapshot: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
@@ -209,6 +241,10 @@ def _stages(
                 "status": latest.get("status"),
                 "actions": [a for a in stage_actions if a is not None],
             }
+            retry = stage.get("retryStageMetadata") or {}
+            if retry.get("autoStageRetryAttempt"):
+                # Only when retried, so that other stored snapshots stay as they were.
+                digest["autoRetries"] = int(retry["autoStageRetryAttempt"])
         elif execution_id in _inbound_ids(stage):
             digest = {"name": name, "status": WAITING_TO_ENTER, "actions": []}
         else:
@@ -335,6 +371,14 @@ class Event:
     """For *_RESOLVED: the key of the reply whose buttons give way to ``outcome``."""
     outcome: str | None = None
     """For *_RESOLVED: the mrkdwn line for ``resolved_reply``."""
+    attempt: int | None = None
+    """For RETRIED: which automatic retry of the stage (1 for the first)."""
+    target: str | None = None
+    """For ROLLED_BACK: the execution rolled back to."""
+    trigger: str | None = None
+    """For ROLLED_BACK: ``ManualRollback`` or ``AutomatedRollback``."""
+    by: str | None = None
+    """For ROLLED_BACK: the Slack user who rolled back, when pipebot knows."""
 
 
 def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[Event]:
@@ -388,10 +432,60 @@ def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any
     for key, (stage, action, since) in new_approvals.items():
         if key not in old_approvals:
             events.append(Event(key=key, kind=APPROVAL, stage=stage, action=action, since=since))
+    events += _retry_events(before, after)
+    rollback = _rollback_event(before, after)
+    if rollback is not None:
+        events.insert(0, rollback)
     end = _end_event(before, after)
     if end is not None:
         events.append(end)
     return events
+
+
+def _retry_events(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[Event]:
+    """A stage retried automatically, once per attempt: ``retried:Deploy:auto:1``."""
+    seen = {
+        str(s.get("name")): int(s.get("autoRetries") or 0)
+        for s in (before or {}).get("stages") or []
+    }
+    events = []
+    for stage in after.get("stages") or []:
+        name = str(stage.get("name"))
+        attempts = int(stage.get("autoRetries") or 0)
+        for attempt in range(seen.get(name, 0) + 1, attempts + 1):
+            events.append(
+                Event(
+                    key=f"retried:{name}:auto:{attempt}",
+                    kind=RETRIED,
+                    stage=name,
+                    attempt=attempt,
+                )
+            )
+    return events
+
+
+def _rollback_event(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> Event | None:
+    """A rollback execution, once its stage is known (or at its first sight when it never
+    is): who or what rolled back which stage to which execution."""
+    rollback = after.get("rollback")
+    if not rollback:
+        return None
+    was = (before or {}).get("rollback") or {}
+    if rollback.get("stage"):
+        if was.get("stage"):
+            return None  # told already
+    elif not is_finished(after.get("status")) or is_finished((before or {}).get("status")):
+        # The state names the stage once the rollback runs it: wait for it, unless the
+        # execution ended without it ever showing.
+        return None
+    return Event(
+        key=f"rollback:{after.get('execution')}",
+        kind=ROLLED_BACK,
+        stage=rollback.get("stage"),
+        target=rollback.get("target"),
+        trigger=after.get("trigger"),
+        by=after.get("startedBy"),
+    )
 
 
 def _end_event(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> Event | None:

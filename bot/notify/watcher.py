@@ -32,6 +32,8 @@ from bot.notify.snapshot import (
     FAILED,
     FAILURE_RESOLVED,
     FINISHED,
+    RETRIED,
+    ROLLED_BACK,
     STOPPED,
     SUPERSEDED,
     WAITING_FOR_APPROVAL,
@@ -42,7 +44,7 @@ from bot.notify.snapshot import (
 )
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
-from bot.ops.pipeline_state import FAILED_OR_STOPPED, is_in_progress
+from bot.ops.pipeline_state import FAILED_OR_STOPPED, RollbackTarget, is_in_progress
 from bot.slack.access import OPERATIONS_CREATED
 from bot.slack.kit import fallback_text
 from bot.slack.notifications import event_reply, parent_message, resolved_reply
@@ -63,7 +65,9 @@ reminder falls due, or after this long (plus up to an hour, spread by name)."""
 MAX_BACKOFF_SECONDS: Final = 300
 """The longest wait before a throttled pipeline is read again."""
 
-_FAILURE_KINDS: Final = frozenset({FAILED, FAILURE_RESOLVED, FINISHED, STOPPED, SUPERSEDED})
+_FAILURE_KINDS: Final = frozenset(
+    {FAILED, FAILURE_RESOLVED, FINISHED, STOPPED, SUPERSEDED, RETRIED, ROLLED_BACK}
+)
 _APPROVAL_KINDS: Final = frozenset({APPROVAL, APPROVAL_RESOLVED})
 _RESOLVED_KINDS: Final = frozenset({APPROVAL_RESOLVED, FAILURE_RESOLVED})
 
@@ -407,13 +411,16 @@ def _queue_event(thread: ThreadContext, event: Event) -> None:
     custom_data: str | None = None
     external_link: str | None = None
     log_tail: str | None = None
+    rollback_target: RollbackTarget | None = None
     if event.kind == APPROVAL:
         approvers = thread.lookups.approvers(
             session=thread.session, execution_id=thread.execution_id
         )
         custom_data, external_link = thread.lookups.approval_config(event.stage, event.action)
-    elif event.kind == FAILED and event.action_execution_id:
-        log_tail = thread.lookups.log_tail(event.action_execution_id)
+    elif event.kind == FAILED:
+        if event.action_execution_id:
+            log_tail = thread.lookups.log_tail(event.action_execution_id)
+        rollback_target = thread.lookups.rollback_target(event.stage)
     reply = event_reply(
         event=event,
         pipeline=thread.pipeline,
@@ -423,6 +430,7 @@ def _queue_event(thread: ThreadContext, event: Event) -> None:
         external_link=external_link,
         log_tail=log_tail,
         now=thread.now,
+        rollback_target=rollback_target,
     )
     thread.enqueue("reply", reply, key=event.key)
     thread.stats.replies += 1

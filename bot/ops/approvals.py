@@ -131,7 +131,7 @@ def decide_approval(
     """
     if approval is None:
         try:
-            approval = ops.find_approval(pipeline, stage, action)
+            approval = ops.find_approval(pipeline, stage, action, execution_id=execution_id)
         except OpsError:
             latest_key = approval_key(pipeline, execution_id, stage, action)
             with sessions() as session:

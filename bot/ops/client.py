@@ -44,10 +44,6 @@ class PipelineClient(Protocol):
         self, *, pipelineName: str, pipelineExecutionId: str
     ) -> Mapping[str, Any]: ...
 
-    def list_pipeline_executions(
-        self, *, pipelineName: str, maxResults: int = ..., nextToken: str = ...
-    ) -> Mapping[str, Any]: ...
-
     def start_pipeline_execution(
         self, *, name: str, variables: Sequence[Any] = ..., clientRequestToken: str = ...
     ) -> Mapping[str, Any]: ...
@@ -75,6 +71,27 @@ class PipelineClient(Protocol):
 
     def disable_stage_transition(
         self, *, pipelineName: str, stageName: str, transitionType: Any, reason: str
+    ) -> Mapping[str, Any]: ...
+
+    def list_pipeline_executions(
+        self,
+        *,
+        pipelineName: str,
+        maxResults: int = ...,
+        filter: Any = ...,
+        nextToken: str = ...,
+    ) -> Mapping[str, Any]: ...
+
+    def rollback_stage(
+        self, *, pipelineName: str, stageName: str, targetPipelineExecutionId: str
+    ) -> Mapping[str, Any]: ...
+
+    def override_stage_condition(
+        self, *, pipelineName: str, stageName: str, pipelineExecutionId: str, conditionType: Any
+    ) -> Mapping[str, Any]: ...
+
+    def list_rule_executions(
+        self, *, pipelineName: str, filter: Any = ..., maxResults: int = ..., nextToken: str = ...
     ) -> Mapping[str, Any]: ...
 
     def get_paginator(self, operation_name: Any) -> Any:
@@ -136,6 +153,7 @@ def make_local_client(settings: Settings, *, run_worker: bool = True) -> LocalCo
         poll_seconds=settings.engine_poll_seconds,
         max_parallel_actions=settings.engine_max_parallel_actions,
         region=settings.aws_region,
+        codebuild_projects=settings.codebuild_projects,
     )
 
 

@@ -13,8 +13,8 @@ import json
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
 
 from botocore.exceptions import (
@@ -34,13 +34,20 @@ from bot.ops.client import ActionLogs, ChangeFeed, PipelineClient
 from bot.ops.pipeline_state import (
     APPROVAL_SUMMARY_MAX,
     IN_PROGRESS,
+    OVERRIDABLE_CONDITIONS,
     STOP_REASON_MAX,
     PendingApproval,
+    RollbackTarget,
     is_action_failed,
     is_execution_id,
     is_execution_prefix,
+    is_rollback,
+    is_source_stage,
     pending_approvals,
     retryable_stages,
+    rollback_candidates,
+    rollback_target_from,
+    stage_conditions,
 )
 from bot.slack.kit import escape
 from storage.db import utc
@@ -83,6 +90,13 @@ ERROR_MESSAGES: Mapping[str, str] = {
     "TooManyTagsException": "There are too many tags (at most 50).",
     "InvalidNextTokenException": "The page token is not valid; start the listing again.",
     "ValidationException": "The request was refused as invalid.",
+    "UnableToRollbackStageException": "That stage cannot be rolled back to that execution: "
+    "only to an execution that succeeded in the stage, in the pipeline's current version, "
+    "that is not itself a rollback; never the source stage, nor in PARALLEL mode.",
+    "PipelineExecutionOutdatedException": "That execution ran an older version of the "
+    "pipeline; roll back to one that ran the current version.",
+    "ConditionNotOverridableException": "That condition cannot be overridden (a condition "
+    "whose result is SKIP, or one that is no longer waiting or failed).",
     "ThrottlingException": "AWS is throttling requests right now; try again in a moment.",
     "AccessDeniedException": "pipebot's AWS credentials are not allowed to do that: add the "
     "codepipeline permission to its IAM policy (see README, Running against AWS).",
@@ -161,15 +175,22 @@ def run_guarded(call: Callable[[], T], *, pipeline: str | None = None, local: bo
 
 @dataclass(frozen=True)
 class ExecutionView:
+    """One execution as ``execution NAME ID`` shows it. ``rules`` are its rule executions
+    (ListRuleExecutions details, oldest first); ``rules_error`` says why they could not be
+    read (an IAM policy without ``codepipeline:ListRuleExecutions``, say)."""
+
     execution: dict[str, Any]
     actions: list[dict[str, Any]]
     log_tail: str | None
+    rules: list[dict[str, Any]] = field(default_factory=list)
+    rules_error: str | None = None
 
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
 PREFIX_SCAN_MAX: Final = 1000
 """How many of a pipeline's newest executions an execution ID prefix is looked for among."""
 _CANDIDATES_SHOWN: Final = 5
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def request_token(*parts: str) -> str:
@@ -368,7 +389,13 @@ class PipelineOps:
                 execution=execution, actions=actions, log_tail=self._failed_log_tail(actions)
             )
 
-        return self._run(read, pipeline=name)
+        view = self._run(read, pipeline=name)
+        try:
+            rules = self.rule_executions(name, execution_id)
+        except OpsError as exc:
+            # The execution is worth showing without its rules: say why they are missing.
+            return replace(view, rules_error=exc.message)
+        return replace(view, rules=rules)
 
     def _failed_log_tail(self, actions: Sequence[Mapping[str, Any]]) -> str | None:
         failed = [a for a in actions if is_action_failed(a.get("status"))]
@@ -508,8 +535,73 @@ class PipelineOps:
         self._run(lambda: self._client.retry_stage_execution(**params), pipeline=name)
         return stage, execution_id
 
-    def find_approval(self, name: str, stage: str | None, action: str | None) -> PendingApproval:
+    def parallel_approvals(
+        self, name: str, executions: Sequence[Mapping[str, Any]]
+    ) -> list[PendingApproval]:
+        """The approvals waiting in every execution in progress of a PARALLEL pipeline
+        (GetPipelineState shows a stage's latest execution only). Each is read from
+        ListActionExecutions, its token being the action execution's ``externalExecutionId``
+        (CodePipeline's answer to an approval in PARALLEL mode). Empty for other modes.
+        https://docs.aws.amazon.com/codepipeline/latest/userguide/concepts-how-it-works.html
+        """
+        found: list[PendingApproval] = []
+        for summary in executions:
+            if summary.get("executionMode") != "PARALLEL" or summary.get("status") not in (
+                IN_PROGRESS
+            ):
+                continue
+            found += self._waiting_in(name, str(summary["pipelineExecutionId"]))
+        return found
+
+    def _waiting_in(self, name: str, execution_id: str) -> list[PendingApproval]:
+        """The approvals of one execution waiting with an ``externalExecutionId``."""
+        waiting = []
+        for detail in self.action_details(name, execution_id):
+            kind = ((detail.get("input") or {}).get("actionTypeId") or {}).get("category")
+            result = (detail.get("output") or {}).get("executionResult") or {}
+            token = result.get("externalExecutionId")
+            if detail.get("status") != "InProgress" or kind != "Approval" or not token:
+                continue
+            since = detail.get("startTime")
+            waiting.append(
+                PendingApproval(
+                    pipeline=name,
+                    stage=str(detail.get("stageName")),
+                    action=str(detail.get("actionName")),
+                    execution_id=execution_id,
+                    token=str(token),
+                    since=since if isinstance(since, datetime) else None,
+                )
+            )
+        return waiting
+
+    def find_approval(
+        self,
+        name: str,
+        stage: str | None,
+        action: str | None,
+        *,
+        execution_id: str | None = None,
+    ) -> PendingApproval:
+        """The approval waiting at ``stage``/``action`` (either may be None when only one
+        waits). With ``execution_id`` (a button names the execution it was drawn for) and
+        no approval of that execution in GetPipelineState, the execution's own action
+        executions are read: in PARALLEL mode several executions wait at the same gate."""
         pending = self.pending_approvals(name)
+        if execution_id is not None and stage is not None and action is not None:
+            shown = [
+                p
+                for p in pending
+                if p.stage == stage and p.action == action and p.execution_id == execution_id
+            ]
+            if not shown:
+                parallel = [
+                    p
+                    for p in self._run(lambda: self._waiting_in(name, execution_id), pipeline=name)
+                    if p.stage == stage and p.action == action
+                ]
+                if parallel:
+                    return parallel[0]
         matching = [
             p
             for p in pending
@@ -572,3 +664,236 @@ class PipelineOps:
         else:
             params["reason"] = reason or "Disabled from Slack"
             self._run(lambda: self._client.disable_stage_transition(**params), pipeline=name)
+
+    # --- rollback and conditions (2024) ----------------------------------------------------
+
+    def rollback_target(
+        self,
+        name: str,
+        stage: str,
+        *,
+        state: Mapping[str, Any] | None = None,
+        executions: Sequence[Mapping[str, Any]] | None = None,
+    ) -> RollbackTarget:
+        """The execution ``stage`` of ``name`` rolls back to by default: the most recent one
+        that succeeded in the stage (ListPipelineExecutions filtered on ``succeededInStage``),
+        is not itself a rollback, and is not the execution the stage shows now (rolling back
+        to what is already there changes nothing). The pipeline's current version is checked
+        by AWS (PipelineExecutionOutdatedException), as the summaries do not carry it.
+
+        ``state`` (GetPipelineState) and ``executions`` (the newest summaries, for the
+        execution mode) are read when not given. Raises ``OpsError`` with AWS's code
+        ``UnableToRollbackStageException`` for the source stage, a PARALLEL pipeline and a
+        stage with no earlier success; ``StageNotFoundException`` for an unknown stage.
+        https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-rollback.html
+        """
+        state = state if state is not None else self.state(name)
+        stages = {str(s.get("stageName")): s for s in state.get("stageStates") or []}
+        if stage not in stages:
+            raise OpsError(
+                f"`{escape(name)}` has no stage `{escape(stage)}`; `status` shows the stages.",
+                code="StageNotFoundException",
+            )
+        self._check_rollback(name, stage, state=state, executions=executions)
+        current = (stages[stage].get("latestExecution") or {}).get("pipelineExecutionId")
+        for summary in self.succeeded_in(name, stage):
+            if is_rollback(summary) or summary.get("pipelineExecutionId") == current:
+                continue
+            return rollback_target_from(name, stage, summary)
+        raise OpsError(
+            f"*{escape(stage)}* of `{escape(name)}` has no earlier execution that succeeded in "
+            "it to roll back to (a rollback is never a target).",
+            code="UnableToRollbackStageException",
+        )
+
+    def _check_rollback(
+        self,
+        name: str,
+        stage: str,
+        *,
+        state: Mapping[str, Any],
+        executions: Sequence[Mapping[str, Any]] | None,
+    ) -> None:
+        if is_source_stage(state, stage):
+            raise OpsError(
+                f"*{escape(stage)}* is the source stage of `{escape(name)}`: a source stage "
+                "cannot be rolled back.",
+                code="UnableToRollbackStageException",
+            )
+        latest = list(executions if executions is not None else self.executions(name, 1))
+        if latest and latest[0].get("executionMode") == "PARALLEL":
+            raise OpsError(
+                f"`{escape(name)}` runs in PARALLEL mode, where AWS allows no rollback.",
+                code="UnableToRollbackStageException",
+            )
+
+    def succeeded_in(self, name: str, stage: str, limit: int = 20) -> list[dict[str, Any]]:
+        """The newest executions that succeeded in ``stage`` (ListPipelineExecutions with
+        ``filter: {succeededInStage: {stageName}}``), newest first, at most ``limit``."""
+        return self._run(
+            lambda: list(
+                self._client.list_pipeline_executions(
+                    pipelineName=name,
+                    maxResults=limit,
+                    filter={"succeededInStage": {"stageName": stage}},
+                )["pipelineExecutionSummaries"]
+            ),
+            pipeline=name,
+        )
+
+    def rollback_targets(
+        self,
+        name: str,
+        state: Mapping[str, Any],
+        executions: Sequence[Mapping[str, Any]],
+        *,
+        limit: int = 5,
+    ) -> dict[str, RollbackTarget]:
+        """The default target of each stage a status message offers a Roll back for (one
+        ListPipelineExecutions call per finished non-source stage, at most ``limit``); none
+        in PARALLEL mode. A stage without one is left out."""
+        if executions and executions[0].get("executionMode") == "PARALLEL":
+            return {}
+        targets: dict[str, RollbackTarget] = {}
+        for stage in rollback_candidates(state)[:limit]:
+            stage_name = str(stage["stageName"])
+            try:
+                targets[stage_name] = self.rollback_target(
+                    name, stage_name, state=state, executions=executions
+                )
+            except OpsError as exc:
+                if exc.code != "UnableToRollbackStageException":
+                    raise
+        return targets
+
+    def rollback(
+        self, name: str, stage: str, target: str | None
+    ) -> tuple[RollbackTarget | None, str]:
+        """RollbackStage of ``stage`` to ``target`` (a full ID or a prefix:
+        ``resolve_execution``), or to ``rollback_target`` when None. Returns the target as
+        pipebot found it (None when named and not looked up) and the new execution's ID.
+        https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_RollbackStage.html
+        """
+        found: RollbackTarget | None = None
+        if target is None:
+            found = self.rollback_target(name, stage)
+            target_id = found.execution_id
+        else:
+            target_id = self.resolve_execution(name, target)
+        response = self._run(
+            lambda: self._client.rollback_stage(
+                pipelineName=name, stageName=stage, targetPipelineExecutionId=target_id
+            ),
+            pipeline=name,
+        )
+        return found, str(response["pipelineExecutionId"])
+
+    def describe_target(
+        self, name: str, stage: str, target: str, *, state: Mapping[str, Any] | None = None
+    ) -> RollbackTarget:
+        """The named rollback target (a full ID or a prefix), for the confirmation: its
+        source revisions and when it last changed (GetPipelineExecution has no times, so
+        they come from its summary among the executions that succeeded in the stage).
+        Raises ``OpsError`` as ``rollback_target`` does, and (UnableToRollbackStageException)
+        when the target did not succeed in the stage among the newest 100, or is a rollback."""
+        state = state if state is not None else self.state(name)
+        if not any(s.get("stageName") == stage for s in state.get("stageStates") or []):
+            raise OpsError(
+                f"`{escape(name)}` has no stage `{escape(stage)}`; `status` shows the stages.",
+                code="StageNotFoundException",
+            )
+        self._check_rollback(name, stage, state=state, executions=None)
+        target_id = self.resolve_execution(name, target)
+        for summary in self.succeeded_in(name, stage, limit=100):
+            if summary.get("pipelineExecutionId") != target_id:
+                continue
+            if is_rollback(summary):
+                raise OpsError(
+                    f"`{escape(target_id)}` is itself a rollback: AWS rolls back only to a "
+                    "standard execution.",
+                    code="UnableToRollbackStageException",
+                )
+            return rollback_target_from(name, stage, summary)
+        raise OpsError(
+            f"Execution `{escape(target_id)}` is not among the newest executions of "
+            f"`{escape(name)}` that succeeded in *{escape(stage)}*: only those can be rolled "
+            "back to.",
+            code="UnableToRollbackStageException",
+        )
+
+    def override(
+        self, name: str, stage: str, execution_id: str | None, condition_type: str | None
+    ) -> tuple[str, str]:
+        """OverrideStageCondition: let the entry or success condition of ``stage`` pass.
+        ``execution_id`` (a full ID or a prefix) and ``condition_type`` (``BEFORE_ENTRY`` or
+        ``ON_SUCCESS``) default to the condition of that stage that waits or failed in
+        GetPipelineState. Returns the condition type and execution overridden.
+        https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_OverrideStageCondition.html
+        """
+        if execution_id is not None:
+            execution_id = self.resolve_execution(name, execution_id)
+        if execution_id is None or condition_type is None:
+            state = self.state(name)
+            stages = [s for s in state.get("stageStates") or [] if s.get("stageName") == stage]
+            if not stages:
+                raise OpsError(
+                    f"`{escape(name)}` has no stage `{escape(stage)}`; `status` shows the stages.",
+                    code="StageNotFoundException",
+                )
+            open_ = [
+                c
+                for c in stage_conditions(stages[0])
+                if c.overridable
+                and (condition_type is None or c.condition_type == condition_type)
+                and (execution_id is None or c.execution_id == execution_id)
+            ]
+            if not open_:
+                which = {"BEFORE_ENTRY": "entry ", "ON_SUCCESS": "success "}.get(
+                    condition_type or "", ""
+                )
+                raise OpsError(
+                    f"No {which}condition of *{escape(stage)}* in `{escape(name)}` is waiting "
+                    "or failed: there is nothing to override.",
+                    code="ConditionNotOverridableException",
+                )
+            condition_type = str(open_[0].condition_type)
+            execution_id = str(open_[0].execution_id)
+        if condition_type not in OVERRIDABLE_CONDITIONS.values():
+            raise OpsError(f"`{escape(condition_type)}` is not a condition type AWS overrides.")
+        params = {
+            "pipelineName": name,
+            "stageName": stage,
+            "pipelineExecutionId": execution_id,
+            "conditionType": condition_type,
+        }
+        self._run(lambda: self._client.override_stage_condition(**params), pipeline=name)
+        return condition_type, execution_id
+
+    def rule_executions(self, name: str, execution_id: str) -> list[dict[str, Any]]:
+        """Every rule execution of one pipeline execution (ListRuleExecutions, all pages),
+        oldest first: each rule's status and summary, for the execution view.
+        https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_ListRuleExecutions.html
+        """
+
+        if not hasattr(self._client, "list_rule_executions"):
+            return []  # a backend without stage conditions has no rule to list
+
+        def read() -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            token: str | None = None
+            while True:
+                params: dict[str, Any] = {
+                    "pipelineName": name,
+                    "filter": {"pipelineExecutionId": execution_id},
+                }
+                if token:
+                    params["nextToken"] = token
+                page = self._client.list_rule_executions(**params)
+                found += page.get("ruleExecutionDetails") or []
+                token = page.get("nextToken")
+                if not token:
+                    break
+            found.sort(key=lambda r: utc(r["startTime"]) if r.get("startTime") else _EPOCH)
+            return found
+
+        return self._run(read, pipeline=name)

@@ -44,7 +44,8 @@ OPERATIONS_CREATED: Final = ("create",)
 """Audit ``what``s of creating a pipeline: the command and the Create form."""
 
 OPERATOR_RIGHTS: Final = (
-    "start, stop, retry, enable/disable, create, edit, delete, subscribe/unsubscribe"
+    "start, stop, retry, rollback, override, enable/disable, create, edit, delete, "
+    "subscribe/unsubscribe"
 )
 """What operators may do, as help and the access card say it (every ``operate`` command of
 ``handlers.grammar.REGISTRY``: a test keeps them together)."""
@@ -62,6 +63,10 @@ _BUTTON_WORDS: Final[Mapping[str, str]] = {
     ids.DELETE_CONFIRM: "Delete",
     ids.DELETE_CANCEL: "Cancel",
     ids.REFRESH_STATUS: "Refresh",
+    ids.ROLLBACK: "Roll back",
+    ids.ROLLBACK_CONFIRM: "Roll back (confirmed)",
+    ids.ROLLBACK_CANCEL: "Cancel rollback",
+    ids.OVERRIDE: "Override condition",
 }
 _NOTIFIER_WORDS: Final[Mapping[str, str]] = {
     "suspend": "suspended the channel's subscription",

@@ -7,9 +7,21 @@ token: handlers read the token from GetPipelineState at click time.
 
 from __future__ import annotations
 
-from bot.slack.ids import APPROVE, REJECT, RETRY_ALL, RETRY_FAILED, VIEW_LOG, ButtonRef
+from datetime import datetime
+
+from bot.ops.pipeline_state import RollbackTarget
+from bot.slack.ids import (
+    APPROVE,
+    OVERRIDE,
+    REJECT,
+    RETRY_ALL,
+    RETRY_FAILED,
+    ROLLBACK,
+    VIEW_LOG,
+    ButtonRef,
+)
 from bot.slack.kit import Element, button, clip, confirm_dialog
-from bot.slack.text import short_id
+from bot.slack.text import short_id, short_revision
 
 
 def approve_reject(
@@ -83,3 +95,70 @@ def view_log(
     """View log of a failed action: reading a log needs no permission, so it is always shown."""
     ref = ButtonRef(pipeline=pipeline, execution=execution_id, stage=stage, action=action)
     return button(text=text, action_id=VIEW_LOG, ref=ref)
+
+
+CONDITION_WORDS = {"BEFORE_ENTRY": "entry condition", "ON_SUCCESS": "success condition"}
+"""OverrideStageCondition's ``conditionType`` in words."""
+
+
+def target_words(target: RollbackTarget, *, now: datetime | None = None) -> str:
+    """The target of a rollback in plain words, for a confirm dialog (plain text: nothing
+    to escape): ``execution 3f2c9d1e (Source@a1b2c3d), which succeeded in Deploy on
+    2025-05-06 09:07 UTC``."""
+    words = f"execution {short_id(target.execution_id)}"
+    if target.revisions:
+        shown = ", ".join(
+            f"{clip(action, 30)}@{short_revision(revision)}"
+            for action, revision in target.revisions[:2]
+        )
+        words += f" ({shown})"
+    words += f", which succeeded in {clip(target.stage, 40)}"
+    if target.succeeded_at is not None:
+        words += f" on {target.succeeded_at:%Y-%m-%d %H:%M} UTC"
+    return words
+
+
+def rollback(*, target: RollbackTarget, text: str) -> Element | None:
+    """Roll back a stage to ``target``, with a confirm naming the target execution, its
+    source revision and when it succeeded: a rollback deploys older code again."""
+    ref = ButtonRef(pipeline=target.pipeline, execution=target.execution_id, stage=target.stage)
+    return button(
+        text=text,
+        action_id=ROLLBACK,
+        ref=ref,
+        style="danger",
+        confirm=confirm_dialog(
+            title="Roll back?",
+            # Within the 300 characters of a confirm whatever the names (40 + 40 + the
+            # target's words), so the target and its time are never what gets cut.
+            text=(
+                f"Roll back {clip(target.stage, 40)} of {clip(target.pipeline, 40)} to "
+                f"{target_words(target)}? A new execution redeploys it."
+            ),
+            confirm="Roll back",
+            style="danger",
+        ),
+    )
+
+
+def override(
+    *, pipeline: str, stage: str, execution_id: str, condition_type: str, text: str
+) -> Element | None:
+    """Override a waiting or failed entry or success condition (``ref.action`` carries the
+    condition type), with a confirm: the stage goes on as if its rules had passed."""
+    ref = ButtonRef(pipeline=pipeline, execution=execution_id, stage=stage, action=condition_type)
+    words = CONDITION_WORDS.get(condition_type, "condition")
+    return button(
+        text=text,
+        action_id=OVERRIDE,
+        ref=ref,
+        confirm=confirm_dialog(
+            title="Override the condition?",
+            text=(
+                f"Let the {words} of {clip(stage, 60)} in {clip(pipeline, 60)} pass for "
+                f"execution {short_id(execution_id)}, whatever its rules say?"
+            ),
+            confirm="Override",
+            style="danger",
+        ),
+    )

@@ -14,7 +14,9 @@ from bot.slack.kit import (
     MESSAGE_TEXT_BUDGET,
     SECTION_TEXT_MAX,
     Block,
+    clip_mrkdwn,
     code,
+    context,
     divider,
     esc,
     escape,
@@ -30,11 +32,13 @@ from bot.slack.text import (
     Who,
     aware,
     caller_text,
+    condition_status_text,
     duration,
     mention,
     name,
     pack,
     revision_text,
+    rollback_text,
     short_id,
     slack_date,
     status_emoji,
@@ -55,10 +59,13 @@ def execution_blocks(
     log_tail: str | None,
     command: str = "/pipeline",
     who: Who = NOBODY,
+    rules: Sequence[Mapping[str, Any]] = (),
+    rules_error: str | None = None,
 ) -> list[Block]:
     """One execution (GetPipelineExecution's ``pipelineExecution``) with every action
     execution (ListActionExecutions details, any order) and the failed action's log tail;
-    ``who`` names the Slack user who started it."""
+    ``who`` names the Slack user who started it. ``rules`` are its stage conditions' rule
+    executions (ListRuleExecutions details), ``rules_error`` why they could not be read."""
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     ordered = sorted(actions, key=lambda a: aware(a.get("startTime")) or _NEVER)
     blocks: list[Block] = [
@@ -76,9 +83,12 @@ def execution_blocks(
                 command=command,
             )
         )
-    if ordered:
+    if rules_error:
+        tail.insert(0, context(f"Rule results not shown: {clip_mrkdwn(rules_error, 500)}"))
+    rule_chunks = [_rule_execution_chunk(r) for r in rules]
+    if ordered or rule_chunks:
         middle = pack(
-            [_action_execution_chunk(a) for a in ordered],
+            [*rule_chunks, *(_action_execution_chunk(a) for a in ordered)],
             max_blocks=MESSAGE_BLOCKS_MAX - len(blocks) - len(tail) - 1,
             budget=MESSAGE_TEXT_BUDGET - text_size(blocks) - text_size(tail),
             more=lambda n: f"…and {n} more action execution{'s' if n != 1 else ''} not shown.",
@@ -100,6 +110,9 @@ def _facts(
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     status = execution.get("status")
     lines = [f"{status_emoji(status)} *{status_label(status)}* · {code(execution_id)}"]
+    rollback = rollback_text(execution)
+    if rollback:
+        lines[0] += f" · {rollback}"
     facts = []
     if execution.get("pipelineVersion") is not None:
         facts.append(f"pipeline version {execution['pipelineVersion']}")
@@ -128,6 +141,20 @@ def _facts(
     if isinstance(summary, str) and summary.strip():
         lines.append("_" + esc(one_line(summary), SUMMARY_MAX) + "_")
     return "\n".join(lines)
+
+
+def _rule_execution_chunk(detail: Mapping[str, Any]) -> str:
+    """One rule execution of a stage condition: stage, rule, status, summary or error."""
+    status = detail.get("status")
+    where = f"*{name(detail.get('stageName'))}* / rule *{name(detail.get('ruleName'))}*"
+    line = f"🚦 {where} · {condition_status_text(status)}"
+    result = (detail.get("output") or {}).get("executionResult") or {}
+    summary = result.get("externalExecutionSummary") or (result.get("errorDetails") or {}).get(
+        "message"
+    )
+    if isinstance(summary, str) and summary.strip():
+        line += " — " + esc(one_line(summary), SUMMARY_MAX)
+    return line
 
 
 def _action_execution_chunk(detail: Mapping[str, Any]) -> str:

@@ -30,6 +30,7 @@ from bot.slack.text import (
     duration,
     name,
     pack,
+    rollback_text,
     short_id,
     slack_date,
     source_revisions_text,
@@ -130,6 +131,9 @@ def _history_chunk(execution: Mapping[str, Any], *, who: Who) -> str:
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     status = execution.get("status")
     first = f"{status_emoji(status)} *{esc(short_id(execution_id), 8)}* · {status_label(status)}"
+    rollback = rollback_text(execution)
+    if rollback:
+        first += f" · {rollback}"
     trigger = trigger_text(execution.get("trigger"), by=who.started.get(execution_id))
     if trigger:
         first += f" · {trigger}"

@@ -21,6 +21,10 @@ VIEW_LOG = "pipebot.view_log"
 DELETE_CONFIRM = "pipebot.delete_confirm"
 DELETE_CANCEL = "pipebot.delete_cancel"
 REFRESH_STATUS = "pipebot.refresh_status"
+ROLLBACK = "pipebot.rollback"  # carries a confirm naming the target (ref.execution)
+ROLLBACK_CONFIRM = "pipebot.rollback_confirm"  # the `rollback` command's Confirm
+ROLLBACK_CANCEL = "pipebot.rollback_cancel"  # the `rollback` command's Cancel
+OVERRIDE = "pipebot.override"  # ref.action holds the conditionType (BEFORE_ENTRY, ON_SUCCESS)
 
 BUTTON_ACTIONS = (
     START,
@@ -33,6 +37,10 @@ BUTTON_ACTIONS = (
     DELETE_CONFIRM,
     DELETE_CANCEL,
     REFRESH_STATUS,
+    ROLLBACK,
+    ROLLBACK_CONFIRM,
+    ROLLBACK_CANCEL,
+    OVERRIDE,
 )
 """Every button above. The tests walk it: each button is refused without its permission
 (``tests/test_security.py``), answers stale and foreign values (``tests/test_fuzz_inputs.py``),

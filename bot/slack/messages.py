@@ -1,9 +1,18 @@
-"""Short replies to the invoking user: help, errors, notices, and the question asked
-before deleting a pipeline."""
+"""Short replies to the invoking user: help, errors, notices, and the questions asked
+before deleting a pipeline and before rolling a stage back."""
 
 from __future__ import annotations
 
-from bot.slack.ids import DELETE_CANCEL, DELETE_CONFIRM, ButtonRef
+from datetime import datetime
+
+from bot.ops.pipeline_state import RollbackTarget
+from bot.slack.ids import (
+    DELETE_CANCEL,
+    DELETE_CONFIRM,
+    ROLLBACK_CANCEL,
+    ROLLBACK_CONFIRM,
+    ButtonRef,
+)
 from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
     MESSAGE_TEXT_BUDGET,
@@ -12,10 +21,12 @@ from bot.slack.kit import (
     actions,
     button,
     clip_mrkdwn,
+    code,
+    esc,
     escape,
     section,
 )
-from bot.slack.text import name, pack
+from bot.slack.text import date_and_ago, name, pack, short_id, short_revision
 
 
 def help_blocks(*, text: str, command: str = "/pipeline") -> list[Block]:
@@ -80,6 +91,41 @@ def delete_confirm_blocks(*, pipeline: str) -> list[Block]:
             [
                 button(text="Delete", action_id=DELETE_CONFIRM, ref=ref, style="danger"),
                 button(text="Cancel", action_id=DELETE_CANCEL, ref=ref),
+            ]
+        ),
+    ]
+
+
+def rollback_confirm_blocks(*, target: RollbackTarget, now: datetime) -> list[Block]:
+    """Asks before rolling a stage back (the ``rollback`` command): the target execution,
+    its source revisions and when it succeeded, then Roll back (danger) and Cancel."""
+    ref = ButtonRef(pipeline=target.pipeline, execution=target.execution_id, stage=target.stage)
+    revisions = ", ".join(
+        f"{esc(action, 60)}@{code(short_revision(revision), 24)}"
+        for action, revision in target.revisions[:3]
+    )
+    lines = [
+        f"Roll back *{name(target.stage)}* of *{name(target.pipeline)}* to execution "
+        f"{code(target.execution_id, 40)}?",
+        f"• It succeeded in {name(target.stage)} {date_and_ago(target.succeeded_at, now)}",
+    ]
+    if revisions:
+        lines.append(f"• Source revision{'s' if len(target.revisions) > 1 else ''}: {revisions}")
+    lines.append(
+        "A new execution runs the stage again with that execution's revisions, variables and "
+        "artifacts."
+    )
+    return [
+        section("\n".join(lines)),
+        *actions(
+            [
+                button(
+                    text=f"Roll back to {short_id(target.execution_id)}",
+                    action_id=ROLLBACK_CONFIRM,
+                    ref=ref,
+                    style="danger",
+                ),
+                button(text="Cancel", action_id=ROLLBACK_CANCEL, ref=ref),
             ]
         ),
     ]

@@ -27,13 +27,15 @@ from bot.notify.snapshot import (
     APPROVAL,
     FAILED,
     FINISHED,
+    RETRIED,
+    ROLLED_BACK,
     STOPPED,
     SUPERSEDED,
     WAITING_FOR_APPROVAL,
     WAITING_TO_ENTER,
     Event,
 )
-from bot.ops.pipeline_state import is_action_failed, is_finished
+from bot.ops.pipeline_state import RollbackTarget, is_action_failed, is_finished
 from bot.slack import buttons
 from bot.slack.ids import ButtonRef
 from bot.slack.kit import (
@@ -173,6 +175,9 @@ def _parent_text(snapshot: Mapping[str, Any], *, finished: bool) -> str:
         head += f" in {took}"
     if started is not None:
         head += f" · started {slack_date(started)}"
+    rollback = snapshot.get("rollback")
+    if rollback:
+        head = f"{rollback_words(rollback)} · {head}"
     lines = [head]
     by = snapshot.get("startedBy")
     trigger = trigger_text(
@@ -195,6 +200,18 @@ def _parent_text(snapshot: Mapping[str, Any], *, finished: bool) -> str:
     if status in ("Stopped", "Stopping") and reason and reason not in said:  # never twice
         lines.append(f"Stop reason: {esc(reason, 220)}")
     return "\n".join(lines)
+
+
+def rollback_words(rollback: Mapping[str, Any]) -> str:
+    """``↩ *Rollback of Deploy to `3f2c9d1e`*``: a rollback execution's mark, from a
+    snapshot's ``rollback`` (its stage when known, its target)."""
+    text = "↩ *Rollback"
+    if rollback.get("stage"):
+        text += f" of {flat_name(rollback['stage'])}"
+    text += "*"
+    if rollback.get("target"):
+        text += f" to {code(short_id(rollback['target']))}"
+    return text
 
 
 def _took(snapshot: Mapping[str, Any]) -> str | None:
@@ -287,12 +304,14 @@ def event_reply(
     external_link: str | None,
     log_tail: str | None,
     now: datetime,
+    rollback_target: RollbackTarget | None = None,
 ) -> dict[str, Any]:
     """The thread reply for an event: ``text``, ``blocks`` and ``reply_broadcast`` (True
     for an approval, so the channel sees it). ``approvers`` are user or group IDs to
     mention; ``custom_data`` and ``external_link`` come from the approval action's
-    configuration; ``log_tail`` is the failed action's log. ValueError for *_RESOLVED
-    events, which edit a reply (``resolved_reply``) instead of posting one."""
+    configuration; ``log_tail`` is the failed action's log; ``rollback_target`` (a failure)
+    the earlier execution that succeeded in the stage, for a Roll back button. ValueError
+    for *_RESOLVED events, which edit a reply (``resolved_reply``) instead of posting one."""
     del now  # replies show absolute times only; kept for a uniform signature
     if event.kind == APPROVAL:
         blocks = _approval_blocks(
@@ -306,13 +325,43 @@ def event_reply(
         return _message(blocks, reply_broadcast=True)
     if event.kind == FAILED:
         blocks = _failed_blocks(
-            event=event, pipeline=pipeline, execution_id=execution_id, log_tail=log_tail
+            event=event,
+            pipeline=pipeline,
+            execution_id=execution_id,
+            log_tail=log_tail,
+            rollback_target=rollback_target,
         )
         return _message(blocks, reply_broadcast=False)
+    if event.kind == RETRIED:
+        text = (
+            f"🔁 *{flat_name(event.stage)}* failed, retried automatically "
+            f"(attempt {event.attempt or 1})"
+        )
+        return _message([section(text)], reply_broadcast=False)
+    if event.kind == ROLLED_BACK:
+        return _message([section(rolled_back_text(event))], reply_broadcast=False)
     if event.kind in (FINISHED, SUPERSEDED, STOPPED):
         blocks = _end_blocks(event=event, pipeline=pipeline, execution_id=execution_id)
         return _message(blocks, reply_broadcast=False)
     raise ValueError(f"event {event.kind!r} has no reply of its own: use resolved_reply")
+
+
+def rolled_back_text(event: Event) -> str:
+    """A rollback in words: ``↩ *Deploy* rolled back to `3f2c9d1e` by @bob`` (manual, by
+    whom when pipebot knows), ``… rolled back automatically to `3f2c9d1e` (the stage
+    failed)`` (AutomatedRollback)."""
+    what = f"*{flat_name(event.stage)}*" if event.stage else "A stage"
+    text = f"↩ {what} rolled back"
+    automatic = event.trigger == "AutomatedRollback"
+    if automatic:
+        text += " automatically"
+    if event.target:
+        text += f" to {code(short_id(event.target))}"
+    if automatic:
+        text += " (the stage failed)"
+    elif event.by:
+        text += f" by {mention(event.by)}"
+    return text
 
 
 def _where(event: Event) -> str:
@@ -364,7 +413,12 @@ def _approval_blocks(
 
 
 def _failed_blocks(
-    *, event: Event, pipeline: str, execution_id: str, log_tail: str | None
+    *,
+    event: Event,
+    pipeline: str,
+    execution_id: str,
+    log_tail: str | None,
+    rollback_target: RollbackTarget | None = None,
 ) -> list[Block]:
     stage = event.stage or "?"
     text = f"❌ *Stage failed:* *{flat_name(stage)}* · action *{flat_name(event.action)}*"
@@ -391,6 +445,13 @@ def _failed_blocks(
         all_text="Retry all",
         failed_style="primary",
     )
+    if rollback_target is not None:
+        row.append(
+            buttons.rollback(
+                target=rollback_target,
+                text=f"Roll back to {short_id(rollback_target.execution_id)}",
+            )
+        )
     if event.action:
         row.append(
             buttons.view_log(

@@ -20,9 +20,13 @@ from bot.slack.ids import (
     APPROVE,
     DELETE_CANCEL,
     DELETE_CONFIRM,
+    OVERRIDE,
     REJECT,
     RETRY_ALL,
     RETRY_FAILED,
+    ROLLBACK,
+    ROLLBACK_CANCEL,
+    ROLLBACK_CONFIRM,
     STOP,
 )
 from bot.slack.kit import (
@@ -41,7 +45,19 @@ OUTCOME_MAX: Final = 1000
 """Longest outcome line ``outcome_blocks`` appends; messages with buttons leave room for it."""
 
 STALE_AFTER_CLICK: Final = frozenset(
-    {APPROVE, REJECT, RETRY_FAILED, RETRY_ALL, STOP, DELETE_CONFIRM, DELETE_CANCEL}
+    {
+        APPROVE,
+        REJECT,
+        RETRY_FAILED,
+        RETRY_ALL,
+        STOP,
+        DELETE_CONFIRM,
+        DELETE_CANCEL,
+        ROLLBACK,
+        ROLLBACK_CONFIRM,
+        ROLLBACK_CANCEL,
+        OVERRIDE,
+    }
 )
 """Buttons that act on the state a message showed: dropped by ``outcome_blocks``."""
 
@@ -123,6 +139,30 @@ def retried_line(
     return (
         f"{mention(user_id)} retried {what} of stage *{escape(stage)}* in *{escape(pipeline)}* "
         f"(execution `{execution_id}`)."
+    )
+
+
+def rolled_back_line(
+    *, user_id: str, pipeline: str, stage: str, target: str, execution_id: str
+) -> str:
+    """The channel's line for a stage rolled back from Slack: the same for the Roll back
+    button and the ``rollback`` command's Confirm."""
+    return (
+        f"↩ {mention(user_id)} rolled back *{escape(stage)}* of *{escape(pipeline)}* to "
+        f"`{escape(target[:8])}`: rollback execution `{escape(execution_id)}`."
+    )
+
+
+def overridden_line(
+    *, user_id: str, pipeline: str, stage: str, condition_type: str, execution_id: str
+) -> str:
+    """The channel's line for a stage condition overridden from Slack (command or button)."""
+    words = {"BEFORE_ENTRY": "entry condition", "ON_SUCCESS": "success condition"}.get(
+        condition_type, "condition"
+    )
+    return (
+        f"🚦 {mention(user_id)} overrode the {words} of *{escape(stage)}* in "
+        f"*{escape(pipeline)}* (execution `{escape(execution_id[:8])}`): the stage goes on."
     )
 
 

@@ -15,10 +15,17 @@ from datetime import datetime
 from typing import Any, Final, NamedTuple
 
 from bot.ops.pipeline_state import (
+    EXECUTION_TYPE_ROLLBACK,
     IN_PROGRESS,
+    ConditionView,
+    PendingApproval,
+    RollbackTarget,
     is_action_failed,
+    is_rollback,
     is_waiting_approval,
+    open_conditions,
     retryable_stages,
+    stage_conditions,
 )
 from bot.slack import buttons
 from bot.slack.ids import REFRESH_STATUS, START, STOP, ButtonRef
@@ -55,6 +62,7 @@ from bot.slack.text import (
     ago,
     aware,
     caller_text,
+    condition_status_text,
     date_and_ago,
     fits,
     join_lines,
@@ -62,6 +70,7 @@ from bot.slack.text import (
     name,
     pack,
     revision_text,
+    rollback_text,
     short_id,
     slack_date,
     source_revisions_text,
@@ -73,6 +82,8 @@ from bot.slack.text import (
 
 _MAX_APPROVAL_ROWS: Final = 5  # approvals with their own buttons
 _MAX_RETRY_ROWS: Final = 5  # failed stages with their own retry buttons
+_MAX_OVERRIDE_ROWS: Final = 5  # conditions with their own Override button
+_MAX_RULES_SHOWN: Final = 10  # rules under one condition
 _ROWS_BUDGET: Final = 3500  # text for those rows, so that the stages keep the larger part
 _MAX_INBOUND_SHOWN: Final = 5
 _EARLIER_SHOWN: Final = 4
@@ -90,6 +101,8 @@ def status_blocks(
     now: datetime,
     command: str = "/pipeline",
     who: Who = NOBODY,
+    rollback_targets: Mapping[str, RollbackTarget] | None = None,
+    parallel_approvals: Sequence[PendingApproval] = (),
 ) -> list[Block]:
     """A pipeline's status: every stage and action, what waits, and the buttons that apply.
 
@@ -98,6 +111,12 @@ def status_blocks(
     only with ``operate_allowed``, Approve/Reject only with ``approvals_allowed``;
     Refresh and View log always. ``command`` is the slash command, for hints; ``who``
     names the Slack users who started, retried or disabled what the state shows.
+    ``rollback_targets`` (stage → the execution it rolls back to, ``PipelineOps.
+    rollback_targets``) draw a Roll back button per stage for operators; each stage's
+    conditions and their rules are drawn under it, with Override on a waiting or failed
+    entry or success condition for operators. ``parallel_approvals``
+    (``PipelineOps.parallel_approvals``) are the approvals waiting in the other executions of
+    a PARALLEL pipeline, each drawn with its own Approve/Reject.
     """
     pipeline = str(state.get("pipelineName") or "?")
     latest = executions[0] if executions else None
@@ -110,6 +129,8 @@ def status_blocks(
         operate_allowed=operate_allowed,
         now=now,
         command=command,
+        rollback_targets=rollback_targets or {},
+        parallel_approvals=parallel_approvals,
     )
     bottom = [
         *rows,
@@ -176,6 +197,9 @@ def _latest_text(
         f"*Latest execution* {code(short_id(execution_id))} · "
         f"{status_emoji(status)} {status_label(status)}"
     ]
+    rollback = rollback_text(latest)
+    if rollback:
+        lines[0] += f" · {rollback}"
     times = []
     if started is not None:
         times.append(f"started {date_and_ago(started, now)}")
@@ -203,9 +227,11 @@ def _earlier_text(executions: Sequence[Mapping[str, Any]], *, now: datetime) -> 
     shown = []
     for execution in executions[:_EARLIER_SHOWN]:
         when = aware(execution.get("lastUpdateTime")) or aware(execution.get("startTime"))
+        mark = " ↩ rollback" if is_rollback(execution) else ""
         shown.append(
             f"{status_emoji(execution.get('status'))} "
-            f"{code(short_id(execution.get('pipelineExecutionId')))} {ago(when, now)}".rstrip()
+            f"{code(short_id(execution.get('pipelineExecutionId')))}{mark} "
+            f"{ago(when, now)}".rstrip()
         )
     return "Earlier: " + " · ".join(shown) if shown else None
 
@@ -221,8 +247,11 @@ def _button_rows(
     operate_allowed: bool,
     now: datetime,
     command: str,
+    rollback_targets: Mapping[str, RollbackTarget],
+    parallel_approvals: Sequence[PendingApproval] = (),
 ) -> list[Block]:
-    """Waiting approvals, then failed or stopped stages, each a row with its buttons.
+    """Waiting approvals, conditions to override, failed or stopped stages, then the stages
+    that can be rolled back, each a row with its buttons.
 
     Both kinds share one slice of the text budget (``_ROWS_BUDGET``: long names make
     buttons and confirms costly) so that the stages keep the larger part; what does not
@@ -230,6 +259,12 @@ def _button_rows(
     """
     rows: list[Block] = []
     waiting = _waiting_approvals(state)
+    known = {(w.execution_id, w.stage, w.action) for w in waiting}
+    waiting += [
+        _Waiting(stage=p.stage, action=p.action, execution_id=p.execution_id, since=p.since)
+        for p in parallel_approvals
+        if (p.execution_id, p.stage, p.action) not in known
+    ]
     shown = _take_rows(
         [
             _approval_row(
@@ -252,6 +287,21 @@ def _button_rows(
                 f"`{escape(command)} approve {esc(pipeline, NAME_MAX)} STAGE/ACTION`"
             )
         )
+    if operate_allowed:
+        conditions = open_conditions(state)
+        shown = _take_rows(
+            [_override_row(c, pipeline=pipeline) for c in conditions[:_MAX_OVERRIDE_ROWS]],
+            rows,
+            budget=_ROWS_BUDGET,
+        )
+        if len(conditions) > shown:
+            extra = len(conditions) - shown
+            rows.append(
+                context(
+                    f"…and {extra} more condition{'s' if extra != 1 else ''} to override: "
+                    f"`{escape(command)} override {esc(pipeline, NAME_MAX)} STAGE`"
+                )
+            )
     failed = list(retryable_stages(state))
     retry_rows = [
         _retry_row(stage, pipeline=pipeline, allowed=operate_allowed)
@@ -266,7 +316,65 @@ def _button_rows(
                 f"`{escape(command)} retry {esc(pipeline, NAME_MAX)} STAGE`"
             )
         )
+    if operate_allowed and rollback_targets:
+        _take_rows([_rollback_row(rollback_targets)], rows, budget=_ROWS_BUDGET)
     return rows
+
+
+def _override_row(condition: ConditionView, *, pipeline: str) -> list[Block]:
+    """A condition that waits or failed: what, then Override (operators only reach here)."""
+    text = (
+        f"🚦 *{condition.label} of {name(condition.stage)}:* "
+        f"{condition_status_text(condition.status)} · execution "
+        f"{code(short_id(condition.execution_id))}"
+    )
+    return [
+        section(text),
+        *actions(
+            [
+                buttons.override(
+                    pipeline=pipeline,
+                    stage=condition.stage,
+                    execution_id=str(condition.execution_id),
+                    condition_type=str(condition.condition_type),
+                    text=f"Override: {clip(condition.stage, 50)}",
+                )
+            ]
+        ),
+    ]
+
+
+def _rollback_row(targets: Mapping[str, RollbackTarget]) -> list[Block]:
+    """One row of Roll back buttons, one per stage with an earlier success."""
+    return actions(
+        [
+            buttons.rollback(
+                target=target,
+                text=f"Roll back {clip(stage, 30)} to {short_id(target.execution_id)}",
+            )
+            for stage, target in targets.items()
+        ]
+    )
+
+
+def condition_lines(stage: Mapping[str, Any]) -> list[str]:
+    """Each condition of a stage and its rules' results (GetPipelineState's
+    ``*ConditionState``), rule summaries escaped."""
+    lines = []
+    for condition in stage_conditions(stage):
+        line = f"🚦 _{condition.label}_ · {condition_status_text(condition.status)}"
+        if condition.summary:
+            line += " — " + esc(one_line(condition.summary), SUMMARY_MAX)
+        lines.append(line)
+        for rule in condition.rules[:_MAX_RULES_SHOWN]:
+            rule_line = f"{_ACTION_MARK}{name(rule.name)} · {condition_status_text(rule.status)}"
+            if rule.summary:
+                rule_line += " — " + esc(one_line(rule.summary), SUMMARY_MAX)
+            lines.append(_INDENT + rule_line)
+        extra = len(condition.rules) - _MAX_RULES_SHOWN
+        if extra > 0:
+            lines.append(f"{_INDENT}…and {extra} more rule{'s' if extra != 1 else ''}")
+    return lines
 
 
 class _Waiting(NamedTuple):
@@ -461,14 +569,20 @@ def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool, view
         if failed:
             marks.append(f"❌ {name(failed[0].get('actionName'), 60)}")
         marks.append(f"{len(stage_actions)} action{'s' if len(stage_actions) != 1 else ''}")
+        marks += [
+            f"🚦 {c.label.lower()} {condition_status_text(c.status)}"
+            for c in stage_conditions(stage)
+            if c.status != "Succeeded"
+        ]
         heading += " · " + " · ".join(marks)
         if lines:
             # The transition and inbound lines matter more than the actions: keep them short.
             lines = [clip_mrkdwn(line, 400) for line in lines]
         return "\n".join([*lines, heading])
     action_lines = [_INDENT + _ACTION_MARK + _action_line(a, now=now) for a in stage_actions]
+    conditions = [_INDENT + line for line in condition_lines(stage)]
     return join_lines(
-        [*lines, heading, *action_lines],
+        [*lines, heading, *conditions, *action_lines],
         limit=SECTION_TEXT_MAX,
         more=lambda n: f"{_INDENT}…and {n} more action{'s' if n != 1 else ''}",
     )
@@ -486,6 +600,8 @@ def _stage_heading(stage: Mapping[str, Any], *, view: _View) -> str:
         line = f"{WAITING_EMOJI} *{name(stage_name)}* · {WAITING_LABEL}"
     else:
         line = f"{status_emoji(status)} *{name(stage_name)}* · {status_label(status)}"
+    if latest.get("type") == EXECUTION_TYPE_ROLLBACK:
+        line += " · ↩ rollback"
     execution_id = latest.get("pipelineExecutionId")
     if execution_id and view.latest_id is None:
         line += f" · {code(short_id(execution_id))}"
@@ -498,7 +614,9 @@ def _stage_heading(stage: Mapping[str, Any], *, view: _View) -> str:
     )
     if attempts:
         line += f" · retry {attempts}"
-        if stage_name in view.who.retried:
+        if retry.get("latestRetryTrigger") == "AutomatedStageRetry":
+            line += ", retried automatically"
+        elif stage_name in view.who.retried:
             line += f", retried by {mention(view.who.retried[stage_name])}"
     return line
 
@@ -584,6 +702,8 @@ def _is_quiet(stage: Mapping[str, Any], *, now: datetime) -> bool:
     if status not in (None, "Succeeded", "Skipped"):
         return False
     if _inbound(stage) or _transition_line(stage, now=now):
+        return False
+    if any(c.status not in (None, "Succeeded") for c in stage_conditions(stage)):
         return False
     for action in stage.get("actionStates") or []:
         action_status = (action.get("latestExecution") or {}).get("status")

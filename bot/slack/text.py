@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from bot.ops.pipeline_state import is_rollback, rollback_target_of
 from bot.slack.kit import (
     ESCAPES,
     SECTION_TEXT_MAX,
@@ -207,6 +208,15 @@ _CALLER_TRIGGERS: Final = frozenset({"StartPipelineExecution", "CreatePipeline",
 user-initiated start, AWS API reference, ExecutionTrigger)."""
 
 
+TRIGGER_WORDS: Final = {
+    "ManualRollback": "manual rollback",
+    "AutomatedRollback": "automatic rollback",
+    "WebhookV2": "push matching a trigger filter (WebhookV2)",
+}
+"""Trigger types (2024 and later) said in words rather than AWS's identifier
+(ExecutionTrigger: https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_ExecutionTrigger.html)."""
+
+
 def caller_text(caller: Any) -> str:
     """An identity the backend recorded (``triggerDetail``, ``lastChangedBy``,
     ``updatedBy``), said as what it is: an ARN is AWS's caller (an IAM user or role, shown as
@@ -227,8 +237,8 @@ def trigger_text(trigger: Any, *, by: str | None = None, capital: bool = False) 
     if not isinstance(trigger, Mapping) or not trigger.get("triggerType"):
         return ""
     kind = str(trigger["triggerType"])
-    text = f"{'Trigger' if capital else 'trigger'} {esc(kind, 40)}"
-    verb = "created" if kind == "CreatePipeline" else "started"
+    text = f"{'Trigger' if capital else 'trigger'} {TRIGGER_WORDS.get(kind) or esc(kind, 40)}"
+    verb = {"CreatePipeline": "created", "ManualRollback": "rolled back"}.get(kind, "started")
     detail = trigger.get("triggerDetail")
     has_detail = isinstance(detail, str) and bool(detail.strip())
     if by:
@@ -238,6 +248,37 @@ def trigger_text(trigger: Any, *, by: str | None = None, capital: bool = False) 
     if has_detail:
         text += f" ({esc(one_line(str(detail)), 120)})"
     return text
+
+
+def rollback_text(execution: Mapping[str, Any] | None) -> str:
+    """``↩ Rollback to `3f2c9d1e``` for a rollback execution (executionType ROLLBACK and
+    rollbackMetadata), '' otherwise."""
+    if not is_rollback(execution):
+        return ""
+    target = rollback_target_of(execution)
+    return "↩ Rollback" + (f" to {code(short_id(target))}" if target else "")
+
+
+CONDITION_EMOJI: Final = {
+    "InProgress": "⏳",
+    "Succeeded": "✅",
+    "Failed": "❌",
+    "Errored": "❌",
+    "Cancelled": "🚫",
+    "Abandoned": "⏹",
+    "Overridden": "⏭",
+}
+"""Emoji of each condition and rule execution status (ConditionExecutionStatus,
+RuleExecutionStatus)."""
+
+CONDITION_LABEL: Final = {"InProgress": "Waiting (in progress)", "Overridden": "Overridden"}
+
+
+def condition_status_text(status: str | None) -> str:
+    """A condition's or rule's status with its emoji, "not run" when it has none."""
+    if not status:
+        return "⚪ not run"
+    return f"{CONDITION_EMOJI.get(status, '⚪')} {CONDITION_LABEL.get(status, esc(status, 30))}"
 
 
 def stop_reason_text(execution: Mapping[str, Any], limit: int = 220) -> str:
