@@ -143,7 +143,13 @@ def _sandbox(settings: Settings, *, host: str, port: int) -> int:
 
 
 def _demo(settings: Settings, *, approve: str) -> int:
-    from bot.demo import ensure_demo_repository, refuse_ask_without_terminal, run_demo
+    from bot.demo import (
+        ensure_demo_projects,
+        ensure_demo_repository,
+        refuse_ask_without_terminal,
+        run_demo,
+    )
+    from bot.engine.codebuild_projects import registry_path
     from bot.ops.client import make_local_client
 
     if not _local_only(settings, "The demo"):
@@ -154,9 +160,12 @@ def _demo(settings: Settings, *, approve: str) -> int:
         return 2
     _migrate(settings)
     ensure_demo_repository(settings.resolved_repositories_dir)
+    ensure_demo_projects(
+        registry_path(data_dir=settings.resolved_data_dir, configured=settings.codebuild_projects)
+    )
     client = make_local_client(settings)
     try:
-        return run_demo(client, deploy_root=settings.resolved_data_dir / "deploy", approve=approve)
+        return run_demo(client, approve=approve)
     finally:
         client.close()
 

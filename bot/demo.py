@@ -1,8 +1,11 @@
-"""The demo: a small static web app in a local git repository and its pipeline.
+"""The demo: the seed pipeline (``bot/seed``) and its repository, on the embedded engine.
 
-Source -> Build (build the site, run its unit tests) -> Staging (deploy to a
-local folder, check every link of the deployed pages) -> Approval -> Production
-(deploy to another local folder). Every Commands action does real work.
+The seed pipeline is the original product document's release pipeline: Source (CodeCommit) ->
+Build (CodeBuild build, then CodeBuild unit tests with a JUnit report) -> Staging (CodeDeploy to
+a staging instance, then a CodeBuild link check) -> Approval -> Production (CodeDeploy). Its
+declaration (``bot/seed/pipeline.json``) is valid for AWS as written and runs unchanged on the
+embedded engine; the demo only names it ``demo`` and gives its CodeBuild projects a short pause
+(``DEMO_PAUSE``) so each stage can be watched running.
 
 ``run_demo`` (``pipebot demo``) runs it on the embedded engine and follows it on the
 terminal; the sandbox seeds the same pipeline into its stand-in workspace.
@@ -10,7 +13,9 @@ terminal; the sandbox seeds the same pipeline into its stand-in workspace.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final, TextIO
 
+import yaml
 from botocore.exceptions import ClientError
 
 from bot.engine import LocalCodePipeline
@@ -32,50 +38,34 @@ STATUS_MARK = {
     "Superseded": "↷",
     "Abandoned": "✗",
     "Cancelled": "✗",
+    "Skipped": "⏭",
     None: " ",
 }
 """How the terminal follower marks a stage or action status."""
 
-DEMO_PIPELINE = "demo"
-DEMO_REPOSITORY = "demo-app"
-DEMO_PAUSE = "sleep 2  # the demo's pause: real builds and deploys take minutes; watch it run"
-"""The first command of the demo's Build, Staging and Production actions: their real work
-takes a fraction of a second, and a stage that finishes before anyone can see it run
-hides what the walkthrough shows (each stage moving in the channel)."""
+SEED_DIR: Final = Path(__file__).resolve().parent / "seed"
+"""The seed pipeline: ``pipeline.json``, ``codebuild-projects.yml`` and ``repo/``."""
 
-DEMO_FILES: dict[str, str] = {
-    "README.md": "# demo-app\n\nA tiny static site released by pipebot's demo pipeline.\n",
-    "src/index.html": (
-        "<!doctype html>\n<html><head><title>Demo app</title></head>\n"
-        '<body><h1>Hello from pipebot</h1><a href="about.html">About</a></body></html>\n'
-    ),
-    "src/about.html": (
-        "<!doctype html>\n<html><head><title>About</title></head>\n"
-        '<body><p>Released through a pipeline.</p><a href="index.html">Home</a></body></html>\n'
-    ),
-    "build.sh": (
-        "#!/bin/sh\n# Build: copy the pages to dist/ and stamp the version into each.\n"
-        "set -e\nrm -rf dist && mkdir -p dist\n"
-        "for page in src/*.html; do\n"
-        '  sed "s/<\\/body>/<footer>version $VERSION<\\/footer><\\/body>/" '
-        '"$page" > "dist/$(basename "$page")"\n'
-        'done\necho "built $(ls dist | wc -l) pages"\n'
-    ),
-    "test.sh": (
-        "#!/bin/sh\n# Unit tests: every page has a title and a footer with the version.\n"
-        "set -e\nfor page in dist/*.html; do\n"
-        '  grep -q "<title>" "$page" || { echo "FAIL: $page has no title"; exit 1; }\n'
-        '  grep -q "<footer>version" "$page" || { echo "FAIL: $page has no version"; exit 1; }\n'
-        '  echo "ok $page"\ndone\n'
-    ),
-    "linkcheck.sh": (
-        "#!/bin/sh\n# Integration test: every local link of the deployed site resolves.\n"
-        'set -e\nsite="$1"\nfor page in "$site"/*.html; do\n'
-        '  for link in $(grep -o \'href="[^"]*"\' "$page" | sed \'s/href="//; s/"$//\'); do\n'
-        '    [ -f "$site/$link" ] || { echo "BROKEN: $page -> $link"; exit 1; }\n'
-        '    echo "ok $page -> $link"\n  done\ndone\n'
-    ),
-}
+DEMO_PIPELINE = "demo"
+DEMO_REPOSITORY = "MyDemoRepo"
+"""The seed declaration's CodeCommit repository, created under the repositories directory."""
+DEMO_PAUSE_SECONDS: Final = 2
+"""How long the demo's build and deployments pause (``DEMO_PAUSE`` in its CodeBuild projects):
+their real work takes a fraction of a second, and a stage that finishes before anyone can see it
+run hides what the walkthrough shows (each stage moving in the channel)."""
+
+
+def seed_declaration() -> dict[str, Any]:
+    """The seed pipeline's declaration as shipped (``bot/seed/pipeline.json``)."""
+    document: dict[str, Any] = json.loads((SEED_DIR / "pipeline.json").read_text())
+    return dict(document["pipeline"])
+
+
+def demo_declaration() -> dict[str, Any]:
+    """The seed pipeline under the demo's name."""
+    declaration = seed_declaration()
+    declaration["name"] = DEMO_PIPELINE
+    return declaration
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -93,144 +83,52 @@ def _git(repo: Path, *args: str) -> str:
 
 
 def ensure_demo_repository(repositories_dir: Path) -> Path:
-    """Create the demo git repository once; later calls leave it as it is."""
+    """Create the demo git repository from ``bot/seed/repo`` once (file modes kept: the hook
+    scripts are executable); later calls leave it as it is."""
     repo = repositories_dir / DEMO_REPOSITORY
     if (repo / ".git").exists():
         return repo
     repo.mkdir(parents=True, exist_ok=True)
     _git(repo, "init", "-q", "-b", "main")
-    for name, content in DEMO_FILES.items():
-        path = repo / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(content)
+    shutil.copytree(SEED_DIR / "repo", repo, dirs_exist_ok=True)
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "Create the demo app")
     return repo
+
+
+def ensure_demo_projects(registry: Path, *, pause_seconds: int = DEMO_PAUSE_SECONDS) -> list[str]:
+    """Add the seed pipeline's CodeBuild projects (``bot/seed/codebuild-projects.yml``) to the
+    local project registry at ``registry``, with ``DEMO_PAUSE`` set to ``pause_seconds`` (none
+    when 0); projects already there are left as they are. Returns the names added."""
+    seed: dict[str, Any] = yaml.safe_load((SEED_DIR / "codebuild-projects.yml").read_text())
+    existing: dict[str, Any] = {}
+    if registry.exists():
+        loaded = yaml.safe_load(registry.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ValueError(f"{registry} is not a mapping of CodeBuild projects")
+        existing = loaded
+    added = [name for name in seed if name not in existing]
+    if not added:
+        return []
+    for name in added:
+        project = dict(seed[name])
+        if pause_seconds:
+            project["environmentVariables"] = [{"name": "DEMO_PAUSE", "value": str(pause_seconds)}]
+        existing[name] = project
+    registry.parent.mkdir(parents=True, exist_ok=True)
+    registry.write_text(yaml.safe_dump(existing, sort_keys=True))
+    return added
 
 
 def push_change(repositories_dir: Path, *, message: str) -> str:
     """Commit an edit to the demo app's home page (what a developer's push would do); returns
     the new commit's SHA. ``message`` is the commit message and the paragraph added."""
     repo = ensure_demo_repository(repositories_dir)
-    page = repo / "src" / "index.html"
+    page = repo / "site" / "index.html"
     paragraph = message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
     page.write_text(page.read_text().replace("</h1>", "</h1><p>" + paragraph + "</p>", 1))
     _git(repo, "commit", "-q", "-am", message)
     return _git(repo, "rev-parse", "HEAD")
-
-
-def demo_declaration(*, deploy_root: Path) -> dict[str, Any]:
-    staging = deploy_root / "staging"
-    production = deploy_root / "production"
-
-    def commands(name: str, lines: list[str], inputs: list[str], **extra: Any) -> dict[str, Any]:
-        return {
-            "name": name,
-            "actionTypeId": {
-                "category": "Compute",
-                "owner": "AWS",
-                "provider": "Commands",
-                "version": "1",
-            },
-            "commands": lines,
-            "inputArtifacts": [{"name": n} for n in inputs],
-            **extra,
-        }
-
-    return {
-        "name": DEMO_PIPELINE,
-        "roleArn": "arn:aws:iam::000000000000:role/pipebot-demo",
-        "pipelineType": "V2",
-        "executionMode": "SUPERSEDED",
-        "variables": [{"name": "RELEASE", "defaultValue": "demo", "description": "Release name"}],
-        "stages": [
-            {
-                "name": "Source",
-                "actions": [
-                    {
-                        "name": "Source",
-                        "actionTypeId": {
-                            "category": "Source",
-                            "owner": "AWS",
-                            "provider": "CodeCommit",
-                            "version": "1",
-                        },
-                        "configuration": {
-                            "RepositoryName": DEMO_REPOSITORY,
-                            "BranchName": "main",
-                            "PollForSourceChanges": "true",
-                        },
-                        "outputArtifacts": [{"name": "SourceArtifact"}],
-                        "namespace": "SourceVariables",
-                    }
-                ],
-            },
-            {
-                "name": "Build",
-                "actions": [
-                    commands(
-                        "BuildAndTest",
-                        [
-                            DEMO_PAUSE,
-                            "export VERSION=#{SourceVariables.CommitId}",
-                            "sh build.sh",
-                            "sh test.sh",
-                        ],
-                        ["SourceArtifact"],
-                        outputArtifacts=[{"name": "Site", "files": ["dist/**/*", "linkcheck.sh"]}],
-                    )
-                ],
-            },
-            {
-                "name": "Staging",
-                "actions": [
-                    commands(
-                        "Deploy",
-                        [
-                            DEMO_PAUSE,
-                            f"rm -rf {staging}",
-                            f"mkdir -p {staging}",
-                            f"cp dist/*.html {staging}/",
-                        ],
-                        ["Site"],
-                    ),
-                    commands("LinkCheck", [f"sh linkcheck.sh {staging}"], ["Site"], runOrder=2),
-                ],
-            },
-            {
-                "name": "Approval",
-                "actions": [
-                    {
-                        "name": "ReleaseToProduction",
-                        "actionTypeId": {
-                            "category": "Approval",
-                            "owner": "AWS",
-                            "provider": "Manual",
-                            "version": "1",
-                        },
-                        "configuration": {
-                            "CustomData": "Staging passed its link check: release to production?"
-                        },
-                    }
-                ],
-            },
-            {
-                "name": "Production",
-                "actions": [
-                    commands(
-                        "Deploy",
-                        [
-                            DEMO_PAUSE,
-                            f"rm -rf {production}",
-                            f"mkdir -p {production}",
-                            f"cp dist/*.html {production}/",
-                        ],
-                        ["Site"],
-                    )
-                ],
-            },
-        ],
-    }
 
 
 APPROVE_CHOICES: Final = ("ask", "yes", "no")
@@ -258,7 +156,6 @@ def refuse_ask_without_terminal(approve: str, *, interactive: bool) -> str | Non
 def run_demo(
     client: LocalCodePipeline,
     *,
-    deploy_root: Path,
     approve: str,
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
@@ -284,7 +181,7 @@ def run_demo(
     except ClientError as exc:
         if exc.response["Error"]["Code"] != "PipelineNotFoundException":
             raise
-        client.create_pipeline(pipeline=demo_declaration(deploy_root=deploy_root))
+        client.create_pipeline(pipeline=demo_declaration())
         execution_id = client.list_pipeline_executions(pipelineName=DEMO_PIPELINE, maxResults=1)[
             "pipelineExecutionSummaries"
         ][0]["pipelineExecutionId"]

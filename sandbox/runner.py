@@ -27,7 +27,15 @@ from typing import Any, Protocol, TextIO
 from botocore.exceptions import ClientError
 from pydantic import SecretStr
 
-from bot.demo import DEMO_PIPELINE, demo_declaration, ensure_demo_repository, push_change
+from bot.demo import (
+    DEMO_PIPELINE,
+    DEMO_REPOSITORY,
+    demo_declaration,
+    ensure_demo_projects,
+    ensure_demo_repository,
+    push_change,
+)
+from bot.engine.codebuild_projects import registry_path
 from bot.logging_setup import configure_logging
 from bot.settings import Settings
 from sandbox.delivery import Gateway
@@ -124,8 +132,11 @@ def seed(*, gateway: Gateway, bot: RunningBot, settings: Settings, wait: float =
     """First start: the demo pipeline, created from #releases by the admin through the bot.
     Later starts: #releases subscribed again if someone unsubscribed it. Returns what it did."""
     ensure_demo_repository(settings.resolved_repositories_dir)
+    ensure_demo_projects(
+        registry_path(data_dir=settings.resolved_data_dir, configured=settings.codebuild_projects)
+    )
     if not _pipeline_exists(bot.pipeline_client):
-        declaration = demo_declaration(deploy_root=settings.resolved_data_dir / "deploy")
+        declaration = demo_declaration()
         text = "create " + json.dumps(declaration, separators=(",", ":"))
         gateway.slash_command(user=ADMIN.id, channel=RELEASES, text=text)
         deadline = time.monotonic() + wait
@@ -147,7 +158,7 @@ def pusher(repositories_dir: Path, poll_seconds: float) -> Callable[[], str]:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         sha = push_change(repositories_dir, message=f"Update the home page ({stamp} UTC)")
         return (
-            f"Pushed {sha[:7]} to demo-app/main; the source poller starts an execution "
+            f"Pushed {sha[:7]} to {DEMO_REPOSITORY}/main; the source poller starts an execution "
             f"within {poll_seconds:g} s."
         )
 

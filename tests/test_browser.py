@@ -209,8 +209,10 @@ def test_start_follow_approve_in_the_browser(
     page.click("#nav-home")
     expect(page.locator("#home")).to_contain_text("demo")
     page.screenshot(path=str(screenshots / "home.png"))
-    production = sandbox.data_dir / "deploy" / "production" / "index.html"
-    assert "Hello from pipebot" in production.read_text()
+    production = (
+        sandbox.data_dir / "codedeploy/MyDemoApplication/Production/var/www/html/index.html"
+    )
+    assert "Hello from the seed pipeline" in production.read_text()
 
 
 def test_a_second_user_is_refused_and_a_modal_shows_inline_errors(

@@ -94,7 +94,7 @@ def test_the_demos_own_declaration_is_created_through_the_form(bot: Bot, tmp_pat
     into `/pipeline create`: the box kept 3,000 characters and Save said "invalid JSON at line
     113". The cut paste is now refused with where the rest goes; given in two boxes, as the
     form says, it is created whole."""
-    bot.engine.create_pipeline(pipeline=demo_declaration(deploy_root=tmp_path / "deploy"))
+    bot.engine.create_pipeline(pipeline=demo_declaration())
     edit = _form(bot, f"edit {DEMO_PIPELINE}")
     declaration = "".join(b["element"].get("initial_value", "") for b in _boxes(edit))
     assert len(declaration) > 4500
@@ -123,7 +123,7 @@ def test_a_name_in_use_is_said_under_the_box_and_the_declaration_stays(
 ) -> None:
     """Creating a pipeline whose name exists closed the form, lost the pasted declaration and
     told the channel (found by a new user): the form now keeps it and says so under the box."""
-    bot.engine.create_pipeline(pipeline=demo_declaration(deploy_root=tmp_path / "deploy"))
+    bot.engine.create_pipeline(pipeline=demo_declaration())
     edit = _form(bot, f"edit {DEMO_PIPELINE}")
     declaration = "".join(b["element"].get("initial_value", "") for b in _boxes(edit))
     create = _form(bot, "create")

@@ -531,7 +531,7 @@ def _shipped_declarations() -> list[tuple[str, dict[str, Any]]]:
         for path in sorted(SHARED_PIPELINES.glob("*.json"))
     ]
     found += [
-        ("demo", demo_declaration(deploy_root=Path("/tmp/pipebot-demo"))),
+        ("demo", demo_declaration()),
         ("benchmark", benchmark_declaration("bench", stages=3, actions=3, mode="QUEUED")),
         ("blockcheck-release", release_declaration()),
         ("slack-aws", s3_codedeploy_declaration("web", ROLE)["pipeline"]),

@@ -15,6 +15,7 @@ import pytest
 
 from bot.demo import (
     DEMO_PIPELINE,
+    ensure_demo_projects,
     ensure_demo_repository,
     refuse_ask_without_terminal,
     run_demo,
@@ -25,10 +26,16 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture
 def repos_dir(tmp_path: Path) -> Path:
-    """The engine fixture's repositories: the demo app."""
+    """The engine fixture's repositories: the demo app, and its CodeBuild projects in the
+    engine fixture's data directory (without the demo's pause)."""
     repos = tmp_path / "repos"
     ensure_demo_repository(repos)
+    ensure_demo_projects(tmp_path / "data" / "codebuild-projects.yml", pause_seconds=0)
     return repos
+
+
+def _production(engine: Any) -> Path:
+    return Path(engine.data_dir) / "codedeploy/MyDemoApplication/Production/var/www/html"
 
 
 def _environment(data_dir: Path) -> dict[str, str]:
@@ -72,9 +79,7 @@ def test_the_refusal_names_the_values_to_use() -> None:
 
 def test_run_demo_without_a_terminal_starts_nothing(engine: Any, tmp_path: Path) -> None:
     out, err = io.StringIO(), io.StringIO()
-    code = run_demo(
-        engine, deploy_root=tmp_path / "deploy", approve="ask", out=out, err=err, interactive=False
-    )
+    code = run_demo(engine, approve="ask", out=out, err=err, interactive=False)
     assert code == 2 and "--approve yes" in err.getvalue() and out.getvalue() == ""
     assert engine.list_pipelines()["pipelines"] == []
 
@@ -95,8 +100,7 @@ def test_on_a_terminal_the_question_comes_after_the_stages_as_they_stand(
         asked.append((question, _last_printout(out.getvalue())))
         return "y"
 
-    deploy = tmp_path / "deploy"
-    code = run_demo(engine, deploy_root=deploy, approve="ask", out=out, interactive=True, ask=ask)
+    code = run_demo(engine, approve="ask", out=out, interactive=True, ask=ask)
     assert code == 0, out.getvalue()
     assert len(asked) == 1
     question, shown = asked[0]
@@ -107,7 +111,7 @@ def test_on_a_terminal_the_question_comes_after_the_stages_as_they_stand(
     assert "ReleaseToProduction waiting for approval" in lines["Approval"], shown
     assert lines["Production"][2] == " ", shown
     assert "-> Approved" in out.getvalue()
-    assert "Hello from pipebot" in (deploy / "production" / "index.html").read_text()
+    assert "Hello from the seed pipeline" in (_production(engine) / "index.html").read_text()
     summaries = engine.list_pipeline_executions(pipelineName=DEMO_PIPELINE)
     assert summaries["pipelineExecutionSummaries"][0]["status"] == "Succeeded"
 
@@ -118,8 +122,7 @@ def test_approve_no_rejects_at_once_and_says_so(engine: Any, tmp_path: Path) -> 
     def never(question: str) -> str:
         raise AssertionError(f"asked {question!r} with --approve no")
 
-    deploy = tmp_path / "deploy"
-    code = run_demo(engine, deploy_root=deploy, approve="no", out=out, interactive=False, ask=never)
+    code = run_demo(engine, approve="no", out=out, interactive=False, ask=never)
     assert code == 1
     assert "-> Rejected" in out.getvalue()
-    assert not (deploy / "production").exists()
+    assert not _production(engine).exists()

@@ -385,7 +385,7 @@ def test_first_start_creates_the_demo_from_releases_and_follows_it(
     html = wait_in_timeline(sandbox, ALICE, "Approval needed")
     assert "created pipeline <b>demo</b>" in html and "subscribed" in html
     assert "demo · " in html and "Waiting for approval" in html
-    home = sandbox.data_dir / "repos" / "demo-app" / ".git"
+    home = sandbox.data_dir / "repos" / "MyDemoRepo" / ".git"
     assert home.is_dir()
     assert sandbox.state(ALICE)["problems"] == []
 

@@ -1,5 +1,6 @@
-"""The sandbox's demo pipeline end to end on the embedded engine (SQLite and PostgreSQL):
-every Commands action does real work on the demo app."""
+"""The sandbox's demo pipeline, the seed pipeline (bot/seed), end to end on the embedded engine
+(SQLite and PostgreSQL): CodeBuild builds and tests the demo app, CodeDeploy deploys it to the
+local staging and production instances."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ from typing import Any
 
 import pytest
 
-from bot.demo import DEMO_PIPELINE, demo_declaration, ensure_demo_repository, push_change
+from bot.demo import (
+    DEMO_PIPELINE,
+    demo_declaration,
+    ensure_demo_projects,
+    ensure_demo_repository,
+    push_change,
+    seed_declaration,
+)
+from bot.engine.declaration import validate_declaration
 from tests.helpers import wait_for
 
 
@@ -46,19 +55,32 @@ def _log(engine: Any, execution_id: str, action: str) -> str:
     return str(engine.get_action_log(actionExecutionId=found[0]["actionExecutionId"]))
 
 
+def _site(engine: Any, group: str) -> Path:
+    """The demo's web root on the local CodeDeploy instance of ``group``."""
+    return Path(engine.data_dir) / "codedeploy" / "MyDemoApplication" / group / "var/www/html"
+
+
+def test_the_seed_pipeline_is_valid_for_aws_as_written_and_the_demo_is_it() -> None:
+    seed = seed_declaration()
+    validate_declaration(seed, local=False)
+    validate_declaration(seed, local=True)
+    assert {**demo_declaration(), "name": seed["name"]} == seed
+
+
 def test_the_demo_pipeline_builds_tests_deploys_and_releases(
     engine: Any, tmp_path: Path, repos_dir: Path
 ) -> None:
-    deploy = tmp_path / "deploy"
-    engine.create_pipeline(pipeline=demo_declaration(deploy_root=deploy))
+    ensure_demo_projects(Path(engine.data_dir) / "codebuild-projects.yml", pause_seconds=0)
+    engine.create_pipeline(pipeline=demo_declaration())
     first = engine.list_pipeline_executions(pipelineName=DEMO_PIPELINE)[
         "pipelineExecutionSummaries"
     ][0]["pipelineExecutionId"]
     token = wait_for(lambda: _approval_token(engine, first), what="the approval to wait")
-    assert (deploy / "staging" / "index.html").exists()
-    assert not (deploy / "production").exists()  # nothing reaches production unapproved
-    assert "ok" in _log(engine, first, "Build/BuildAndTest")
-    assert "-> about.html" in _log(engine, first, "Staging/LinkCheck")
+    assert (_site(engine, "Staging") / "index.html").exists()
+    assert not _site(engine, "Production").exists()  # nothing reaches production unapproved
+    assert "2 tests, 0 failed" in _log(engine, first, "Build/UnitTests")
+    assert "ok index.html -> about.html" in _log(engine, first, "Staging/LinkCheck")
+    assert "[CodeDeploy] LifecycleEvent - ValidateService" in _log(engine, first, "Staging/Deploy")
     engine.put_approval_result(
         pipelineName=DEMO_PIPELINE,
         stageName="Approval",
@@ -67,12 +89,12 @@ def test_the_demo_pipeline_builds_tests_deploys_and_releases(
         token=token,
     )
     wait_for(lambda: _status(engine, first) == "Succeeded", what="the release")
-    released = (deploy / "production" / "index.html").read_text()
-    assert "Hello from pipebot" in released and "<footer>version " in released
+    released = (_site(engine, "Production") / "index.html").read_text()
+    assert "Hello from the seed pipeline" in released and "<footer>release-" in released
 
     sha = push_change(repos_dir, message="Say hello to newcomers")
     second = engine.start_pipeline_execution(name=DEMO_PIPELINE)["pipelineExecutionId"]
     wait_for(lambda: _approval_token(engine, second), what="the second approval")
-    staged = (deploy / "staging" / "index.html").read_text()
-    assert "Say hello to newcomers" in staged and f"version {sha}" in staged
-    assert "Say hello to newcomers" not in (deploy / "production" / "index.html").read_text()
+    staged = (_site(engine, "Staging") / "index.html").read_text()
+    assert "Say hello to newcomers" in staged and f"release-{sha[:8]}" in staged
+    assert "Say hello to newcomers" not in (_site(engine, "Production") / "index.html").read_text()
