@@ -845,3 +845,74 @@ def test_rollback_and_automatic_retry_replay_on_boto3(twin: Twin, tmp_path: Path
         **target,
         targetPipelineExecutionId=rollback_id,
     )
+
+
+def test_stage_conditions_replay_on_boto3(twin: Twin) -> None:
+    """Issue 13: a failed entry condition, its rule executions, the rule types, an override
+    and the condition states, through boto3's model (requests and responses)."""
+    name = "replay-conditions"
+    declaration = pipeline(
+        name,
+        [
+            ("Source", [source_action()]),
+            ("Deploy", [commands_action("Deploy", ["true"])]),
+        ],
+        variables=[{"name": "ENV", "defaultValue": "prod"}],
+    )
+    declaration["stages"][1]["beforeEntry"] = {
+        "conditions": [
+            {
+                "result": "FAIL",
+                "rules": [
+                    {
+                        "name": "OnlyDev",
+                        "ruleTypeId": {
+                            "category": "Rule",
+                            "owner": "AWS",
+                            "provider": "VariableCheck",
+                            "version": "1",
+                        },
+                        "configuration": {
+                            "Variable": "#{variables.ENV}",
+                            "Operator": "EQ",
+                            "Value": "dev",
+                        },
+                    }
+                ],
+            }
+        ]
+    }
+    twin.call("create_pipeline", pipeline=declaration)
+    first = _only_execution(twin, name)
+    _wait_status(twin, name, first, "Failed")
+    state = twin.call("get_pipeline_state", name=name)
+    entry = _stage(state, "Deploy")["beforeEntryConditionState"]
+    assert entry["latestExecution"]["status"] == "Failed"
+    assert entry["conditionStates"][0]["ruleStates"][0]["ruleName"] == "OnlyDev"
+    rules = twin.call(
+        "list_rule_executions", pipelineName=name, filter={"pipelineExecutionId": first}
+    )
+    (detail,) = rules["ruleExecutionDetails"]
+    assert (detail["ruleName"], detail["status"]) == ("OnlyDev", "Failed")
+    types = twin.call("list_rule_types")
+    providers = {t["id"]["provider"] for t in types["ruleTypes"]}
+    assert {"VariableCheck", "DeploymentWindow", "Commands"} <= providers
+    override = {"pipelineName": name, "stageName": "Deploy", "pipelineExecutionId": first}
+    twin.error(
+        "override_stage_condition",
+        "ConditionNotOverridableException",
+        **override,
+        conditionType="ON_SUCCESS",
+    )
+    twin.error(
+        "override_stage_condition",
+        "StageNotFoundException",
+        **{**override, "stageName": "Nope"},
+        conditionType="BEFORE_ENTRY",
+    )
+    twin.call("override_stage_condition", **override, conditionType="BEFORE_ENTRY")
+    _wait_status(twin, name, first, "Succeeded")
+    after = twin.call("get_pipeline_state", name=name)
+    assert _stage(after, "Deploy")["beforeEntryConditionState"]["latestExecution"]["status"] == (
+        "Overridden"
+    )
