@@ -427,6 +427,7 @@ def _view_log(c: Click) -> Done | None:
             who=who_did_view(c.services, pipeline=c.ref.pipeline, view=view),
             rules=view.rules,
             rules_error=view.rules_error,
+            markers=view.markers,
         ),
     )
     return None

@@ -368,6 +368,7 @@ def _execution(r: Request) -> Done | None:
             who=who_did_view(r.services, pipeline=r.name, view=view),
             rules=view.rules,
             rules_error=view.rules_error,
+            markers=view.markers,
         ),
         f"Execution {execution_id} of {r.name}",
     )
@@ -495,7 +496,15 @@ def _override(r: Request) -> Done | None:
 
 
 def _answer(r: Request, *, approved: bool) -> Done | None:
-    approval = r.ops.find_approval(r.name, r.args.get("stage"), r.args.get("action"))
+    execution = r.args.get("execution")
+    if execution:
+        # One execution named: in PARALLEL mode, the approval it waits at, whichever
+        # execution the pipeline's state shows.
+        approval = r.ops.execution_approval(
+            r.name, str(execution), r.args.get("stage"), r.args.get("action")
+        )
+    else:
+        approval = r.ops.find_approval(r.name, r.args.get("stage"), r.args.get("action"))
     # Only now is the execution known, so the pipeline's no-self-approval rule applies here.
     require(
         r.services,

@@ -113,6 +113,12 @@ _ID_NOTE: Final = (
     "(messages show 8), as long as no other execution of the pipeline starts with them."
 )
 
+_DECISION_NOTE: Final = (
+    "Give STAGE/ACTION only when more than one approval waits. Give EXECUTION to answer the "
+    "approval one execution waits at (in a PARALLEL pipeline several executions wait at the "
+    "same gate; without EXECUTION, the one the pipeline's state shows). " + _ID_NOTE
+)
+
 REGISTRY: Final[tuple[CommandSpec, ...]] = (
     CommandSpec(
         "help",
@@ -209,19 +215,19 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         "approve",
         (),
         "Approve the waiting approval, with an optional comment.",
-        "approve NAME [STAGE/ACTION] [COMMENT]",
+        "approve NAME [STAGE/ACTION] [EXECUTION] [COMMENT]",
         "approve {pipeline}{approval} looks good",
         Permission.APPROVE,
-        notes="Give STAGE/ACTION only when more than one approval waits.",
+        notes=_DECISION_NOTE,
     ),
     CommandSpec(
         "reject",
         (),
         "Reject the waiting approval, with an optional comment.",
-        "reject NAME [STAGE/ACTION] [COMMENT]",
+        "reject NAME [STAGE/ACTION] [EXECUTION] [COMMENT]",
         "reject {pipeline} needs a changelog entry",
         Permission.APPROVE,
-        notes="Give STAGE/ACTION only when more than one approval waits.",
+        notes=_DECISION_NOTE,
     ),
     CommandSpec(
         "disable",
@@ -820,19 +826,36 @@ def _target(value: str) -> tuple[str, str] | None:
 
 
 def _parse_decision(p: _Parser) -> _Result:
+    """NAME, then STAGE/ACTION and EXECUTION in either order (each optional), then the
+    comment as typed. A word is the execution when it looks like one (``_looks_like_execution``:
+    an ID, or its first ``EXECUTION_PREFIX_MIN`` characters or more with a digit among them);
+    anything else starts the comment."""
     name = p.name(p.next())
     comment_start = p.cursor.pos
     stage: str | None = None
     action: str | None = None
-    try:
-        token = p.next()
-    except CommandError:  # an apostrophe in the comment: it is all comment
-        token = None
-    if token is not None and (target := _target(token.value)) is not None:
-        stage, action = target
+    execution: str | None = None
+    while True:
+        try:
+            token = p.next()
+        except CommandError:  # an apostrophe in the comment: it is all comment
+            break
+        if token is None:
+            break
+        if stage is None and (target := _target(token.value)) is not None:
+            stage, action = target
+        elif execution is None and _looks_like_execution(token.value):
+            execution = token.value
+        else:
+            break
         comment_start = p.cursor.pos
     comment = _unquote(p.cursor.rest(comment_start))
-    return name, {"stage": stage, "action": action, "comment": comment or None}
+    return name, {
+        "stage": stage,
+        "action": action,
+        "execution": execution,
+        "comment": comment or None,
+    }
 
 
 def _parse_disable(p: _Parser) -> _Result:

@@ -494,14 +494,15 @@ def test_retry_errors(text: str, fragment: str) -> None:
 
 @pytest.mark.parametrize("command", ["approve", "reject"])
 def test_approve_and_reject(command: str) -> None:
-    empty = {"stage": None, "action": None, "comment": None}
+    empty = {"stage": None, "action": None, "execution": None, "comment": None}
     assert args_of(f"{command} web") == empty
     assert args_of(f"{command} web Prod/Gate") == {
+        **empty,
         "stage": "Prod",
         "action": "Gate",
-        "comment": None,
     }
     assert args_of(f"{command} web Prod/Gate looks good") == {
+        **empty,
         "stage": "Prod",
         "action": "Gate",
         "comment": "looks good",
@@ -511,6 +512,30 @@ def test_approve_and_reject(command: str) -> None:
     assert args_of(f"{command} web don't ship") == {**empty, "comment": "don't ship"}
     assert args_of(f"{command} web Prod/Gate it\u2019s fine")["comment"] == "it's fine"
     assert parse(f"{command.upper()} web").name == command
+
+
+EXECUTION_ID = "3f2c9d1e-7a4b-4c2d-9e8f-0a1b2c3d4e5f"
+
+
+@pytest.mark.parametrize("command", ["approve", "reject"])
+def test_approve_and_reject_name_one_execution_in_either_order(command: str) -> None:
+    both = {"stage": "Prod", "action": "Gate", "execution": EXECUTION_ID, "comment": "ok then"}
+    assert args_of(f"{command} web Prod/Gate {EXECUTION_ID} ok then") == both
+    assert args_of(f"{command} web {EXECUTION_ID} Prod/Gate ok then") == both
+    assert args_of(f"{command} web 3f2c9d1e ship it") == {
+        "stage": None,
+        "action": None,
+        "execution": "3f2c9d1e",
+        "comment": "ship it",
+    }
+    # A prefix without a digit, a second execution or a word after the comment began is
+    # comment: the comment is never cut short by guessing.
+    assert args_of(f"{command} web deadbeef fine")["comment"] == "deadbeef fine"
+    assert args_of(f"{command} web deadbeef fine")["execution"] is None
+    twice = args_of(f"{command} web 3f2c9d1e 4a5b6c7d")
+    assert twice["execution"] == "3f2c9d1e" and twice["comment"] == "4a5b6c7d"
+    later = args_of(f"{command} web looks good 3f2c9d1e")
+    assert later["execution"] is None and later["comment"] == "looks good 3f2c9d1e"
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,7 @@ from bot.ops.pipeline_state import (
     is_waiting_approval,
     rollback_target_of,
 )
+from bot.slack.action_facts import read_facts
 from bot.slack.kit import clip, esc, one_line
 from bot.slack.outcomes import decision_outcome
 from bot.slack.text import (
@@ -66,9 +67,11 @@ from bot.slack.text import (
 __all__ = [
     "APPROVAL",
     "APPROVAL_RESOLVED",
+    "AUTOMATED_RETRY",
     "FAILED",
     "FAILURE_RESOLVED",
     "FINISHED",
+    "MANUAL_RETRY",
     "RETRIED",
     "ROLLED_BACK",
     "STOPPED",
@@ -92,7 +95,12 @@ STOPPED: Final = "stopped"
 APPROVAL_RESOLVED: Final = "approval_resolved"
 FAILURE_RESOLVED: Final = "failure_resolved"
 RETRIED: Final = "retried"
-"""A stage retried automatically (``onFailure: RETRY``; retryStageMetadata)."""
+"""A stage retried, automatically (``onFailure: RETRY``) or by someone (RetryStageExecution):
+retryStageMetadata's attempt counts; ``Event.trigger`` says which."""
+AUTOMATED_RETRY: Final = "AutomatedStageRetry"
+MANUAL_RETRY: Final = "ManualStageRetry"
+"""``Event.trigger`` of a RETRIED event: retryStageMetadata's ``latestRetryTrigger`` values
+(https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_RetryStageMetadata.html)."""
 ROLLED_BACK: Final = "rolled_back"
 """A rollback execution: the rollback it is, said in its own thread."""
 
@@ -181,10 +189,25 @@ def _rolled_back_stage(
     return str(seen["stage"]) if seen.get("stage") else None
 
 
-def needs_action_details(snapshot: Mapping[str, Any], previous: Mapping[str, Any] | None) -> bool:
+def needs_action_details(
+    snapshot: Mapping[str, Any], previous: Mapping[str, Any] | None, *, parallel: bool = False
+) -> bool:
     """Whether a stage this execution was last seen running actions in no longer shows
-    them (a newer execution entered it): their outcome then comes from ListActionExecutions."""
+    them (a newer execution entered it): their outcome then comes from ListActionExecutions.
+
+    ``parallel`` (the execution's ``executionMode`` is PARALLEL): several executions run a
+    stage at once and GetPipelineState shows the latest only, so an execution in progress
+    that the state shows running nothing is read from its action executions too (an
+    approval it waits at, which the state never showed, is found there)."""
     shown = {str(s.get("name")): s for s in snapshot.get("stages") or []}
+    if parallel and snapshot.get("status") == "InProgress":
+        running = any(
+            a.get("status") in _OPEN_ACTIONS
+            for stage in snapshot.get("stages") or []
+            for a in stage.get("actions") or []
+        )
+        if not running:
+            return True
     for stage in (previous or {}).get("stages") or []:
         had = [a for a in stage.get("actions") or [] if a.get("status") in _OPEN_ACTIONS]
         now = shown.get(str(stage.get("name"))) or {}
@@ -245,6 +268,8 @@ def _stages(
             if retry.get("autoStageRetryAttempt"):
                 # Only when retried, so that other stored snapshots stay as they were.
                 digest["autoRetries"] = int(retry["autoStageRetryAttempt"])
+            if retry.get("manualStageRetryAttempt"):
+                digest["manualRetries"] = int(retry["manualStageRetryAttempt"])
         elif execution_id in _inbound_ids(stage):
             digest = {"name": name, "status": WAITING_TO_ENTER, "actions": []}
         else:
@@ -294,7 +319,7 @@ def _status_elsewhere(
         return "Succeeded"
     if seen in ("InProgress", WAITING_TO_ENTER) and execution_status in ("Superseded", "Stopped"):
         return execution_status
-    found = {a["status"] for a in actions}
+    found = {"InProgress" if a["status"] in _OPEN_ACTIONS else a["status"] for a in actions}
     if not found:
         return None
     return next(
@@ -321,6 +346,7 @@ def _action_digest(action: Mapping[str, Any], *, started: datetime | None) -> di
         error = latest.get("errorDetails") or {}
         digest["id"] = latest.get("actionExecutionId")
         digest["summary"] = trimmed(latest.get("summary") or error.get("message"), SUMMARY_MAX)
+        _add_facts(digest, latest.get("summary"))
     elif status == "Succeeded" and latest.get("lastUpdatedBy"):
         # Who answered an approval, and their comment: the outcome of an approval reply.
         digest["by"] = trimmed(latest.get("lastUpdatedBy"), 200)
@@ -338,13 +364,27 @@ def _detail_digest(detail: Mapping[str, Any]) -> dict[str, Any] | None:
     summary = trimmed(result.get("externalExecutionSummary"), SUMMARY_MAX)
     if status == "InProgress":
         digest["since"] = iso(detail.get("lastUpdateTime") or detail.get("startTime"))
+        category = ((detail.get("input") or {}).get("actionTypeId") or {}).get("category")
+        if category == "Approval" and result.get("externalExecutionId"):
+            # An approval waiting in a PARALLEL pipeline: answered with this ID as the token.
+            digest["status"] = WAITING_FOR_APPROVAL
     elif is_action_failed(status):
         digest["id"] = detail.get("actionExecutionId")
         digest["summary"] = summary
+        _add_facts(digest, result.get("externalExecutionSummary"))
     elif status == "Succeeded" and detail.get("updatedBy"):
         digest["by"] = trimmed(detail.get("updatedBy"), 200)
         digest["summary"] = summary
     return digest
+
+
+def _add_facts(digest: dict[str, Any], summary: Any) -> None:
+    """A failed action's facts (failed phase or hook, test counts and names), read from its
+    whole summary (the stored one is cut): only when there are some, so that other stored
+    snapshots stay as they were."""
+    facts = read_facts(summary)
+    if facts:
+        digest["facts"] = facts
 
 
 # --------------------------------------------------------------------------- events
@@ -372,13 +412,17 @@ class Event:
     outcome: str | None = None
     """For *_RESOLVED: the mrkdwn line for ``resolved_reply``."""
     attempt: int | None = None
-    """For RETRIED: which automatic retry of the stage (1 for the first)."""
+    """For RETRIED: which automatic (or manual) retry of the stage (1 for the first)."""
     target: str | None = None
     """For ROLLED_BACK: the execution rolled back to."""
     trigger: str | None = None
-    """For ROLLED_BACK: ``ManualRollback`` or ``AutomatedRollback``."""
+    """For ROLLED_BACK: ``ManualRollback`` or ``AutomatedRollback``; for RETRIED:
+    ``AUTOMATED_RETRY`` or ``MANUAL_RETRY``."""
     by: str | None = None
-    """For ROLLED_BACK: the Slack user who rolled back, when pipebot knows."""
+    """For ROLLED_BACK and RETRIED: the Slack user who rolled back or retried, when pipebot
+    knows."""
+    facts: Mapping[str, Any] | None = None
+    """For FAILED: the failed action's facts (``bot.slack.action_facts.read_facts``)."""
 
 
 def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[Event]:
@@ -427,6 +471,7 @@ def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any
                     action=str(failed.get("name")),
                     action_execution_id=failed.get("id"),
                     summary=failed.get("summary"),
+                    facts=failed.get("facts"),
                 )
             )
     for key, (stage, action, since) in new_approvals.items():
@@ -443,24 +488,29 @@ def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any
 
 
 def _retry_events(before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[Event]:
-    """A stage retried automatically, once per attempt: ``retried:Deploy:auto:1``."""
-    seen = {
-        str(s.get("name")): int(s.get("autoRetries") or 0)
-        for s in (before or {}).get("stages") or []
-    }
+    """A stage retried, once per attempt: automatically (``retried:Deploy:auto:1``) or by
+    someone (``retried:Deploy:manual:1``; the notifier looks up who when pipebot did it)."""
     events = []
-    for stage in after.get("stages") or []:
-        name = str(stage.get("name"))
-        attempts = int(stage.get("autoRetries") or 0)
-        for attempt in range(seen.get(name, 0) + 1, attempts + 1):
-            events.append(
-                Event(
-                    key=f"retried:{name}:auto:{attempt}",
-                    kind=RETRIED,
-                    stage=name,
-                    attempt=attempt,
+    for field, kind, trigger in (
+        ("autoRetries", "auto", AUTOMATED_RETRY),
+        ("manualRetries", "manual", MANUAL_RETRY),
+    ):
+        seen = {
+            str(s.get("name")): int(s.get(field) or 0) for s in (before or {}).get("stages") or []
+        }
+        for stage in after.get("stages") or []:
+            name = str(stage.get("name"))
+            attempts = int(stage.get(field) or 0)
+            for attempt in range(seen.get(name, 0) + 1, attempts + 1):
+                events.append(
+                    Event(
+                        key=f"retried:{name}:{kind}:{attempt}",
+                        kind=RETRIED,
+                        stage=name,
+                        attempt=attempt,
+                        trigger=trigger,
+                    )
                 )
-            )
     return events
 
 

@@ -18,6 +18,7 @@ import json
 import logging
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, Final
 
@@ -32,6 +33,7 @@ from bot.notify.snapshot import (
     FAILED,
     FAILURE_RESOLVED,
     FINISHED,
+    MANUAL_RETRY,
     RETRIED,
     ROLLED_BACK,
     STOPPED,
@@ -45,7 +47,7 @@ from bot.notify.snapshot import (
 from bot.ops.permissions import Permissions
 from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.ops.pipeline_state import FAILED_OR_STOPPED, RollbackTarget, is_in_progress
-from bot.slack.access import OPERATIONS_CREATED
+from bot.slack.access import OPERATIONS_CREATED, OPERATIONS_RETRIED
 from bot.slack.kit import fallback_text
 from bot.slack.notifications import event_reply, parent_message, resolved_reply
 from storage import bot_store, notify_store
@@ -64,6 +66,8 @@ QUIET_RECHECK_SECONDS: Final = 24 * 60 * 60
 reminder falls due, or after this long (plus up to an hour, spread by name)."""
 MAX_BACKOFF_SECONDS: Final = 300
 """The longest wait before a throttled pipeline is read again."""
+RETRY_AUDIT_WINDOW: Final = timedelta(days=7)
+"""How long after a failed run a retry recorded in the audit log can be the stage's retry."""
 
 _FAILURE_KINDS: Final = frozenset(
     {FAILED, FAILURE_RESOLVED, FINISHED, STOPPED, SUPERSEDED, RETRIED, ROLLED_BACK}
@@ -337,7 +341,9 @@ class Watcher:
                 previous=previous,
             )
             snapshot = snapshot_of()
-            if needs_action_details(snapshot, previous):
+            if needs_action_details(
+                snapshot, previous, parallel=summary.get("executionMode") == "PARALLEL"
+            ):
                 # A newer execution entered a stage this one was seen in: the state no
                 # longer shows how its actions ended (an approval's answer, say).
                 snapshot = snapshot_of(action_details=tick.lookups.action_details(execution_id))
@@ -407,6 +413,8 @@ def _queue_event(thread: ThreadContext, event: Event) -> None:
     if event.kind in _RESOLVED_KINDS:
         _resolve(thread, event)
         return
+    if event.kind == RETRIED and event.trigger == MANUAL_RETRY:
+        event = replace(event, by=_retried_by(thread, event.stage))
     approvers: Sequence[str] = ()
     custom_data: str | None = None
     external_link: str | None = None
@@ -434,6 +442,44 @@ def _queue_event(thread: ThreadContext, event: Event) -> None:
     )
     thread.enqueue("reply", reply, key=event.key)
     thread.stats.replies += 1
+
+
+def _retried_by(thread: ThreadContext, stage: str | None) -> str | None:
+    """Who retried ``stage`` of the thread's execution from Slack (the audit log: the retry
+    command or a Retry button), None when it was retried elsewhere.
+
+    Only a retry recorded after the stage's previous run failed can be this one: an earlier
+    retry from Slack must not be pinned on a later one made from the console. That failure
+    is the last action execution of the stage to end unsuccessfully before the latest one
+    started (ListActionExecutions, read once per tick); when none can be read, the latest
+    retry from Slack of that stage and execution is named."""
+    details = [
+        d
+        for d in thread.lookups.action_details(thread.execution_id)
+        if d.get("stageName") == stage and isinstance(d.get("startTime"), datetime)
+    ]
+    latest_start = max((d["startTime"] for d in details), default=None)
+    previous_end = max(
+        (
+            d["lastUpdateTime"]
+            for d in details
+            if d["startTime"] < latest_start
+            and d.get("status") not in ("Succeeded", "InProgress")
+            and isinstance(d.get("lastUpdateTime"), datetime)
+        ),
+        default=None,
+    )
+    entry = bot_store.last_actor(
+        session=thread.session,
+        pipeline=thread.pipeline,
+        operations=OPERATIONS_RETRIED,
+        execution_id=thread.execution_id,
+        stage=stage,
+        around=previous_end,
+        before=timedelta(0),
+        after=RETRY_AUDIT_WINDOW,
+    )
+    return entry.user_id if entry is not None else None
 
 
 def _resolve(thread: ThreadContext, event: Event) -> None:

@@ -49,6 +49,7 @@ from bot.ops.pipeline_state import (
     rollback_target_from,
     stage_conditions,
 )
+from bot.slack.action_facts import log_markers
 from bot.slack.kit import escape
 from storage.db import utc
 
@@ -184,6 +185,9 @@ class ExecutionView:
     log_tail: str | None
     rules: list[dict[str, Any]] = field(default_factory=list)
     rules_error: str | None = None
+    markers: list[tuple[str, str, bool]] = field(default_factory=list)
+    """The failed action's phase and hook markers (``bot.slack.action_facts.log_markers``),
+    read from its whole log where the backend keeps logs (the embedded engine)."""
 
 
 _TOKEN_UNSAFE = re.compile(r"[^A-Za-z0-9-]+")
@@ -386,7 +390,10 @@ class PipelineOps:
             )["pipelineExecution"]
             actions = self._action_details(name, execution_id)
             return ExecutionView(
-                execution=execution, actions=actions, log_tail=self._failed_log_tail(actions)
+                execution=execution,
+                actions=actions,
+                log_tail=self._failed_log_tail(actions),
+                markers=self._failed_log_markers(actions),
             )
 
         view = self._run(read, pipeline=name)
@@ -411,6 +418,18 @@ class PipelineOps:
         result = detail.get("output", {}).get("executionResult", {})
         summary = result.get("externalExecutionSummary")
         return str(summary) if summary else None
+
+    def _failed_log_markers(
+        self, actions: Sequence[Mapping[str, Any]]
+    ) -> list[tuple[str, str, bool]]:
+        """The phase and hook markers of the last failed action's whole log (none on AWS,
+        whose logs pipebot does not read)."""
+        failed = [a for a in actions if is_action_failed(a.get("status"))]
+        if not failed or not isinstance(self._client, ActionLogs):
+            return []
+        return log_markers(
+            self._client.get_action_log(actionExecutionId=failed[-1]["actionExecutionId"])
+        )
 
     def action_log(self, name: str, action_execution_id: str) -> str | None:
         if not isinstance(self._client, ActionLogs):
@@ -617,6 +636,51 @@ class PipelineOps:
                 f"Several approvals wait in `{escape(name)}` ({listed}): name one as "
                 f"STAGE/ACTION, e.g. `approve {escape(name)} "
                 f"{escape(first.stage)}/{escape(first.action)}`."
+            )
+        return matching[0]
+
+    def execution_approval(
+        self, name: str, execution: str, stage: str | None, action: str | None
+    ) -> PendingApproval:
+        """The approval one execution waits at (``approve NAME EXECUTION``); ``execution`` may
+        be a prefix (``resolve_execution``), ``stage``/``action`` None when only one waits.
+
+        In PARALLEL mode several executions wait at the same gate and GetPipelineState shows
+        the latest only: the approval is read from the execution's ListActionExecutions, and
+        its token is the action execution's ``externalExecutionId``
+        (https://docs.aws.amazon.com/codepipeline/latest/userguide/concepts-how-it-works.html).
+        In other modes it is the approval the state shows for that execution, with the
+        state's token. Raises ``OpsError`` when none (or several) wait there."""
+        execution_id = self.resolve_execution(name, execution)
+        detail = self._run(
+            lambda: dict(
+                self._client.get_pipeline_execution(
+                    pipelineName=name, pipelineExecutionId=execution_id
+                )["pipelineExecution"]
+            ),
+            pipeline=name,
+        )
+        if detail.get("executionMode") == "PARALLEL":
+            waiting = self._run(lambda: self._waiting_in(name, execution_id), pipeline=name)
+        else:
+            waiting = [p for p in self.pending_approvals(name) if p.execution_id == execution_id]
+        matching = [
+            p
+            for p in waiting
+            if (stage is None or p.stage == stage) and (action is None or p.action == action)
+        ]
+        where = f"execution `{escape(execution_id[:8])}` of `{escape(name)}`"
+        if not matching:
+            target = f" {escape(stage)} / {escape(action or '')}" if stage else ""
+            status = str(detail.get("status") or "")
+            raise OpsError(
+                f"No approval{target} is waiting in {where}"
+                + (f" (it is {escape(status)})." if status and status != "InProgress" else ".")
+            )
+        if len(matching) > 1:
+            listed = ", ".join(f"{escape(p.stage)} / {escape(p.action)}" for p in matching)
+            raise OpsError(
+                f"Several approvals wait in {where} ({listed}): name one as STAGE/ACTION."
             )
         return matching[0]
 

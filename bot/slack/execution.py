@@ -9,6 +9,7 @@ from typing import Any, Final
 
 from bot.ops.approvals import parse_decision_summary
 from bot.ops.pipeline_state import FINISHED, is_action_failed
+from bot.slack.action_facts import marker_lines
 from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
     MESSAGE_TEXT_BUDGET,
@@ -61,11 +62,14 @@ def execution_blocks(
     who: Who = NOBODY,
     rules: Sequence[Mapping[str, Any]] = (),
     rules_error: str | None = None,
+    markers: Sequence[tuple[str, str, bool]] = (),
 ) -> list[Block]:
     """One execution (GetPipelineExecution's ``pipelineExecution``) with every action
     execution (ListActionExecutions details, any order) and the failed action's log tail;
     ``who`` names the Slack user who started it. ``rules`` are its stage conditions' rule
-    executions (ListRuleExecutions details), ``rules_error`` why they could not be read."""
+    executions (ListRuleExecutions details), ``rules_error`` why they could not be read.
+    ``markers`` are the failed action's phases and hooks (``action_facts.log_markers``), drawn
+    above its log tail."""
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     ordered = sorted(actions, key=lambda a: aware(a.get("startTime")) or _NEVER)
     blocks: list[Block] = [
@@ -77,7 +81,7 @@ def execution_blocks(
         tail.append(
             _log_section(
                 log_tail=log_tail,
-                title=_log_title(ordered),
+                title="\n".join([_log_title(ordered), *marker_lines(markers)]),
                 pipeline=pipeline,
                 execution_id=execution_id,
                 command=command,

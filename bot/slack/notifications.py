@@ -27,6 +27,7 @@ from bot.notify.snapshot import (
     APPROVAL,
     FAILED,
     FINISHED,
+    MANUAL_RETRY,
     RETRIED,
     ROLLED_BACK,
     STOPPED,
@@ -37,6 +38,7 @@ from bot.notify.snapshot import (
 )
 from bot.ops.pipeline_state import RollbackTarget, is_action_failed, is_finished
 from bot.slack import buttons
+from bot.slack.action_facts import fact_lines
 from bot.slack.ids import ButtonRef
 from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
@@ -333,17 +335,24 @@ def event_reply(
         )
         return _message(blocks, reply_broadcast=False)
     if event.kind == RETRIED:
-        text = (
-            f"🔁 *{flat_name(event.stage)}* failed, retried automatically "
-            f"(attempt {event.attempt or 1})"
-        )
-        return _message([section(text)], reply_broadcast=False)
+        return _message([section(retried_text(event))], reply_broadcast=False)
     if event.kind == ROLLED_BACK:
         return _message([section(rolled_back_text(event))], reply_broadcast=False)
     if event.kind in (FINISHED, SUPERSEDED, STOPPED):
         blocks = _end_blocks(event=event, pipeline=pipeline, execution_id=execution_id)
         return _message(blocks, reply_broadcast=False)
     raise ValueError(f"event {event.kind!r} has no reply of its own: use resolved_reply")
+
+
+def retried_text(event: Event) -> str:
+    """A retry in words: ``🔁 *Deploy* failed, retried automatically (attempt 1)``
+    (onFailure RETRY), ``🔁 *Deploy* retried by @bob (attempt 2)`` (RetryStageExecution from
+    Slack), ``🔁 *Deploy* retried (attempt 2)`` (from elsewhere: the console, the CLI)."""
+    attempt = f"(attempt {event.attempt or 1})"
+    if event.trigger == MANUAL_RETRY:
+        by = f" by {mention(event.by)}" if event.by else ""
+        return f"🔁 *{flat_name(event.stage)}* retried{by} {attempt}"
+    return f"🔁 *{flat_name(event.stage)}* failed, retried automatically {attempt}"
 
 
 def rolled_back_text(event: Event) -> str:
@@ -426,6 +435,9 @@ def _failed_blocks(
     first = _headline(event.summary)
     if first:
         text += "\n" + esc(first, SUMMARY_MAX)
+    # The failed phase or hook, the test counts and the failed tests' names, when the
+    # summary says them (an engine CodeBuild or CodeDeploy action).
+    text += "".join("\n" + line for line in fact_lines(event.facts))
     blocks = [section(text)]
     # The failure once: its first line above, then the log with its line breaks. An
     # engine action's summary ends with its log tail, read in full when the backend keeps

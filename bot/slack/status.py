@@ -28,6 +28,7 @@ from bot.ops.pipeline_state import (
     stage_conditions,
 )
 from bot.slack import buttons
+from bot.slack.action_facts import fact_lines, read_facts
 from bot.slack.ids import REFRESH_STATUS, START, STOP, ButtonRef
 from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
@@ -90,6 +91,9 @@ _EARLIER_SHOWN: Final = 4
 _INDENT: Final = "      "
 _ACTION_MARK: Final = "↳ "
 """Begins an action's line under its stage's, so the two never look alike."""
+_FACT_INDENT: Final = "    "
+"""Indents an action's facts (failed phase or hook, tests, deployed revision) under it."""
+_FACT_STATUSES: Final = frozenset({"Succeeded", "Failed", "Abandoned"})
 
 
 def status_blocks(
@@ -644,12 +648,16 @@ def _action_line(action: Mapping[str, Any], *, now: datetime) -> str:
         # A source action's summary is the commit message only when it succeeded.
         message = latest.get("summary") if status == "Succeeded" else None
         line += " · " + revision_text(revision["revisionId"], message)
+    facts = read_facts(latest.get("summary")) if status in _FACT_STATUSES else None
     if is_action_failed(status):
         error = latest.get("errorDetails") or {}
         summary = latest.get("summary") or error.get("message")
         if isinstance(summary, str) and summary.strip():
-            line += " — " + esc(one_line(summary), SUMMARY_MAX)
-    return line
+            # With facts, the summary's first line says how it failed; the rest (the test
+            # lines, the log's end) is drawn as the facts below, or left to View log.
+            shown = summary.strip().splitlines()[0] if facts else summary
+            line += " — " + esc(one_line(shown), SUMMARY_MAX)
+    return "".join([line, *(f"\n{_INDENT}{_FACT_INDENT}{fact}" for fact in fact_lines(facts))])
 
 
 def _transition_line(stage: Mapping[str, Any], *, now: datetime, who: Who = NOBODY) -> str | None:
