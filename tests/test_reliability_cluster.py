@@ -194,7 +194,15 @@ def test_two_processes_on_one_postgresql_act_and_post_once(
             statuses = Counter(s["status"] for ex in finals.values() for s in ex)
             expected = len(BUILDS + GATES) * (1 + STARTS_PER_PIPELINE)
             assert sum(statuses.values()) == expected, statuses
-            assert statuses.get("Succeeded", 0) == expected, statuses
+            assert statuses.get("Succeeded", 0) == expected, (
+                statuses,
+                [
+                    (name, s["pipelineExecutionId"], s.get("statusSummary"))
+                    for name, ex in finals.items()
+                    for s in ex
+                    if s["status"] != "Succeeded"
+                ],
+            )
             # No action ran twice (each succeeded once: no retries in this run).
             ran = Counter(marker.read_text().split("\n"))
             ran.pop("", None)
