@@ -54,6 +54,11 @@ class Settings(BaseSettings):
     engine_max_parallel_actions: int = Field(
         default=16, ge=1, le=256, alias="PIPEBOT_ENGINE_MAX_PARALLEL_ACTIONS"
     )
+    # How long a stopping process lets its running actions finish before it fails them as
+    # interrupted (bot.engine.worker.Worker.close): a rolling restart fails no short build.
+    engine_drain_seconds: float = Field(
+        default=10.0, ge=0, le=600, alias="PIPEBOT_ENGINE_DRAIN_SECONDS"
+    )
     slack_bot_token: SecretStr | None = Field(default=None, alias="SLACK_BOT_TOKEN")
     slack_signing_secret: SecretStr | None = Field(default=None, alias="SLACK_SIGNING_SECRET")
     slack_app_token: SecretStr | None = Field(default=None, alias="SLACK_APP_TOKEN")

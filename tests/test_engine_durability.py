@@ -612,3 +612,55 @@ def test_two_worker_processes_on_postgresql_run_every_action_exactly_once(
     assert Counter((entry[2], entry[3]) for entry in entries) == {
         (execution_id, action): 1 for execution_id in ids for action in ("BuildA", "BuildB")
     }
+
+
+def test_a_closing_worker_lets_running_actions_finish_and_leaves_the_next_ones_to_others(
+    database_url: str, tmp_path: Path, repos_dir: Path
+) -> None:
+    """PIPEBOT_ENGINE_DRAIN_SECONDS: a stopping process (SIGTERM, a rolling restart) lets the
+    actions it runs finish; the actions their completion starts are left unclaimed, and the
+    next worker runs them. Nothing is failed as interrupted."""
+    started = tmp_path / "started"
+    build = commands_action("Build", [f"touch {started}", "sleep 1"])
+    deploy = commands_action("Deploy", ["echo deployed"])
+    first = LocalCodePipeline(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        repositories_dir=repos_dir,
+        poll_seconds=0.2,
+        drain_seconds=30,
+    )
+    first.create_pipeline(
+        pipeline=pipeline(
+            "drain", [("Source", [source_action()]), ("Build", [build]), ("Deploy", [deploy])]
+        )
+    )
+    execution_id = first.list_pipeline_executions(pipelineName="drain")[
+        "pipelineExecutionSummaries"
+    ][0]["pipelineExecutionId"]
+    wait_for(started.exists, timeout=15, what="the build to start")
+    first.close()  # returns once Build finished; Deploy is left for the next worker
+
+    with LocalCodePipeline(
+        database_url=database_url,
+        data_dir=tmp_path / "data",
+        repositories_dir=repos_dir,
+        poll_seconds=0.2,
+    ) as second:
+
+        def done() -> dict[str, Any] | None:
+            execution: dict[str, Any] = second.get_pipeline_execution(
+                pipelineName="drain", pipelineExecutionId=execution_id
+            )["pipelineExecution"]
+            return execution if execution["status"] != "InProgress" else None
+
+        finished = wait_for(done, timeout=30, what="the execution to finish")
+        assert finished["status"] == "Succeeded", finished.get("statusSummary")
+        runs = second.list_action_executions(
+            pipelineName="drain", filter={"pipelineExecutionId": execution_id}
+        )["actionExecutionDetails"]
+        assert sorted((r["actionName"], r["status"]) for r in runs) == [
+            ("Build", "Succeeded"),
+            ("Deploy", "Succeeded"),
+            ("Source", "Succeeded"),
+        ]

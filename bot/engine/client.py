@@ -204,6 +204,7 @@ class LocalCodePipeline:
         max_parallel_actions: int = 16,
         region: str | None = None,
         codebuild_projects: str | Path | None = None,
+        drain_seconds: float = 0.0,
     ) -> None:
         self._engine = make_engine(database_url)
         if not is_current(self._engine):
@@ -225,6 +226,8 @@ class LocalCodePipeline:
             codebuild_projects=Path(codebuild_projects) if codebuild_projects else None,
         )
         self._listeners: list[Callable[[], None]] = []
+        # How long close() lets running actions finish (PIPEBOT_ENGINE_DRAIN_SECONDS).
+        self._drain_seconds = drain_seconds
         self._worker: Worker | None = None
         if run_worker:
             self._worker = Worker(
@@ -240,9 +243,10 @@ class LocalCodePipeline:
     # --- lifecycle ---------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the worker (running actions are marked interrupted) and release the database."""
+        """Stop the worker (actions still running after ``drain_seconds`` are marked
+        interrupted) and release the database."""
         if self._worker is not None:
-            self._worker.close()
+            self._worker.close(drain_seconds=self._drain_seconds)
             self._worker = None
         self._engine.dispose()
 

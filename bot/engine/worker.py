@@ -120,8 +120,15 @@ class Worker:
             )
         self._thread.start()
 
-    def close(self) -> None:
-        """Stop the loop and the runners; running actions are killed and marked interrupted."""
+    def close(self, *, drain_seconds: float = 0.0) -> None:
+        """Stop the loop and the runners; actions still running after ``drain_seconds`` are
+        killed and marked interrupted.
+
+        While it drains, the actions this worker already holds run to their end, and the
+        ones their completion starts are left unclaimed for the other processes' workers
+        (``Runtime.claimant`` is None), so a rolling restart of ``serve`` or ``worker`` fails
+        no action shorter than the drain.
+        """
         if self._closed:
             return
         self._closed = True
@@ -130,6 +137,13 @@ class Worker:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join(timeout=30)
+        deadline = time.monotonic() + drain_seconds
+        while time.monotonic() < deadline:
+            with self._lock:
+                busy = bool(self._submitted)
+            if not busy:
+                break
+            time.sleep(0.05)
         # Mark this worker's actions interrupted first: the runners, woken by the kills
         # below, then find them finished and record nothing of their own.
         with transaction(self._sessions) as session:
@@ -167,8 +181,9 @@ class Worker:
             self._dispatch(pk, None)
 
     def _dispatch(self, pk: int, job: ActionJob | None) -> None:
-        """Hand one action to the pool; ``job`` is given when this worker already claimed it."""
-        if self._stop.is_set():
+        """Hand one action to the pool; ``job`` is given when this worker already claimed it
+        (claimed before a close began: it still runs while the worker drains)."""
+        if self._stop.is_set() and job is None:
             return
         with self._lock:
             if pk in self._submitted:

@@ -154,6 +154,7 @@ def make_local_client(settings: Settings, *, run_worker: bool = True) -> LocalCo
         max_parallel_actions=settings.engine_max_parallel_actions,
         region=settings.aws_region,
         codebuild_projects=settings.codebuild_projects,
+        drain_seconds=settings.engine_drain_seconds,
     )
 
 
