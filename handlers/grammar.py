@@ -194,8 +194,8 @@ REGISTRY: Final[tuple[CommandSpec, ...]] = (
         "rollback NAME STAGE [EXECUTION]",
         "rollback {pipeline} {stage}",
         Permission.OPERATE,
-        notes="Without EXECUTION, the most recent execution that succeeded in STAGE (not a "
-        "rollback, not the one the stage shows now). pipebot shows the target, its source "
+        notes="Without EXECUTION, the most recent execution that succeeded in STAGE before "
+        "the one whose code it runs now (never a rollback). pipebot shows the target, its source "
         "revision and when it succeeded, and rolls back when you confirm: a new execution "
         "runs the stage with that execution's revisions and artifacts. Not the source stage, "
         "not in PARALLEL mode. " + _ID_NOTE,

@@ -769,6 +769,30 @@ def test_approve_command_with_a_comment(stubbed: StubbedBot) -> None:
     bot, stub = stubbed.bot, stubbed.stub
     # Read once: the approval found (and the approver checked) is the one answered.
     stub.add_response("get_pipeline_state", waiting_state(), {"name": "web"})
+    # Which executions wait at the gate (several only in PARALLEL mode): the one shown.
+    stub.add_response(
+        "list_action_executions",
+        {
+            "actionExecutionDetails": [
+                {
+                    "pipelineExecutionId": EXECUTION,
+                    "actionExecutionId": "a-gate",
+                    "stageName": "Gate",
+                    "actionName": "Approve",
+                    "status": "InProgress",
+                    "input": {
+                        "actionTypeId": {
+                            "category": "Approval",
+                            "owner": "AWS",
+                            "provider": "Manual",
+                            "version": "1",
+                        }
+                    },
+                }
+            ]
+        },
+        {"pipelineName": "web", "maxResults": 100},
+    )
     stub.add_response(
         "put_approval_result",
         {"approvedAt": T2},

@@ -637,7 +637,49 @@ class PipelineOps:
                 f"STAGE/ACTION, e.g. `approve {escape(name)} "
                 f"{escape(first.stage)}/{escape(first.action)}`."
             )
+        if execution_id is None:
+            found = matching[0]
+            waiting = self._executions_waiting_at(name, found.stage, found.action)
+            if len(waiting) > 1:
+                # PARALLEL mode: several executions wait at this gate; never pick one silently.
+                listed = ", ".join(f"`{escape(e[:8])}`" for e in waiting[:5])
+                raise OpsError(
+                    f"{len(waiting)} executions wait at {escape(found.stage)} / "
+                    f"{escape(found.action)} of `{escape(name)}` ({listed}): name one, e.g. "
+                    f"`approve {escape(name)} {escape(found.stage)}/{escape(found.action)} "
+                    f"{escape(waiting[0][:8])}`."
+                )
         return matching[0]
+
+    def _executions_waiting_at(self, name: str, stage: str, action: str) -> list[str]:
+        """The executions waiting at approval ``stage``/``action``, newest first (one
+        ListActionExecutions call): more than one only in PARALLEL mode, where each waits
+        with its own ``externalExecutionId``."""
+        paginator = self._client.get_paginator("list_action_executions")
+        details = self._run(
+            lambda: [
+                detail
+                for page in paginator.paginate(
+                    pipelineName=name, PaginationConfig={"MaxItems": 100, "PageSize": 100}
+                )
+                for detail in page["actionExecutionDetails"]
+            ],
+            pipeline=name,
+        )
+        waiting: list[str] = []
+        for detail in details:
+            kind = ((detail.get("input") or {}).get("actionTypeId") or {}).get("category")
+            execution = str(detail.get("pipelineExecutionId") or "")
+            if (
+                detail.get("status") == "InProgress"
+                and kind == "Approval"
+                and detail.get("stageName") == stage
+                and detail.get("actionName") == action
+                and execution
+                and execution not in waiting
+            ):
+                waiting.append(execution)
+        return waiting
 
     def execution_approval(
         self, name: str, execution: str, stage: str | None, action: str | None
@@ -740,10 +782,11 @@ class PipelineOps:
         executions: Sequence[Mapping[str, Any]] | None = None,
     ) -> RollbackTarget:
         """The execution ``stage`` of ``name`` rolls back to by default: the most recent one
-        that succeeded in the stage (ListPipelineExecutions filtered on ``succeededInStage``),
-        is not itself a rollback, and is not the execution the stage shows now (rolling back
-        to what is already there changes nothing). The pipeline's current version is checked
-        by AWS (PipelineExecutionOutdatedException), as the summaries do not carry it.
+        that succeeded in the stage (ListPipelineExecutions filtered on ``succeededInStage``)
+        before the one whose code the stage runs now (its latest execution, or that one's
+        target when it is a rollback: rolling back to it again would change nothing), and is
+        not itself a rollback. The pipeline's current version is checked by AWS
+        (PipelineExecutionOutdatedException), as the summaries do not carry it.
 
         ``state`` (GetPipelineState) and ``executions`` (the newest summaries, for the
         execution mode) are read when not given. Raises ``OpsError`` with AWS's code
@@ -759,10 +802,25 @@ class PipelineOps:
                 code="StageNotFoundException",
             )
         self._check_rollback(name, stage, state=state, executions=executions)
-        current = (stages[stage].get("latestExecution") or {}).get("pipelineExecutionId")
-        for summary in self.succeeded_in(name, stage):
-            if is_rollback(summary) or summary.get("pipelineExecutionId") == current:
-                continue
+        latest = stages[stage].get("latestExecution") or {}
+        shown = latest.get("pipelineExecutionId")
+        if latest.get("type") == "ROLLBACK" and shown:
+            # The stage runs its rollback's target's code: that is where "back" starts.
+            detail = self._run(
+                lambda: dict(
+                    self._client.get_pipeline_execution(
+                        pipelineName=name, pipelineExecutionId=str(shown)
+                    )["pipelineExecution"]
+                ),
+                pipeline=name,
+            )
+            shown = (detail.get("rollbackMetadata") or {}).get("rollbackTargetPipelineExecutionId")
+        candidates = [s for s in self.succeeded_in(name, stage) if not is_rollback(s)]
+        ids = [s.get("pipelineExecutionId") for s in candidates]
+        if shown in ids:
+            # Newest first: only what ran before the code the stage runs now is "back".
+            candidates = candidates[ids.index(shown) + 1 :]
+        for summary in candidates:
             return rollback_target_from(name, stage, summary)
         raise OpsError(
             f"*{escape(stage)}* of `{escape(name)}` has no earlier execution that succeeded in "
