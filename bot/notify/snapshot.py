@@ -25,6 +25,13 @@ has run it since: pass ``previous``), or not reached. Action states in a stage
 that this execution holds but that changed before it started belong to an
 earlier execution and are left out.
 
+A rollback execution (executionType ROLLBACK) runs one stage: its snapshot shows
+that stage only, with its own status (waiting to enter, in progress, succeeded, failed).
+An execution whose stages newer executions took before the notifier read it (an
+automatic rollback right after its failure, a fast re-run in QUEUED mode, a superseding
+execution) is filled in from its ListActionExecutions (``needs_action_details``); one
+that an automatic rollback rolled back says so in its thread (``rolled_back_by``).
+
 A resolved event carries its outcome line already drawn (``Event.outcome``): the
 notifier stores events and edits the reply later, so the line is fixed when the
 change is seen.
@@ -41,7 +48,6 @@ from typing import Any, Final
 from bot.ops.approvals import parse_decision_summary
 from bot.ops.pipeline_state import (
     ENDED_BEFORE_ANSWER,
-    EXECUTION_TYPE_ROLLBACK,
     STAGE_DONE,
     is_action_failed,
     is_finished,
@@ -126,6 +132,7 @@ def execution_snapshot(
     started_by: str | None,
     previous: Mapping[str, Any] | None = None,
     action_details: Sequence[Mapping[str, Any]] | None = None,
+    rolled_back_by: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """What the parent message of one execution shows, as a small JSON-serialisable dict.
 
@@ -137,11 +144,22 @@ def execution_snapshot(
     the state is then never behind the summary (a finished execution with a stage still
     running would otherwise be stored as its last snapshot). ``action_details`` (this
     execution's ListActionExecutions, when ``needs_action_details``) fill in the actions
-    of stages a newer execution has entered since.
+    of stages a newer execution has entered since. ``rolled_back_by`` is the
+    ListPipelineExecutions summary of the automatic rollback this (failed) execution led
+    to, if any: its thread says so.
+
+    A rollback execution (``executionType`` ROLLBACK) shows only the stage it rolls back,
+    with that stage's own status, and a ``rollback`` entry (its target and stage).
     """
     execution_id = str(summary.get("pipelineExecutionId") or "?")
     status = str(summary.get("status") or "InProgress")
     trigger = summary.get("trigger") or {}
+    stage_states = list(state.get("stageStates") or [])
+    rolled_back_stage: str | None = None
+    if is_rollback(summary):
+        # A rollback execution runs one stage and no other: its parent shows that one only.
+        rolled_back_stage = _rolled_back_stage(state, execution_id, previous, action_details)
+        stage_states = [s for s in stage_states if s.get("stageName") == rolled_back_stage]
     snapshot: dict[str, Any] = {
         "pipeline": pipeline,
         "execution": execution_id,
@@ -156,7 +174,7 @@ def execution_snapshot(
         "ended": iso(summary.get("lastUpdateTime")) if is_finished(status) else None,
         "stopReason": trimmed((summary.get("stopTrigger") or {}).get("reason"), SUMMARY_MAX),
         "stages": _stages(
-            list(state.get("stageStates") or []),
+            stage_states,
             execution_id=execution_id,
             status=status,
             started=aware(summary.get("startTime")),
@@ -166,25 +184,38 @@ def execution_snapshot(
     }
     if is_rollback(summary):
         # Only for a rollback, so that other executions' stored snapshots stay as they were.
-        snapshot["rollback"] = {
-            "target": rollback_target_of(summary),
-            "stage": _rolled_back_stage(state, execution_id, previous),
+        snapshot["rollback"] = {"target": rollback_target_of(summary), "stage": rolled_back_stage}
+    elif rolled_back_by:
+        # Only when rolled back, so that other executions' stored snapshots stay as they were.
+        snapshot["rolledBackBy"] = {
+            "execution": str(rolled_back_by.get("pipelineExecutionId") or "?"),
+            "target": rollback_target_of(rolled_back_by),
+            "trigger": trimmed((rolled_back_by.get("trigger") or {}).get("triggerType"), 60),
         }
     return snapshot
 
 
 def _rolled_back_stage(
-    state: Mapping[str, Any], execution_id: str, previous: Mapping[str, Any] | None
+    state: Mapping[str, Any],
+    execution_id: str,
+    previous: Mapping[str, Any] | None,
+    action_details: Sequence[Mapping[str, Any]] | None,
 ) -> str | None:
     """The stage a rollback execution rolls back: the one GetPipelineState shows running it
-    as a rollback (StageExecution.type ROLLBACK), else what an earlier snapshot saw."""
+    (StageExecution.type ROLLBACK) or holding it inbound (it waits in front of the stage
+    like any execution), else the stage of its action executions, else what an earlier
+    snapshot saw; None while none says. A ROLLBACK execution runs that one stage
+    (https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-rollback.html)."""
     for stage in state.get("stageStates") or []:
         latest = stage.get("latestExecution") or {}
-        if (
-            latest.get("pipelineExecutionId") == execution_id
-            and latest.get("type") == EXECUTION_TYPE_ROLLBACK
-        ):
+        if latest.get("pipelineExecutionId") == execution_id:
             return str(stage.get("stageName") or "") or None
+    for stage in state.get("stageStates") or []:
+        if execution_id in _inbound_ids(stage):
+            return str(stage.get("stageName") or "") or None
+    for detail in action_details or []:
+        if detail.get("stageName"):
+            return str(detail["stageName"])
     seen = (previous or {}).get("rollback") or {}
     return str(seen["stage"]) if seen.get("stage") else None
 
@@ -200,6 +231,8 @@ def needs_action_details(
     that the state shows running nothing is read from its action executions too (an
     approval it waits at, which the state never showed, is found there)."""
     shown = {str(s.get("name")): s for s in snapshot.get("stages") or []}
+    if _end_unexplained(snapshot):
+        return True
     if parallel and snapshot.get("status") == "InProgress":
         running = any(
             a.get("status") in _OPEN_ACTIONS
@@ -213,6 +246,25 @@ def needs_action_details(
         now = shown.get(str(stage.get("name"))) or {}
         if had and not now.get("actions"):
             return True
+    return False
+
+
+def _end_unexplained(snapshot: Mapping[str, Any]) -> bool:
+    """Whether a finished execution's stages do not show how it ended: it succeeded with a
+    stage not shown done (or no stage at all), it failed with no stage shown Failed, or it
+    was stopped or superseded with no stage shown at all. Newer executions took its stages
+    before the notifier read it (an automatic rollback, a fast re-run in QUEUED mode, a
+    superseding execution): GetPipelineState shows a stage's latest execution only
+    (https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_StageState.html),
+    and this execution's own stage statuses are in its action executions."""
+    stages = list(snapshot.get("stages") or [])
+    status = snapshot.get("status")
+    if status == "Succeeded":
+        return not stages or any(s.get("status") is None for s in stages)
+    if status == "Failed":
+        return not any(s.get("status") == "Failed" for s in stages)
+    if status in ("Stopped", "Superseded"):
+        return not any(s.get("status") for s in stages)
     return False
 
 
@@ -275,16 +327,13 @@ def _stages(
         else:
             found = (_detail_digest(d) for d in details.get(name, {}).values())
             actions = [a for a in found if a is not None]
-            digest = {
-                "name": name,
-                "status": _status_elsewhere(
-                    seen=seen.get(name),
-                    passed=any(holds[index + 1 :]),
-                    execution_status=status,
-                    actions=actions,
-                ),
-                "actions": actions,
-            }
+            stage_status = _status_elsewhere(
+                seen=seen.get(name),
+                passed=any(holds[index + 1 :]),
+                execution_status=status,
+                actions=actions,
+            )
+            digest = {"name": name, "status": stage_status, "actions": actions}
         digests.append(digest)
     return digests
 
@@ -423,6 +472,9 @@ class Event:
     knows."""
     facts: Mapping[str, Any] | None = None
     """For FAILED: the failed action's facts (``bot.slack.action_facts.read_facts``)."""
+    rollback_execution: str | None = None
+    """For ROLLED_BACK in the thread of the execution that was rolled back (not the
+    rollback's own): the rollback execution's ID."""
 
 
 def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> list[Event]:
@@ -481,6 +533,9 @@ def snapshot_events(*, before: Mapping[str, Any] | None, after: Mapping[str, Any
     rollback = _rollback_event(before, after)
     if rollback is not None:
         events.insert(0, rollback)
+    rolled_back = _rolled_back_by_event(before, after)
+    if rolled_back is not None:
+        events.append(rolled_back)
     end = _end_event(before, after)
     if end is not None:
         events.append(end)
@@ -535,6 +590,27 @@ def _rollback_event(before: Mapping[str, Any] | None, after: Mapping[str, Any]) 
         target=rollback.get("target"),
         trigger=after.get("trigger"),
         by=after.get("startedBy"),
+    )
+
+
+def _rolled_back_by_event(
+    before: Mapping[str, Any] | None, after: Mapping[str, Any]
+) -> Event | None:
+    """An execution rolled back by a later one (its failed stage, automatically): said once
+    in its own thread, naming the rollback execution and its target. The stage is the one
+    it failed in (a ROLLBACK result rolls back the stage that failed,
+    https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-rollback-auto.html)."""
+    by = after.get("rolledBackBy")
+    if not by or (before or {}).get("rolledBackBy"):
+        return None
+    failed = [s for s in after.get("stages") or [] if s.get("status") == "Failed"]
+    return Event(
+        key=f"rolled-back-by:{by.get('execution')}",
+        kind=ROLLED_BACK,
+        stage=str(failed[-1].get("name")) if failed else None,
+        target=by.get("target"),
+        trigger=by.get("trigger"),
+        rollback_execution=by.get("execution"),
     )
 
 

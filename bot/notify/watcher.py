@@ -111,6 +111,19 @@ def _keep_event(subscription: Subscription, event: Event) -> bool:
     return True
 
 
+def _automatic_rollbacks(summaries: Sequence[Mapping[str, Any]]) -> dict[str, Mapping[str, Any]]:
+    """The automatic rollbacks among the summaries, by the execution whose failure started
+    each: an ``AutomatedRollback`` trigger's ``triggerDetail`` is that execution's ID (the
+    embedded engine sets it so; on AWS a detail that names no listed execution matches
+    nothing)."""
+    found: dict[str, Mapping[str, Any]] = {}
+    for summary in summaries:
+        trigger = summary.get("trigger") or {}
+        if trigger.get("triggerType") == "AutomatedRollback" and trigger.get("triggerDetail"):
+            found.setdefault(str(trigger["triggerDetail"]), summary)
+    return found
+
+
 def _starter(
     session: Session, pipeline: str, execution_id: str, summary: Mapping[str, Any]
 ) -> str | None:
@@ -281,9 +294,15 @@ class Watcher:
             ]
             ids = [str(s.get("pipelineExecutionId")) for s in summaries]
             posted = notify_store.posted_executions(session=session, execution_ids=ids)
+            rollbacks = _automatic_rollbacks(summaries)
             for summary in summaries:
                 due = self._follow_execution(
-                    tick, summary=summary, state=state, subscriptions=subscriptions, posted=posted
+                    tick,
+                    summary=summary,
+                    state=state,
+                    subscriptions=subscriptions,
+                    posted=posted,
+                    rolled_back_by=rollbacks.get(str(summary.get("pipelineExecutionId"))),
                 )
                 reminder_due = earliest(reminder_due, due)
             notify_store.schedule_poll(
@@ -304,9 +323,11 @@ class Watcher:
         state: Mapping[str, Any],
         subscriptions: Sequence[Subscription],
         posted: Mapping[tuple[str, str], PostedExecution],
+        rolled_back_by: Mapping[str, Any] | None = None,
     ) -> datetime | None:
         """Queue what each channel has not seen of this execution; returns when one of its
-        approval reminders falls due next (None if none will)."""
+        approval reminders falls due next (None if none will). ``rolled_back_by``: the
+        summary of the automatic rollback this execution's failure led to, if any."""
         execution_id = str(summary.get("pipelineExecutionId") or "")
         if not execution_id:
             return None
@@ -339,6 +360,7 @@ class Watcher:
                 summary=summary,
                 started_by=starter,
                 previous=previous,
+                rolled_back_by=rolled_back_by,
             )
             snapshot = snapshot_of()
             if needs_action_details(

@@ -358,7 +358,8 @@ def retried_text(event: Event) -> str:
 def rolled_back_text(event: Event) -> str:
     """A rollback in words: ``↩ *Deploy* rolled back to `3f2c9d1e` by @bob`` (manual, by
     whom when pipebot knows), ``… rolled back automatically to `3f2c9d1e` (the stage
-    failed)`` (AutomatedRollback)."""
+    failed)`` (AutomatedRollback); in the thread of the execution that failed, ``… rolled
+    back automatically to `3f2c9d1e` by the rollback execution `5d1e7c2a```."""
     what = f"*{flat_name(event.stage)}*" if event.stage else "A stage"
     text = f"↩ {what} rolled back"
     automatic = event.trigger == "AutomatedRollback"
@@ -366,7 +367,9 @@ def rolled_back_text(event: Event) -> str:
         text += " automatically"
     if event.target:
         text += f" to {code(short_id(event.target))}"
-    if automatic:
+    if event.rollback_execution:  # in the thread of the execution rolled back
+        text += f" by the rollback execution {code(short_id(event.rollback_execution))}"
+    elif automatic:
         text += " (the stage failed)"
     elif event.by:
         text += f" by {mention(event.by)}"
