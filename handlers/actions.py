@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +29,9 @@ from slack_sdk.web import WebClient
 from bot.notify.deletion import close_deleted_pipeline
 from bot.ops.permissions import Permission
 from bot.ops.pipeline_ops import OpsError, request_token
+from bot.ops.pipeline_state import is_action_failed
 from bot.slack import ids, notifications
+from bot.slack.action_facts import log_markers
 from bot.slack.api_errors import classify
 from bot.slack.execution import execution_blocks
 from bot.slack.ids import ButtonRef
@@ -56,6 +58,7 @@ from handlers.common import (
     answer_approval,
     ephemeral,
     log_slack_failure,
+    logged_actions,
     notice,
     perform,
     publish_home,
@@ -140,6 +143,7 @@ class Click:
                     ops.rollback_targets(self.ref.pipeline, state, executions) if operate else None
                 ),
                 parallel_approvals=ops.parallel_approvals(self.ref.pipeline, executions),
+                logged=logged_actions(self.services, self.ref.pipeline),
             )
         except OpsError:
             fresh = list((self.body.get("message") or {}).get("blocks") or [])
@@ -253,6 +257,8 @@ def clicker(body: dict[str, Any]) -> Actor:
 def register(app: App, services: Services) -> None:
     for action_id, button in ACTIONS.items():
         app.action(action_id)(_listener(services, action_id, button))
+    # The "View log…" menu: the chosen option's ref, handled as the View log button.
+    app.action(ids.VIEW_LOG_SELECT)(_listener(services, ids.VIEW_LOG, ACTIONS[ids.VIEW_LOG]))
 
 
 def _listener(services: Services, action_id: str, button: Button) -> Callable[..., None]:
@@ -277,7 +283,8 @@ def _listener(services: Services, action_id: str, button: Button) -> Callable[..
             # A click on App Home (or in a modal) comes with no response_url to answer through.
             answer = FormReply(client=client, actor=actor)
         try:
-            ref = ButtonRef.decode(str(actions[0].get("value", "")))
+            chosen = actions[0].get("selected_option") or {}  # a menu's, else a button's
+            ref = ButtonRef.decode(str(chosen.get("value") or actions[0].get("value", "")))
         except ValueError:
             ephemeral(answer, message="That button is not one pipebot understands any more.")
             return
@@ -412,9 +419,24 @@ def _reject(c: Click) -> Done | None:
 
 
 def _view_log(c: Click) -> Done | None:
+    """The execution the button names, with the log of the action it names (its latest
+    run in that execution) where the backend keeps one; else the failed action's."""
     if c.ref.execution is None:
         raise OpsError("That button does not say which execution it shows.")
     view = c.services.ops.execution_view(c.ref.pipeline, c.ref.execution)
+    log_tail, markers = view.log_tail, view.markers
+    runs = [
+        a
+        for a in view.actions
+        if a.get("stageName") == c.ref.stage and a.get("actionName") == c.ref.action
+    ]
+    failed = [a for a in view.actions if is_action_failed(a.get("status"))]
+    shown: Mapping[str, Any] | None = None
+    # Oldest first: the last run is the latest. The failed action's log is the view's own.
+    if runs and not (failed and runs[-1] is failed[-1]):
+        text = c.services.ops.action_log(c.ref.pipeline, str(runs[-1].get("actionExecutionId")))
+        if text is not None:  # None where no log is kept (AWS): the execution as before
+            log_tail, markers, shown = text, log_markers(text), runs[-1]
     c.respond(
         response_type="ephemeral",
         replace_original=False,
@@ -423,11 +445,13 @@ def _view_log(c: Click) -> Done | None:
             pipeline=c.ref.pipeline,
             execution=view.execution,
             actions=view.actions,
-            log_tail=view.log_tail,
+            log_tail=log_tail,
             who=who_did_view(c.services, pipeline=c.ref.pipeline, view=view),
             rules=view.rules,
             rules_error=view.rules_error,
-            markers=view.markers,
+            markers=markers,
+            log_action=shown,
+            logs=c.services.ops.local,
         ),
     )
     return None

@@ -48,6 +48,7 @@ from handlers.common import (
     answer_approval,
     create_form,
     ephemeral,
+    logged_actions,
     notice,
     perform,
     require,
@@ -135,6 +136,7 @@ def run_command(
         pipeline=parsed.pipeline,
         respond=respond,
         work=work,
+        stage=stage if isinstance(stage := parsed.args.get("stage"), str) else None,
     )
 
 
@@ -335,6 +337,7 @@ def _status(r: Request) -> Done | None:
                 r.ops.rollback_targets(r.name, state, executions) if operate else None
             ),
             parallel_approvals=r.ops.parallel_approvals(r.name, executions),
+            logged=logged_actions(r.services, r.name),
         ),
         f"Status of {r.name}",
     )
@@ -369,6 +372,7 @@ def _execution(r: Request) -> Done | None:
             rules=view.rules,
             rules_error=view.rules_error,
             markers=view.markers,
+            logs=r.ops.local,
         ),
         f"Execution {execution_id} of {r.name}",
     )

@@ -37,6 +37,7 @@ from bot.ops.pipeline_ops import OpsError, PipelineOps
 from bot.ops.pipeline_state import PendingApproval, is_in_progress
 from bot.settings import Settings
 from bot.slack.api_errors import Scope, SlackFailure, classify
+from bot.slack.execution import has_log
 from bot.slack.home import home_view
 from bot.slack.ids import ButtonRef
 from bot.slack.kit import escape
@@ -225,11 +226,13 @@ def perform(
     execution_id: str | None = None,
     respond: Reply,
     work: Work,
+    stage: str | None = None,
 ) -> None:
     """Check, act, audit, reply: the one path of every command, click and form.
 
     ``what`` names the operation in the audit log (the command, the button's action ID, the
-    form); ``execution_id`` is the execution it acts on when known before acting. A
+    form); ``execution_id`` is the execution it acts on when known before acting; ``stage``
+    the stage a command named (an error then suggests close stage names). A
     ``READ`` operation is neither checked nor audited. See the module docstring for what
     each outcome is told and audited.
     """
@@ -267,7 +270,7 @@ def perform(
             return
         except PipebotError as exc:
             record("error", pipeline=pipeline, execution_id=execution_id, detail=exc.message)
-            ephemeral(held, message=explain(services, exc, pipeline=pipeline))
+            ephemeral(held, message=explain(services, exc, pipeline=pipeline, stage=stage))
             return
         except Exception:
             log.exception("%s %s failed for %s", surface, what, actor.user_id)
@@ -331,10 +334,16 @@ def answer_approval(
     )
 
 
-def explain(services: Services, error: PipebotError, *, pipeline: str | None) -> str:
-    """The user-facing text of an error, with name suggestions for a mistyped pipeline."""
+def explain(
+    services: Services, error: PipebotError, *, pipeline: str | None, stage: str | None = None
+) -> str:
+    """The user-facing text of an error, with name suggestions for a mistyped pipeline, and
+    for a ``stage`` the pipeline does not have (whatever the error: a retry, an approval or
+    a transition of an unknown stage each fail in their own words)."""
     message = error.message
-    if isinstance(error, OpsError) and error.code == "PipelineNotFoundException" and pipeline:
+    if not isinstance(error, OpsError) or not pipeline:
+        return message
+    if error.code == "PipelineNotFoundException":
         try:
             close = suggest(pipeline, services.ops.names())
         except OpsError:
@@ -343,7 +352,51 @@ def explain(services: Services, error: PipebotError, *, pipeline: str | None) ->
             message += "\nDid you mean " + " or ".join(f"`{c}`" for c in close) + "?"
         else:
             message += "\n`list` shows the pipelines."
+    elif stage:
+        message += _unknown_stage_hint(services, pipeline=pipeline, stage=stage, said=message)
     return message
+
+
+def _unknown_stage_hint(services: Services, *, pipeline: str, stage: str, said: str) -> str:
+    """A line naming the stages close to ``stage`` when ``pipeline`` has no such stage (''
+    when it has one, or its stages cannot be read)."""
+    try:
+        names = [
+            str(s.get("stageName"))
+            for s in services.ops.state(pipeline).get("stageStates") or []
+            if s.get("stageName")
+        ]
+    except OpsError:
+        return ""
+    if stage in names:
+        return ""
+    close = suggest(stage, names)
+    unknown = "has no stage" in said
+    if close:
+        lead = "" if unknown else f"`{escape(pipeline)}` has no stage `{escape(stage)}`. "
+        return "\n" + lead + "Did you mean " + " or ".join(f"`{escape(c)}`" for c in close) + "?"
+    if unknown:
+        return ""
+    return f"\n`{escape(pipeline)}` has no stage `{escape(stage)}`; `status` shows the stages."
+
+
+def logged_actions(services: Services, pipeline: str) -> frozenset[tuple[str, str]]:
+    """The (stage, action) pairs of ``pipeline`` whose runs keep a log that View log can
+    show: on the embedded engine (the backend with ``ActionLogs``) every action but a source
+    or an approval (``execution.has_log``, read from the declaration); none on AWS, whose
+    logs pipebot does not read. Empty when the declaration cannot be read."""
+    if not services.ops.local:
+        return frozenset()
+    try:
+        declaration = services.ops.declaration(pipeline)
+    except OpsError:
+        return frozenset()
+    return frozenset(
+        (str(stage.get("name")), str(action.get("name")))
+        for stage in declaration.get("stages") or []
+        for action in stage.get("actions") or []
+        if has_log((action.get("actionTypeId") or {}).get("category"))
+    )
 
 
 def user_name(client: WebClient, user_id: str) -> str:

@@ -50,6 +50,7 @@ from handlers.common import (
     Services,
     answer_approval,
     ephemeral,
+    logged_actions,
     notice,
     perform,
     publish_home,
@@ -459,6 +460,7 @@ def _fresh_status(services: Services, pipeline: str, *, actor_id: str) -> list[B
             operate_allowed=may(Permission.OPERATE),
             now=services.now(),
             who=who_did(services, pipeline=pipeline, state=state, executions=executions),
+            logged=logged_actions(services, pipeline),
         )
     except OpsError:
         log.info("could not read %s to redraw its status", pipeline)

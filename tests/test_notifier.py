@@ -382,10 +382,11 @@ def test_pipeline_is_read_once_per_tick_whatever_the_channels(h: Harness) -> Non
     assert stats is not None
     assert stats.pipelines_read == 1
     # The change tokens of all pipelines, then ListPipelineExecutions + GetPipelineState,
-    # and GetPipeline once for the approval's details: the same four whatever the number of
+    # ListActionExecutions once for the approval's resolved CustomData and link, and
+    # GetPipeline once for its timeout (the reminder): the same five whatever the number of
     # channels.
     assert stats.token_reads == 1
-    assert stats.backend_calls == 4
+    assert stats.backend_calls == 5
     assert stats.posts == 3
     for channel in ("C1", "C2", "C3"):
         assert len(h.posts(channel, thread=False)) == 1

@@ -506,7 +506,8 @@ def test_skipped_stage_offers_no_override(stubbed: StubbedBot) -> None:
     status = bot.reply("status")
     rendered = aws_text_of(status)
     assert "⏭ *Deploy* · Skipped" in rendered
-    assert "🚦 _Entry condition_ · ❌ Failed" in rendered
+    # A SKIP condition that was not met did what it was declared for: no error drawn.
+    assert "🚦 _Entry condition_ · ⏭ not met: skipped the stage" in rendered
     assert ids.OVERRIDE not in action_ids(status.params["blocks"])
     assert ids.ROLLBACK not in action_ids(status.params["blocks"])  # nothing ran to undo
     stub.assert_no_pending_responses()

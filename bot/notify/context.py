@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -62,11 +62,12 @@ class TickContext:
     now: datetime
 
     def thread(self, channel: str, execution_id: str) -> ThreadContext:
-        """The same read, queueing into one execution's thread in one channel."""
+        """The same read, queueing into one execution's thread in one channel (its lookups
+        read that execution's resolved configuration, sharing this read's caches)."""
         return ThreadContext(
             session=self.session,
             pipeline=self.pipeline,
-            lookups=self.lookups,
+            lookups=self.lookups.for_execution(execution_id),
             stats=self.stats,
             now=self.now,
             channel=channel,
@@ -128,15 +129,33 @@ class Lookups:
         permissions: Permissions | None,
         pipeline: str,
         stats: TickStats,
+        execution_id: str | None = None,
     ) -> None:
         self._ops = ops
         self._permissions = permissions
         self._pipeline = pipeline
         self._stats = stats
+        self._execution_id = execution_id
         self._approvers: dict[str, list[str]] = {}
-        self._declaration: dict[str, Any] | None = None
+        self._declarations: dict[str, dict[str, Any]] = {}  # one entry: the pipeline's
         self._details: dict[str, list[dict[str, Any]]] = {}
         self._targets: dict[str, RollbackTarget | None] = {}
+
+    def for_execution(self, execution_id: str) -> Lookups:
+        """These lookups for one execution's thread: the same caches (nothing is read twice
+        in a tick), and ``approval_config`` reads that execution's resolved values."""
+        bound = Lookups(
+            ops=self._ops,
+            permissions=self._permissions,
+            pipeline=self._pipeline,
+            stats=self._stats,
+            execution_id=execution_id,
+        )
+        bound._approvers = self._approvers
+        bound._declarations = self._declarations
+        bound._details = self._details
+        bound._targets = self._targets
+        return bound
 
     def approvers(self, *, session: Session, execution_id: str) -> list[str]:
         """Who may answer the approvals of ``execution_id`` (to name and mention them), by
@@ -154,13 +173,14 @@ class Lookups:
         return self._approvers[execution_id]
 
     def _action_declaration(self, stage: str | None, action: str | None) -> Mapping[str, Any]:
-        if self._declaration is None:
+        if self._pipeline not in self._declarations:
             self._stats.backend_calls += 1
             try:
-                self._declaration = self._ops.declaration(self._pipeline)
+                self._declarations[self._pipeline] = self._ops.declaration(self._pipeline)
             except (OpsError, KeyError, TypeError):  # unreadable: the reply goes without it
-                self._declaration = {}
-        for stage_decl in self._declaration.get("stages") or []:
+                self._declarations[self._pipeline] = {}
+        declaration = self._declarations[self._pipeline]
+        for stage_decl in declaration.get("stages") or []:
             if stage_decl.get("name") != stage:
                 continue
             for action_decl in stage_decl.get("actions") or []:
@@ -169,15 +189,35 @@ class Lookups:
         return {}
 
     def approval_config(
-        self, stage: str | None, action: str | None
+        self, stage: str | None, action: str | None, *, execution_id: str | None = None
     ) -> tuple[str | None, str | None]:
-        """The approval action's ``CustomData`` and ``ExternalEntityLink``, where declared."""
-        config = self._action_declaration(stage, action).get("configuration") or {}
+        """The approval action's ``CustomData`` and ``ExternalEntityLink`` as the execution
+        resolved them (``#{BuildVariables.RELEASE_NAME}`` replaced by its value), else as
+        declared; (None, None) where neither sets them.
+
+        The values come from ``execution_id`` (default: the thread's execution) by
+        ListActionExecutions' ``input.resolvedConfiguration``, which AWS and the engine both
+        return:
+        https://docs.aws.amazon.com/codepipeline/latest/APIReference/API_ActionExecutionInput.html
+        """
+        config = self.resolved_configuration(stage, action, execution_id=execution_id)
+        if config is None:
+            config = self._action_declaration(stage, action).get("configuration") or {}
         data, link = config.get("CustomData"), config.get("ExternalEntityLink")
         return (
             data if isinstance(data, str) else None,
             link if isinstance(link, str) else None,
         )
+
+    def resolved_configuration(
+        self, stage: str | None, action: str | None, *, execution_id: str | None = None
+    ) -> Mapping[str, Any] | None:
+        """The action's ``input.resolvedConfiguration`` in its newest action execution of
+        ``execution_id`` (default: the thread's execution); None when none can be read."""
+        execution = execution_id or self._execution_id
+        if not execution:
+            return None
+        return resolved_configuration(self.action_details(execution), stage, action)
 
     def action_timeout(self, stage: str | None, action: str | None) -> int | None:
         """The action's ``timeoutInMinutes``, None when its declaration sets none."""
@@ -222,6 +262,32 @@ class Lookups:
         except Exception:  # a reply without its log beats no reply
             log.info("notifier: no log for %s", action_execution_id, exc_info=True)
             return None
+
+
+def resolved_configuration(
+    details: Sequence[Mapping[str, Any]], stage: str | None, action: str | None
+) -> Mapping[str, Any] | None:
+    """``input.resolvedConfiguration`` of the newest of ``details`` (ListActionExecutions'
+    ``actionExecutionDetails``) run by ``stage``/``action``; None when it has none (a retried
+    stage runs an action again: its latest run's values are the ones shown)."""
+    runs = [
+        d
+        for d in details
+        if d.get("stageName") == stage
+        and d.get("actionName") == action
+        and isinstance((d.get("input") or {}).get("resolvedConfiguration"), Mapping)
+    ]
+    if not runs:
+        return None
+    newest = max(
+        enumerate(runs),
+        key=lambda pair: (_sort_time(pair[1].get("startTime")), pair[0]),
+    )[1]
+    return dict(newest["input"]["resolvedConfiguration"])
+
+
+def _sort_time(value: Any) -> float:
+    return value.timestamp() if isinstance(value, datetime) else float("-inf")
 
 
 def earliest(first: datetime | None, second: datetime | None) -> datetime | None:

@@ -7,7 +7,9 @@ token: handlers read the token from GetPipelineState at click time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, Final
 
 from bot.ops.pipeline_state import RollbackTarget
 from bot.slack.ids import (
@@ -18,9 +20,10 @@ from bot.slack.ids import (
     RETRY_FAILED,
     ROLLBACK,
     VIEW_LOG,
+    VIEW_LOG_SELECT,
     ButtonRef,
 )
-from bot.slack.kit import Element, button, clip, confirm_dialog
+from bot.slack.kit import OPTION_TEXT_MAX, Element, button, clip, confirm_dialog, plain
 from bot.slack.text import short_id, short_revision
 
 
@@ -92,9 +95,38 @@ def retry(
 def view_log(
     *, pipeline: str, stage: str, execution_id: str, action: str, text: str
 ) -> Element | None:
-    """View log of a failed action: reading a log needs no permission, so it is always shown."""
+    """View log of an action (``execution``'s view of its run, with its log's end):
+    reading a log needs no permission, so it is shown to everyone wherever the backend
+    keeps the action's log (a failed action's summary stands in on AWS)."""
     ref = ButtonRef(pipeline=pipeline, execution=execution_id, stage=stage, action=action)
     return button(text=text, action_id=VIEW_LOG, ref=ref)
+
+
+OPTION_VALUE_MAX: Final = 150
+OPTIONS_MAX: Final = 100
+
+
+def view_log_select(*, choices: Sequence[tuple[ButtonRef, str]]) -> tuple[Element | None, int]:
+    """A "View log…" menu, one option per (ref, label) in ``choices``, in order (Slack takes
+    100 options, labels of 75 characters and values of 150: a ref whose encoding is longer,
+    with names that long, is left out); and how many choices were left out. None when no
+    choice is left.
+    https://docs.slack.dev/reference/block-kit/block-elements/select-menu-element"""
+    options: list[dict[str, Any]] = []
+    for ref, label in choices:
+        value = ref.encode()
+        if len(value) <= OPTION_VALUE_MAX and len(options) < OPTIONS_MAX:
+            options.append({"text": plain(label, OPTION_TEXT_MAX), "value": value})
+    left = len(choices) - len(options)
+    if not options:
+        return None, left
+    element: Element = {
+        "type": "static_select",
+        "action_id": VIEW_LOG_SELECT,
+        "placeholder": plain("View log…", 150),
+        "options": options,
+    }
+    return element, left
 
 
 CONDITION_WORDS = {"BEFORE_ENTRY": "entry condition", "ON_SUCCESS": "success condition"}

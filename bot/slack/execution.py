@@ -9,12 +9,15 @@ from typing import Any, Final
 
 from bot.ops.approvals import parse_decision_summary
 from bot.ops.pipeline_state import FINISHED, is_action_failed
+from bot.slack import buttons
 from bot.slack.action_facts import marker_lines
+from bot.slack.ids import ButtonRef
 from bot.slack.kit import (
     MESSAGE_BLOCKS_MAX,
     MESSAGE_TEXT_BUDGET,
     SECTION_TEXT_MAX,
     Block,
+    clip,
     clip_mrkdwn,
     code,
     context,
@@ -26,6 +29,8 @@ from bot.slack.kit import (
     section,
     text_size,
 )
+from bot.slack.kit import actions as kit_actions
+from bot.slack.status import summary_excerpt, summary_headline
 from bot.slack.text import (
     NAME_MAX,
     NOBODY,
@@ -63,13 +68,19 @@ def execution_blocks(
     rules: Sequence[Mapping[str, Any]] = (),
     rules_error: str | None = None,
     markers: Sequence[tuple[str, str, bool]] = (),
+    log_action: Mapping[str, Any] | None = None,
+    logs: bool = False,
 ) -> list[Block]:
     """One execution (GetPipelineExecution's ``pipelineExecution``) with every action
     execution (ListActionExecutions details, any order) and the failed action's log tail;
     ``who`` names the Slack user who started it. ``rules`` are its stage conditions' rule
     executions (ListRuleExecutions details), ``rules_error`` why they could not be read.
     ``markers`` are the failed action's phases and hooks (``action_facts.log_markers``), drawn
-    above its log tail."""
+    above its log tail. ``log_action`` is the action execution whose log ``log_tail`` is
+    (default: the one that failed last). With ``logs`` (the backend keeps logs: the embedded
+    engine), each action that keeps one (not a source or an approval) gets a View log
+    button, as many as fit; a multi-line status summary shows its first line, and the rest
+    in a code block when no log tail is shown (the log tail is that rest)."""
     execution_id = str(execution.get("pipelineExecutionId") or "?")
     ordered = sorted(actions, key=lambda a: aware(a.get("startTime")) or _NEVER)
     blocks: list[Block] = [
@@ -77,16 +88,27 @@ def execution_blocks(
         section(_facts(execution, ordered, started_by=who.started.get(execution_id))),
     ]
     tail: list[Block] = []
-    if log_tail is not None:
+    if log_tail is None:
+        excerpt = summary_excerpt(execution.get("statusSummary"))
+        if excerpt is not None:
+            blocks.append(excerpt)
+    else:
         tail.append(
             _log_section(
                 log_tail=log_tail,
-                title="\n".join([_log_title(ordered), *marker_lines(markers)]),
+                title="\n".join(
+                    [
+                        _log_title(ordered) if log_action is None else _title_of(log_action),
+                        *marker_lines(markers),
+                    ]
+                ),
                 pipeline=pipeline,
                 execution_id=execution_id,
                 command=command,
             )
         )
+    if logs:
+        tail += _log_buttons(ordered, pipeline=pipeline, execution_id=execution_id)
     if rules_error:
         tail.insert(0, context(f"Rule results not shown: {clip_mrkdwn(rules_error, 500)}"))
     rule_chunks = [_rule_execution_chunk(r) for r in rules]
@@ -141,10 +163,48 @@ def _facts(
         revision = revision_text(artifact.get("revisionId"), artifact.get("revisionSummary"))
         if revision:
             lines.append(f"{name(artifact.get('name'), 60)}: {revision}")
-    summary = execution.get("statusSummary")
-    if isinstance(summary, str) and summary.strip():
-        lines.append("_" + esc(one_line(summary), SUMMARY_MAX) + "_")
+    first = summary_headline(execution.get("statusSummary"))
+    if first:
+        lines.append("_" + esc(first, SUMMARY_MAX) + "_")
     return "\n".join(lines)
+
+
+_UNLOGGED_CATEGORIES: Final = frozenset({"Source", "Approval"})
+"""Action categories whose runs keep no log on the embedded engine (a source fetch, a
+manual approval); its build, test, compute and deploy actions write one."""
+_MAX_LOG_CHOICES: Final = 40
+"""Options of the View log menu (text budget: 40 labels of 75 characters)."""
+
+
+def has_log(category: Any) -> bool:
+    """Whether an embedded engine action of ``category`` keeps a log."""
+    return isinstance(category, str) and category not in _UNLOGGED_CATEGORIES
+
+
+def _log_buttons(
+    ordered: Sequence[Mapping[str, Any]], *, pipeline: str, execution_id: str
+) -> list[Block]:
+    """A "View log…" menu of each action of the execution that keeps a log, in the order
+    they first started (``buttons.view_log_select``: one menu, options within Slack's
+    limits); a note when some are left out."""
+    seen: dict[tuple[str, str], None] = {}
+    for detail in ordered:
+        category = ((detail.get("input") or {}).get("actionTypeId") or {}).get("category")
+        if has_log(category):
+            seen[(str(detail.get("stageName") or "?"), str(detail.get("actionName") or "?"))] = None
+    choices = [
+        (
+            ButtonRef(pipeline=pipeline, execution=execution_id, stage=stage, action=action),
+            f"{clip(stage, 36)} / {clip(action, 36)}",
+        )
+        for stage, action in list(seen)[:_MAX_LOG_CHOICES]
+    ]
+    menu, dropped = buttons.view_log_select(choices=choices)
+    blocks = kit_actions([menu])
+    left = len(seen) - (len(choices) - dropped)
+    if left:
+        blocks.append(context(f"…and {left} more action{'s' if left != 1 else ''} with a log."))
+    return blocks
 
 
 def _rule_execution_chunk(detail: Mapping[str, Any]) -> str:
@@ -185,6 +245,12 @@ def _action_execution_chunk(detail: Mapping[str, Any]) -> str:
     if isinstance(summary, str) and summary.strip():
         lines.append("      " + esc(one_line(summary), SUMMARY_MAX))
     return "\n".join(lines)
+
+
+def _title_of(detail: Mapping[str, Any]) -> str:
+    return (
+        f"*Log tail* of {name(detail.get('stageName'), 60)} / {name(detail.get('actionName'), 60)}:"
+    )
 
 
 def _log_title(ordered: Sequence[Mapping[str, Any]]) -> str:

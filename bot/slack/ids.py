@@ -18,6 +18,9 @@ RETRY_ALL = "pipebot.retry_all"
 APPROVE = "pipebot.approve"  # carries a confirm dialog
 REJECT = "pipebot.reject"  # opens the reject-comment modal
 VIEW_LOG = "pipebot.view_log"
+# The "View log…" menu: one static select for several actions' logs (an action_id must be unique
+# within its block); handled as VIEW_LOG with the chosen option's ref.
+VIEW_LOG_SELECT = "pipebot.view_log_select"
 DELETE_CONFIRM = "pipebot.delete_confirm"
 DELETE_CANCEL = "pipebot.delete_cancel"
 REFRESH_STATUS = "pipebot.refresh_status"

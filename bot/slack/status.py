@@ -10,7 +10,7 @@ outcome line of a click fits below the message.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Final, NamedTuple
 
@@ -78,6 +78,7 @@ from bot.slack.text import (
     status_emoji,
     status_label,
     stop_reason_text,
+    tail_fit,
     trigger_text,
 )
 
@@ -85,6 +86,8 @@ _MAX_APPROVAL_ROWS: Final = 5  # approvals with their own buttons
 _MAX_RETRY_ROWS: Final = 5  # failed stages with their own retry buttons
 _MAX_OVERRIDE_ROWS: Final = 5  # conditions with their own Override button
 _MAX_RULES_SHOWN: Final = 10  # rules under one condition
+EXCERPT_MAX: Final = 900
+"""Characters of a multi-line status summary's excerpt (its code block and title)."""
 _ROWS_BUDGET: Final = 3500  # text for those rows, so that the stages keep the larger part
 _MAX_INBOUND_SHOWN: Final = 5
 _EARLIER_SHOWN: Final = 4
@@ -107,6 +110,7 @@ def status_blocks(
     who: Who = NOBODY,
     rollback_targets: Mapping[str, RollbackTarget] | None = None,
     parallel_approvals: Sequence[PendingApproval] = (),
+    logged: Collection[tuple[str, str]] = frozenset(),
 ) -> list[Block]:
     """A pipeline's status: every stage and action, what waits, and the buttons that apply.
 
@@ -120,7 +124,13 @@ def status_blocks(
     conditions and their rules are drawn under it, with Override on a waiting or failed
     entry or success condition for operators. ``parallel_approvals``
     (``PipelineOps.parallel_approvals``) are the approvals waiting in the other executions of
-    a PARALLEL pipeline, each drawn with its own Approve/Reject.
+    a PARALLEL pipeline, each drawn with its own Approve/Reject. ``logged`` holds the
+    (stage, action) pairs whose runs keep a log (``handlers.common.logged_actions``: the
+    embedded engine's build, test, compute and deploy actions; none on AWS): each one that
+    ran is an option of one "View log…" menu (Slack wants an action_id unique within its
+    block; a failed action keeps its button beside its stage's Retry), as many as fit, and
+    a note names ``execution`` for the rest. A multi-line ``statusSummary`` of the latest
+    execution shows its first line, and the rest as an excerpt in a code block.
     """
     pipeline = str(state.get("pipelineName") or "?")
     latest = executions[0] if executions else None
@@ -135,6 +145,7 @@ def status_blocks(
         command=command,
         rollback_targets=rollback_targets or {},
         parallel_approvals=parallel_approvals,
+        logged=logged,
     )
     bottom = [
         *rows,
@@ -170,6 +181,9 @@ def _top(
     latest = executions[0] if executions else None
     top: list[Block] = [header(f"{pipeline} · v{version}" if version is not None else pipeline)]
     top.append(section(_latest_text(latest, pipeline=pipeline, now=now, command=command, who=who)))
+    excerpt = summary_excerpt(latest.get("statusSummary") if latest is not None else None)
+    if excerpt is not None:
+        top.append(excerpt)
     earlier = _earlier_text(executions[1:], now=now)
     if earlier:
         top.append(context(earlier))
@@ -218,13 +232,42 @@ def _latest_text(
     detail = " · ".join(t for t in (trigger, revisions) if t)
     if detail:
         lines.append(detail)
-    summary = latest.get("statusSummary")
-    if isinstance(summary, str) and summary.strip():
-        lines.append("_" + esc(one_line(summary), SUMMARY_MAX) + "_")
+    first = summary_headline(latest.get("statusSummary"))
+    if first:
+        lines.append("_" + esc(first, SUMMARY_MAX) + "_")
     stop = stop_reason_text(latest)
     if stop:
         lines.append(stop)
     return "\n".join(lines)
+
+
+def summary_headline(summary: Any) -> str:
+    """A status summary's first non-blank line, on one line ('' when there is none): the
+    rest of a multi-line summary (the engine appends the failed action's log) is
+    ``summary_excerpt``'s."""
+    if not isinstance(summary, str):
+        return ""
+    for line in summary.splitlines():
+        if line.strip():
+            return one_line(line)
+    return ""
+
+
+def summary_excerpt(summary: Any, *, room: int = EXCERPT_MAX) -> Block | None:
+    """What follows a status summary's first line, as the thread reply of a failure shows
+    a log: its end in a code block of at most ``room`` characters of text (whole lines
+    where possible, "…" above when cut); None when the summary is one line."""
+    if not isinstance(summary, str):
+        return None
+    lines = summary.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.strip()), len(lines))
+    rest = "\n".join(lines[start + 1 :]).strip("\n")
+    if not rest.strip():
+        return None
+    title = "*Details:*"
+    frame = len(title) + len("\n```\n") + len("…\n") + len("\n```")
+    body, cut = tail_fit(rest, room - frame)
+    return section(f"{title}\n```\n{'…' + chr(10) if cut else ''}{body}\n```")
 
 
 def _earlier_text(executions: Sequence[Mapping[str, Any]], *, now: datetime) -> str | None:
@@ -253,9 +296,10 @@ def _button_rows(
     command: str,
     rollback_targets: Mapping[str, RollbackTarget],
     parallel_approvals: Sequence[PendingApproval] = (),
+    logged: Collection[tuple[str, str]] = frozenset(),
 ) -> list[Block]:
-    """Waiting approvals, conditions to override, failed or stopped stages, then the stages
-    that can be rolled back, each a row with its buttons.
+    """Waiting approvals, conditions to override, failed or stopped stages, the stages that
+    can be rolled back, then the View log buttons, each a row with its buttons.
 
     Both kinds share one slice of the text budget (``_ROWS_BUDGET``: long names make
     buttons and confirms costly) so that the stages keep the larger part; what does not
@@ -322,7 +366,75 @@ def _button_rows(
         )
     if operate_allowed and rollback_targets:
         _take_rows([_rollback_row(rollback_targets)], rows, budget=_ROWS_BUDGET)
+    rows += _log_rows(
+        state,
+        pipeline=pipeline,
+        logged=logged,
+        budget=_ROWS_BUDGET - text_size(rows),
+        command=command,
+    )
     return rows
+
+
+class _Logged(NamedTuple):
+    """An action that ran and keeps a log, in the execution its stage last ran."""
+
+    stage: str
+    action: str
+    execution_id: str
+
+
+def _logged_runs(state: Mapping[str, Any], logged: Collection[tuple[str, str]]) -> list[_Logged]:
+    runs = []
+    for stage in state.get("stageStates") or []:
+        stage_name = str(stage.get("stageName") or "?")
+        execution_id = (stage.get("latestExecution") or {}).get("pipelineExecutionId")
+        if not execution_id:
+            continue
+        for action in stage.get("actionStates") or []:
+            action_name = str(action.get("actionName") or "?")
+            latest = action.get("latestExecution") or {}
+            if (stage_name, action_name) in logged and latest.get("status"):
+                runs.append(_Logged(stage_name, action_name, str(execution_id)))
+    return runs
+
+
+def _log_rows(
+    state: Mapping[str, Any],
+    *,
+    pipeline: str,
+    logged: Collection[tuple[str, str]],
+    budget: int,
+    command: str,
+) -> list[Block]:
+    """A "View log…" menu of every action that ran and keeps a log, with as many options
+    as ``budget`` characters allow (one menu: an action_id is unique within its block); a
+    note names ``execution`` for the rest."""
+    runs = _logged_runs(state, logged)
+    if not runs:
+        return []
+    note = context(
+        f"…and more logs: `{escape(command)} execution {esc(pipeline, NAME_MAX)} ID` "
+        "offers each action's"
+    )
+    choices = [
+        (
+            ButtonRef(
+                pipeline=pipeline, execution=run.execution_id, stage=run.stage, action=run.action
+            ),
+            f"{clip(run.stage, 36)} / {clip(run.action, 36)}",
+        )
+        for run in runs
+    ]
+    while choices:
+        menu, dropped = buttons.view_log_select(choices=choices)
+        rows = actions([menu])
+        if len(choices) - dropped < len(runs):
+            rows.append(note)
+        if text_size(rows) <= budget:
+            return rows
+        choices = choices[: len(choices) // 2] if len(choices) > 8 else choices[:-1]
+    return [note] if text_size([note]) <= budget else []
 
 
 def _override_row(condition: ConditionView, *, pipeline: str) -> list[Block]:
@@ -366,7 +478,7 @@ def condition_lines(stage: Mapping[str, Any]) -> list[str]:
     ``*ConditionState``), rule summaries escaped."""
     lines = []
     for condition in stage_conditions(stage):
-        line = f"🚦 _{condition.label}_ · {condition_status_text(condition.status)}"
+        line = f"🚦 _{condition.label}_ · {_condition_result(condition, stage)}"
         if condition.summary:
             line += " — " + esc(one_line(condition.summary), SUMMARY_MAX)
         lines.append(line)
@@ -379,6 +491,24 @@ def condition_lines(stage: Mapping[str, Any]) -> list[str]:
         if extra > 0:
             lines.append(f"{_INDENT}…and {extra} more rule{'s' if extra != 1 else ''}")
     return lines
+
+
+_SKIPPED_THE_STAGE: Final = "⏭ not met: skipped the stage"
+
+
+def _condition_result(condition: ConditionView, stage: Mapping[str, Any]) -> str:
+    """A condition's status in words; an entry condition that was not met in a stage that
+    was skipped is one whose result is SKIP (the only result that skips a stage) and did
+    what it was declared to do, not an error: "skipped the stage".
+    https://docs.aws.amazon.com/codepipeline/latest/userguide/stage-conditions.html"""
+    skipped = (stage.get("latestExecution") or {}).get("status") == "Skipped"
+    if (
+        skipped
+        and condition.member == "beforeEntryConditionState"
+        and condition.status in ("Failed", "Errored")
+    ):
+        return _SKIPPED_THE_STAGE
+    return condition_status_text(condition.status)
 
 
 class _Waiting(NamedTuple):
@@ -446,14 +576,7 @@ def _retry_row(stage: Mapping[str, Any], *, pipeline: str, allowed: bool) -> lis
             failed_text=f"Retry failed actions: {clip(stage_name, 40)}",
             all_text=f"Retry all actions: {clip(stage_name, 40)}",
         )
-    failed_action = next(
-        (
-            str(a.get("actionName") or "?")
-            for a in stage.get("actionStates") or []
-            if (a.get("latestExecution") or {}).get("status") == "Failed"
-        ),
-        None,
-    )
+    failed_action = _failed_action(stage)
     if failed_action is not None:
         row.append(
             buttons.view_log(
@@ -465,6 +588,18 @@ def _retry_row(stage: Mapping[str, Any], *, pipeline: str, allowed: bool) -> lis
             )
         )
     return actions(row)
+
+
+def _failed_action(stage: Mapping[str, Any]) -> str | None:
+    """The first failed action of a stage, whose View log sits beside the stage's Retry."""
+    return next(
+        (
+            str(a.get("actionName") or "?")
+            for a in stage.get("actionStates") or []
+            if (a.get("latestExecution") or {}).get("status") == "Failed"
+        ),
+        None,
+    )
 
 
 def _take_rows(groups: Sequence[list[Block]], rows: list[Block], *, budget: int) -> int:
@@ -574,7 +709,7 @@ def _stage_chunk(stage: Mapping[str, Any], *, now: datetime, compact: bool, view
             marks.append(f"❌ {name(failed[0].get('actionName'), 60)}")
         marks.append(f"{len(stage_actions)} action{'s' if len(stage_actions) != 1 else ''}")
         marks += [
-            f"🚦 {c.label.lower()} {condition_status_text(c.status)}"
+            f"🚦 {c.label.lower()} {_condition_result(c, stage)}"
             for c in stage_conditions(stage)
             if c.status != "Succeeded"
         ]
