@@ -127,3 +127,15 @@ def pipeline(
         "stages": [{"name": n, "actions": a} for n, a in stages],
         **extra,
     }
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. A zombie counts as gone: a killed grandchild is re-parented
+    to the container's init, which may never reap it. The process may exit between any two
+    looks, so a missing ``/proc`` entry at any point means gone."""
+    try:
+        os.kill(pid, 0)
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (ProcessLookupError, FileNotFoundError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -32,7 +32,14 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from bot.engine import LocalCodePipeline
-from tests.helpers import approval_action, commands_action, pipeline, source_action, wait_for
+from tests.helpers import (
+    approval_action,
+    commands_action,
+    pipeline,
+    process_alive,
+    source_action,
+    wait_for,
+)
 from tests.shapecheck import assert_output_shape
 
 if TYPE_CHECKING:
@@ -147,15 +154,6 @@ def crash(proc: subprocess.Popen[bytes]) -> None:
     """``kill -9`` the engine process and reap it (a zombie's PID would still look alive)."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-
-
-def process_alive(pid: int) -> bool:
-    """True if ``pid`` runs; a zombie left to a non-reaping init counts as gone."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def kill_group_quietly(pid_file: Path) -> None:

@@ -15,7 +15,6 @@ resolves it per execution, so a test opens the gate of one execution while the o
 from __future__ import annotations
 
 import itertools
-import os
 import shlex
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -45,6 +44,7 @@ from tests.helpers import (
     commit,
     make_repo,
     pipeline,
+    process_alive,
     source_action,
     wait_for,
 )
@@ -64,23 +64,6 @@ def raises(code: str) -> Iterator[pytest.ExceptionInfo[ClientError]]:
     with pytest.raises(ClientError) as info:
         yield info
     assert info.value.response["Error"]["Code"] == code, info.value.response["Error"]
-
-
-def process_alive(pid: int) -> bool:
-    """``os.kill(pid, 0)``, except that a zombie counts as gone.
-
-    A killed grandchild is re-parented to the container's init, which may never reap it: it then
-    lingers as a zombie, which no longer runs anything.
-    """
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):  # gone meanwhile
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class Driver:

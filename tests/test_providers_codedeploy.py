@@ -26,7 +26,15 @@ from botocore.exceptions import ClientError
 
 from bot.engine.providers import codedeploy
 from bot.engine.providers.codedeploy import AppSpecError, Deployment, parse_appspec
-from tests.helpers import commands_action, commit, make_repo, pipeline, source_action, wait_for
+from tests.helpers import (
+    commands_action,
+    commit,
+    make_repo,
+    pipeline,
+    process_alive,
+    source_action,
+    wait_for,
+)
 from tests.shapecheck import assert_output_shape
 
 ALL_HOOKS = (
@@ -343,16 +351,7 @@ def test_a_hook_over_its_timeout_fails_and_its_process_is_killed(inst: Instance)
         "timeout (1 second)"
     )
     pid = int(started.read_text())
-    wait_for(lambda: not _alive(pid), timeout=5, what="the timed-out script to be killed")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return not stat.exists() or stat.read_text().rpartition(")")[2].split()[:1] != ["Z"]
+    wait_for(lambda: not process_alive(pid), timeout=5, what="the timed-out script to be killed")
 
 
 def test_scripts_run_by_location_relative_to_the_bundle_even_without_exec_bit_or_shebang(
@@ -840,5 +839,5 @@ def test_stopping_with_abandon_kills_the_running_hook_script(
     )
     assert_output_shape("StopPipelineExecution", response)
     e.wait(first_id, "Stopped")
-    wait_for(lambda: not _alive(pid), timeout=10, what="the hook script to be killed")
+    wait_for(lambda: not process_alive(pid), timeout=10, what="the hook script to be killed")
     assert e.deploy_action(first_id)["status"] == "Abandoned"

@@ -26,6 +26,7 @@ from bot.engine.providers.commands import (
     secondary_inputs_dir,
     start_commands,
 )
+from tests.helpers import process_alive
 
 
 def run(
@@ -49,15 +50,6 @@ def run(
     )
     status = proc.wait(timeout=30)
     return status, log_path.read_text(), variables_path
-
-
-def _alive(pid: int) -> bool:
-    """True if ``pid`` runs (a zombie waiting for a non-reaping init counts as gone)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _children(pid: int) -> list[int]:
@@ -179,9 +171,9 @@ def test_kill_process_group_kills_the_commands_and_their_children(tmp_path: Path
     assert status == -9
     assert elapsed < 5
     deadline = time.monotonic() + 5
-    while any(_alive(child) for child in children) and time.monotonic() < deadline:
+    while any(process_alive(child) for child in children) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not any(_alive(child) for child in children)
+    assert not any(process_alive(child) for child in children)
     assert "finished" not in log_path.read_text().replace("echo finished", "")
 
     kill_process_group(proc.pid)  # already gone: no error

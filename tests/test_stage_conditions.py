@@ -11,7 +11,6 @@ current time, so the test knows when it opens.
 
 from __future__ import annotations
 
-import os
 import shlex
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +24,7 @@ from botocore.exceptions import ClientError
 from bot.engine import LocalCodePipeline
 from bot.engine.conditions import deployment_window, window_opening
 from storage.db import utcnow
-from tests.helpers import commands_action, pipeline, source_action, wait_for
+from tests.helpers import commands_action, pipeline, process_alive, source_action, wait_for
 from tests.shapecheck import assert_output_shape
 
 NAME = "cond-pipeline"
@@ -359,15 +358,6 @@ def test_commands_rule_failure_fails_the_stage_with_its_log(cond: Conditions) ->
 # --------------------------------------------------------------------------- OverrideStageCondition
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except (ProcessLookupError, FileNotFoundError):
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def test_override_a_waiting_condition_lets_the_stage_run(cond: Conditions) -> None:
     """The override ends the condition Overridden and its running rule Abandoned; the rule's
     process is killed, and the stage's actions run."""
@@ -377,7 +367,7 @@ def test_override_a_waiting_condition_lets_the_stage_run(cond: Conditions) -> No
     cond.wait_condition("InProgress")
     wait_for(lambda: cond.seen("rule.pid"), timeout=10, what="the rule's commands")
     pid = int((cond.root / "rule.pid").read_text())
-    assert _alive(pid)
+    assert process_alive(pid)
     cond.override(first)
     cond.wait_status(first, "Succeeded")
     assert cond.seen(f"deployed-{first}")
@@ -388,7 +378,7 @@ def test_override_a_waiting_condition_lets_the_stage_run(cond: Conditions) -> No
     )
     with raises("ConditionNotOverridableException"):  # nothing waits or failed any more
         cond.override(first)
-    wait_for(lambda: not _alive(pid), timeout=10, what="the abandoned rule's process to die")
+    wait_for(lambda: not process_alive(pid), timeout=10, what="the abandoned rule's process to die")
 
 
 def test_override_a_failed_condition_resumes_the_execution(cond: Conditions) -> None:
