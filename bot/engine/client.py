@@ -19,7 +19,7 @@ import json
 import logging
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -63,6 +63,7 @@ from storage.models import (
     Pipeline,
     PipelineExecution,
     PipelineVersion,
+    RuleExecution,
     StageTransition,
 )
 
@@ -166,6 +167,14 @@ def _decode_token(token: str | None, operation: str, kind: type[int] | type[str]
             "InvalidNextTokenException", "The nextToken is not valid.", operation=operation
         )
     return value
+
+
+def _execution_ids(
+    session: Session, rows: Sequence[ActionExecution | RuleExecution]
+) -> dict[int, str]:
+    """The pipeline execution ID of each row's execution, by its key (one query)."""
+    executions = store.get_executions_by_pk(session=session, pks=[r.execution_pk for r in rows])
+    return {pk: e.execution_id for pk, e in executions.items()}
 
 
 def _stage(spec: PipelineSpec, name: str, operation: str) -> StageSpec:
@@ -1042,12 +1051,7 @@ class LocalCodePipeline:
                     limit=limit + 1,
                     latest_only=latest.get("startTimeRange") == "Latest",
                 )
-            ids = {
-                pk: e.execution_id
-                for pk, e in store.get_executions_by_pk(
-                    session=session, pks=[r.execution_pk for r in rows]
-                ).items()
-            }
+            ids = _execution_ids(session, rows)
         body: dict[str, Any] = {
             "actionExecutionDetails": [
                 responses.action_execution_detail(
@@ -1133,12 +1137,7 @@ class LocalCodePipeline:
                         seen.add((row.stage_name, row.rule_name))
                         kept.append(row)
                 rows = kept
-            ids = {
-                pk: e.execution_id
-                for pk, e in store.get_executions_by_pk(
-                    session=session, pks=[r.execution_pk for r in rows]
-                ).items()
-            }
+            ids = _execution_ids(session, rows)
         body: dict[str, Any] = {
             "ruleExecutionDetails": [
                 responses.rule_execution_detail(

@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -631,7 +631,6 @@ class Worker:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         start_time_ms = time.time_ns() // 1_000_000
         timeout = commands_provider.BUILD_TIMEOUT_SECONDS
-        timed_out = False
         try:
             primary = artifact_dirs[inputs[0]] if inputs else None
             secondary = {name: path for name, path in artifact_dirs.items() if path != primary}
@@ -663,33 +662,9 @@ class Worker:
                 env=env,
                 log_path=log_path,
                 variables_path=variables_path if payload.get("outputVariables") else None,
-                notes=[
-                    f"Ignoring environment variable {name}: the CODEBUILD_ prefix is reserved "
-                    "for CodeBuild, which sets it"
-                    for name in reserved
-                ],
+                notes=_reserved_notes(reserved),
             )
-            with self._lock:
-                self._running[job.pk] = proc
-                abandoned = job.pk in self._abandoned
-            try:
-                self._runtime.record_process(
-                    action_execution_id=job.action_execution_id, pid=proc.pid
-                )
-                if abandoned:  # stopped with abandon while the process was starting
-                    commands_provider.kill_process_group(proc.pid)
-                try:
-                    code = proc.wait(timeout=timeout)
-                except subprocess.TimeoutExpired:
-                    timed_out = True
-                    commands_provider.kill_process_group(proc.pid)
-                    code = proc.wait()
-                # Background jobs a command left behind die with their action.
-                commands_provider.kill_process_group(proc.pid)
-            finally:
-                with self._lock:
-                    self._running.pop(job.pk, None)
-                self._runtime.forget_process(action_execution_id=job.action_execution_id)
+            code, timed_out = self._supervise(job, proc, timeout=timeout)
             if code != 0:
                 tail = commands_provider.log_tail(log_path=log_path, lines=15, max_chars=1500)
                 how = f"exited with status {code}" if code > 0 else f"was killed (signal {-code})"
@@ -799,36 +774,17 @@ class Worker:
                 log_path=log_path,
                 results_path=results_path,
                 variables_path=variables_path,
-                notes=[f"Build {build.build_id} (number {build.number})"]
-                + [
-                    f"Ignoring environment variable {name}: the CODEBUILD_ prefix is reserved "
-                    "for CodeBuild, which sets it"
-                    for name in reserved
+                notes=[
+                    f"Build {build.build_id} (number {build.number})",
+                    *_reserved_notes(reserved),
                 ],
             )
-            with self._lock:
-                self._running[job.pk] = proc
-                abandoned = job.pk in self._abandoned
-            try:
-                self._runtime.record_process(
-                    action_execution_id=job.action_execution_id, pid=proc.pid
+            code, timed_out = self._supervise(job, proc, timeout=plan.timeout_seconds)
+            if timed_out:
+                stopped = (
+                    f"timed out after {_duration(plan.timeout_seconds)} "
+                    "(the project's timeoutInMinutes)"
                 )
-                if abandoned:  # stopped with abandon while the process was starting
-                    commands_provider.kill_process_group(proc.pid)
-                try:
-                    code = proc.wait(timeout=plan.timeout_seconds)
-                except subprocess.TimeoutExpired:
-                    stopped = (
-                        f"timed out after {_duration(plan.timeout_seconds)} "
-                        "(the project's timeoutInMinutes)"
-                    )
-                    commands_provider.kill_process_group(proc.pid)
-                    code = proc.wait()
-                commands_provider.kill_process_group(proc.pid)
-            finally:
-                with self._lock:
-                    self._running.pop(job.pk, None)
-                self._runtime.forget_process(action_execution_id=job.action_execution_id)
             if code < 0 and stopped is None:
                 stopped = f"was stopped (signal {-code})"
             result = codebuild_provider.finish_build(
@@ -864,6 +820,34 @@ class Worker:
             output_artifacts=list(result.produced),
             external_execution_id=job.action_execution_id,
         )
+
+    def _supervise(
+        self, job: ActionJob, proc: subprocess.Popen[bytes], *, timeout: float
+    ) -> tuple[int, bool]:
+        """Wait for an action's process: it is known to ``kill`` (and to other processes of
+        this host through its pid file) while it runs, killed at once if the action was
+        abandoned while it started, and killed after ``timeout`` seconds. Background jobs it
+        left behind die with it. Returns (exit code, whether it timed out)."""
+        with self._lock:
+            self._running[job.pk] = proc
+            abandoned = job.pk in self._abandoned
+        timed_out = False
+        try:
+            self._runtime.record_process(action_execution_id=job.action_execution_id, pid=proc.pid)
+            if abandoned:  # stopped with abandon while the process was starting
+                commands_provider.kill_process_group(proc.pid)
+            try:
+                code = proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                commands_provider.kill_process_group(proc.pid)
+                code = proc.wait()
+            commands_provider.kill_process_group(proc.pid)
+        finally:
+            with self._lock:
+                self._running.pop(job.pk, None)
+            self._runtime.forget_process(action_execution_id=job.action_execution_id)
+        return code, timed_out
 
     def _build_of(self, job: ActionJob, *, region: str | None) -> commands_provider.Build:
         """The CodeBuild build a Commands action run stands for (see ``project_name``)."""
@@ -955,6 +939,15 @@ def record_revision(
             }
         )
     execution.artifact_revisions = json.dumps(artifacts)
+
+
+def _reserved_notes(reserved: Iterable[str]) -> list[str]:
+    """The log's note for each declared variable dropped because CodeBuild owns its name."""
+    return [
+        f"Ignoring environment variable {name}: the CODEBUILD_ prefix is reserved for "
+        "CodeBuild, which sets it"
+        for name in reserved
+    ]
 
 
 def _duration(seconds: float) -> str:
